@@ -1,0 +1,53 @@
+"""Exactly one bearer credential from the request (RFC 6750 §2.1).
+
+- No ``Authorization`` header, or one with another scheme: MissingCredentials
+  (401 with a bare challenge, RFC 6750 §3.1).
+- More than one ``Authorization`` header (Envoy joins duplicates with ","), or
+  several credentials in one: MultipleCredentials (400 invalid_request).
+- ``Bearer`` with no token, or with spaces inside it: InvalidRequest.
+- A token outside the b64token syntax: TokenMalformed (401 invalid_token).
+The scheme name is case-insensitive.
+"""
+
+from __future__ import annotations
+
+import re
+
+from authz.errors import (
+    InvalidRequest,
+    MissingCredentials,
+    MultipleCredentials,
+    TokenMalformed,
+    TokenTooLarge,
+)
+from authz.request import RequestView
+
+__all__ = ["bearer"]
+
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_SCHEME = "bearer"
+
+
+def bearer(request: RequestView, max_token_bytes: int) -> str:
+    values = request.header("authorization")
+    if not values:
+        raise MissingCredentials("no Authorization header")
+    if len(values) > 1 or "," in values[0]:
+        raise MultipleCredentials("more than one Authorization credential")
+    # Only SP and HTAB are whitespace around a credential (RFC 9110 §5.6.3).
+    credential = values[0].strip(" \t")
+    scheme, _, token = credential.partition(" ")
+    if scheme.lower() != _SCHEME:
+        # The scheme is not echoed: a client that forgot "Bearer " put its token there.
+        raise MissingCredentials("Authorization scheme is not Bearer")
+    token = token.strip(" \t")
+    if not token:
+        raise InvalidRequest("Bearer scheme without a token")
+    if len(token) > max_token_bytes:
+        raise TokenTooLarge(f"token is {len(token)} bytes; the limit is {max_token_bytes}")
+    if " " in token or "\t" in token:
+        raise InvalidRequest("whitespace inside the bearer token")
+    if not _B64TOKEN.fullmatch(token):
+        raise TokenMalformed("token has characters outside the b64token syntax")
+    return token

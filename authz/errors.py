@@ -1,0 +1,179 @@
+"""Every way a Check can end other than "allow", as data.
+
+::
+
+    AuthzError                        status  rfc6750_error        reason
+    ├── InvalidRequest                400     invalid_request      invalid_request
+    │   └── MultipleCredentials       400     invalid_request      multiple_credentials
+    ├── Unauthenticated               401
+    │   ├── MissingCredentials        401     (none, RFC 6750 §3.1) missing_token
+    │   └── InvalidToken              401     invalid_token        invalid_token
+    │       ├── TokenMalformed                                     token_malformed
+    │       ├── TokenTooLarge                                      token_too_large
+    │       ├── UnknownIssuer                                      unknown_issuer
+    │       ├── UnknownKey                                         unknown_key
+    │       ├── AlgorithmNotAllowed                                algorithm_not_allowed
+    │       ├── SignatureInvalid                                   signature_invalid
+    │       ├── TokenExpired                                       token_expired
+    │       ├── TokenNotYetValid                                   token_not_yet_valid
+    │       ├── IssuedInFuture                                     issued_in_future
+    │       ├── AudienceMismatch                                   audience_mismatch
+    │       ├── MissingClaim                                       missing_claim
+    │       └── ClaimInvalid                                       claim_invalid
+    ├── Forbidden                     403     insufficient_scope   insufficient_scope
+    └── Unavailable                   503     (none)               unavailable
+        ├── KeysUnavailable                                        keys_unavailable
+        └── InternalError                                          internal_error
+
+The client sees only ``status``, the RFC 6750 code and a generic description;
+``reason`` and ``detail`` go to logs, metrics, spans and dynamic metadata.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlgorithmNotAllowed",
+    "AudienceMismatch",
+    "AuthzError",
+    "ClaimInvalid",
+    "ConfigError",
+    "Forbidden",
+    "InternalError",
+    "InvalidRequest",
+    "InvalidToken",
+    "IssuedInFuture",
+    "KeysUnavailable",
+    "MissingClaim",
+    "MissingCredentials",
+    "MultipleCredentials",
+    "SignatureInvalid",
+    "TokenExpired",
+    "TokenMalformed",
+    "TokenNotYetValid",
+    "TokenTooLarge",
+    "Unauthenticated",
+    "Unavailable",
+    "UnknownIssuer",
+    "UnknownKey",
+]
+
+
+class ConfigError(Exception):
+    """A configuration or key file is unusable; the message names file, key and problem."""
+
+
+class AuthzError(Exception):
+    """Base of every deny. ``detail`` is for operators only, never for the client."""
+
+    status: int = 403
+    rfc6750_error: str | None = None
+    reason: str = "denied"
+    description: str = "Access denied"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.reason)
+        self.detail = detail or self.reason
+
+
+class InvalidRequest(AuthzError):
+    status = 400
+    rfc6750_error = "invalid_request"
+    reason = "invalid_request"
+    description = "The request is malformed"
+
+
+class MultipleCredentials(InvalidRequest):
+    reason = "multiple_credentials"
+    description = "The request carries more than one credential"
+
+
+class Unauthenticated(AuthzError):
+    status = 401
+    reason = "unauthenticated"
+    description = "Authentication is required"
+
+
+class MissingCredentials(Unauthenticated):
+    # RFC 6750 §3.1: no error code when the request lacks any authentication.
+    reason = "missing_token"
+    description = "A bearer token is required"
+
+
+class InvalidToken(Unauthenticated):
+    rfc6750_error = "invalid_token"
+    reason = "invalid_token"
+    description = "The access token is invalid"
+
+
+class TokenMalformed(InvalidToken):
+    reason = "token_malformed"
+
+
+class TokenTooLarge(InvalidToken):
+    reason = "token_too_large"
+
+
+class UnknownIssuer(InvalidToken):
+    reason = "unknown_issuer"
+
+
+class UnknownKey(InvalidToken):
+    reason = "unknown_key"
+
+
+class AlgorithmNotAllowed(InvalidToken):
+    reason = "algorithm_not_allowed"
+
+
+class SignatureInvalid(InvalidToken):
+    reason = "signature_invalid"
+
+
+class TokenExpired(InvalidToken):
+    reason = "token_expired"
+    description = "The access token expired"
+
+
+class TokenNotYetValid(InvalidToken):
+    reason = "token_not_yet_valid"
+
+
+class IssuedInFuture(InvalidToken):
+    reason = "issued_in_future"
+
+
+class AudienceMismatch(InvalidToken):
+    reason = "audience_mismatch"
+
+
+class MissingClaim(InvalidToken):
+    reason = "missing_claim"
+
+
+class ClaimInvalid(InvalidToken):
+    reason = "claim_invalid"
+
+
+class Forbidden(AuthzError):
+    status = 403
+    rfc6750_error = "insufficient_scope"
+    reason = "insufficient_scope"
+    description = "The access token does not grant access to this resource"
+
+    def __init__(self, detail: str = "", scope: str = "") -> None:
+        super().__init__(detail)
+        self.scope = scope
+
+
+class Unavailable(AuthzError):
+    status = 503
+    reason = "unavailable"
+    description = "Authorization is temporarily unavailable"
+
+
+class KeysUnavailable(Unavailable):
+    reason = "keys_unavailable"
+
+
+class InternalError(Unavailable):
+    reason = "internal_error"

@@ -1,0 +1,103 @@
+"""Decision -> CheckResponse. The one table of statuses lives here.
+
+A deny is always a DENIED response (``denied_response`` with a non-OK status),
+never a failed RPC or an ``error_response``: only a DENIED reaches the client
+as our status, challenge and body, and Envoy's ``failure_mode_allow`` can never
+turn it into an allow.
+"""
+
+from __future__ import annotations
+
+import json
+
+from google.protobuf import struct_pb2
+from google.rpc import code_pb2, status_pb2
+
+from authz._proto.envoy.config.core.v3 import base_pb2
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2
+from authz._proto.envoy.type.v3 import http_status_pb2
+from authz.decision import Decision
+from authz.errors import AuthzError, Forbidden
+
+__all__ = ["build", "www_authenticate"]
+
+# HTTP status of a deny -> google.rpc code Envoy sees in CheckResponse.status.
+_GRPC_CODE = {
+    400: code_pb2.INVALID_ARGUMENT,
+    401: code_pb2.UNAUTHENTICATED,
+    403: code_pb2.PERMISSION_DENIED,
+    503: code_pb2.UNAVAILABLE,
+}
+_OK = status_pb2.Status(code=code_pb2.OK)
+
+
+def build(decision: Decision, realm: str) -> external_auth_pb2.CheckResponse:
+    metadata = _metadata(decision)
+    if decision.allowed:
+        return external_auth_pb2.CheckResponse(
+            status=_OK,
+            ok_response=external_auth_pb2.OkHttpResponse(
+                # No append/append_action: a plain header overwrites the client's.
+                headers=[_header(name, value) for name, value in decision.headers_to_set],
+                headers_to_remove=decision.headers_to_remove,
+            ),
+            dynamic_metadata=metadata,
+        )
+    error = decision.error
+    assert error is not None  # noqa: S101  (a deny always carries its error)
+    headers = [
+        _header("content-type", "application/json"),
+        _header("cache-control", "no-store"),
+    ]
+    challenge = www_authenticate(error, realm)
+    if challenge:
+        headers.append(_header("www-authenticate", challenge))
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=_GRPC_CODE.get(error.status, code_pb2.PERMISSION_DENIED)),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=error.status),  # type: ignore[arg-type]
+            headers=headers,
+            body=_body(error),
+        ),
+        dynamic_metadata=metadata,
+    )
+
+
+def www_authenticate(error: AuthzError, realm: str) -> str:
+    """The RFC 6750 §3 challenge for a deny, or "" where none applies (503)."""
+    if error.status not in (400, 401, 403):
+        return ""
+    parts = [f'Bearer realm="{realm}"']
+    if error.rfc6750_error:
+        parts.append(f'error="{error.rfc6750_error}"')
+        parts.append(f'error_description="{error.description}"')
+    if isinstance(error, Forbidden) and error.scope:
+        parts.append(f'scope="{error.scope}"')
+    return ", ".join(parts)
+
+
+def _body(error: AuthzError) -> str:
+    code = error.rfc6750_error or ("unauthorized" if error.status == 401 else "unavailable")
+    return json.dumps({"error": code, "error_description": error.description})
+
+
+def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value))
+
+
+def _metadata(decision: Decision) -> struct_pb2.Struct:
+    # Read by Envoy's access log as %DYNAMIC_METADATA(envoy.filters.http.ext_authz:KEY)%.
+    fields: dict[str, str | float] = {
+        "decision": "allow" if decision.allowed else "deny",
+        "status": decision.status,
+        "reason": decision.reason,
+    }
+    if decision.token is not None:
+        fields["iss"] = decision.token.issuer
+        if decision.token.subject is not None:
+            fields["sub"] = decision.token.subject
+    if decision.token_fingerprint:
+        fields["token_fp"] = decision.token_fingerprint
+    metadata = struct_pb2.Struct()
+    metadata.update(fields)
+    return metadata

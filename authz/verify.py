@@ -1,0 +1,269 @@
+"""The only place a JWT is decoded and checked.
+
+The compact JWS is parsed strictly here (canonical unpadded base64url, UTF-8
+JSON objects without duplicate members or NaN), the issuer is chosen from the
+unverified ``iss``, and only that issuer's keys and settings apply. PyJWT's
+algorithm objects check the signature; the claims are checked here, because
+PyJWT's own claim checks accept inputs we must refuse (numeric strings as
+times, ``exp`` of 10^20, UTF-16 JSON, padded signatures).
+
+Every exception raised while verifying, from any library, is converted to our
+error tree in ``verify`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from jwt.algorithms import Algorithm, get_default_algorithms
+
+from authz.config import Config, IssuerConfig
+from authz.errors import (
+    AlgorithmNotAllowed,
+    AudienceMismatch,
+    AuthzError,
+    ClaimInvalid,
+    InternalError,
+    IssuedInFuture,
+    KeysUnavailable,
+    MissingClaim,
+    SignatureInvalid,
+    TokenExpired,
+    TokenMalformed,
+    TokenNotYetValid,
+    TokenTooLarge,
+    UnknownIssuer,
+    UnknownKey,
+)
+from authz.keys import KeySource, VerificationKey
+
+__all__ = ["Clock", "SystemClock", "VerifiedToken", "Verifier", "fingerprint"]
+
+# Largest time claim accepted: 9999-12-31T23:59:59Z. Larger values are
+# nonsense at best and an overflow lever at worst.
+MAX_TIMESTAMP = 253_402_300_799
+_B64URL_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+# Header parameters whose semantics this verifier does not implement; RFC 7515
+# §4.1.11 requires rejecting a token that marks any of them critical.
+_UNSUPPORTED_HEADER = ("crit", "b64", "zip", "enc")
+_ALGORITHMS: Mapping[str, Algorithm] = get_default_algorithms()
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    issuer: str
+    subject: str | None
+    claims: Mapping[str, Any]
+    kid: str | None
+    algorithm: str
+
+
+def fingerprint(token: str) -> str:
+    """A stable, non-reversible token identifier for logs (truncated SHA-256)."""
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class _Issuer:
+    issuer: str
+    audiences: frozenset[str]
+    algorithms: frozenset[str]
+    leeway: int
+
+    @classmethod
+    def from_config(cls, config: IssuerConfig) -> _Issuer:
+        return cls(
+            issuer=config.issuer,
+            audiences=frozenset(config.audiences),
+            algorithms=frozenset(config.algorithms),
+            leeway=config.leeway_seconds,
+        )
+
+
+class Verifier:
+    def __init__(self, config: Config, keys: KeySource, clock: Clock | None = None) -> None:
+        self._issuers = {issuer.issuer: _Issuer.from_config(issuer) for issuer in config.issuers}
+        self._keys = keys
+        self._clock = clock or SystemClock()
+        self._max_bytes = config.max_token_bytes
+
+    def verify(self, token: str) -> VerifiedToken:
+        """Verify ``token`` or raise an AuthzError; nothing else ever escapes."""
+        try:
+            return self._verify(token)
+        except AuthzError:
+            raise
+        except RecursionError:
+            raise TokenMalformed("token JSON nests too deeply") from None
+        except Exception as exc:
+            # Fail closed on anything a library raised that we did not foresee.
+            raise InternalError(f"verification failed: {type(exc).__name__}") from exc
+
+    def _verify(self, token: str) -> VerifiedToken:
+        if len(token) > self._max_bytes:
+            raise TokenTooLarge(f"token is {len(token)} bytes; the limit is {self._max_bytes}")
+        parts = token.split(".")
+        if len(parts) != 3:
+            kind = "a JWE or nested token" if len(parts) == 5 else "not a compact JWS"
+            raise TokenMalformed(f"token has {len(parts)} segments: {kind}")
+        header = _json_object(_b64decode(parts[0], "header"), "header")
+        payload = _json_object(_b64decode(parts[1], "payload"), "payload")
+        signature = _b64decode(parts[2], "signature")
+
+        for name in _UNSUPPORTED_HEADER:
+            if name in header:
+                raise TokenMalformed(f"header parameter {name!r} is not supported")
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str):
+            raise TokenMalformed("header alg is missing or not a string")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise TokenMalformed("header kid is not a string")
+
+        issuer_name = payload.get("iss")
+        if issuer_name is None:
+            raise MissingClaim("iss claim is missing")
+        if not isinstance(issuer_name, str):
+            raise ClaimInvalid("iss claim is not a string")
+        issuer = self._issuers.get(issuer_name)
+        if issuer is None:
+            raise UnknownIssuer("iss is not a configured issuer")
+        if algorithm not in issuer.algorithms:
+            raise AlgorithmNotAllowed(f"alg {algorithm[:16]!r} is not allowed for this issuer")
+
+        key = self._key(issuer.issuer, kid, algorithm)
+        signing_input = token[: len(parts[0]) + 1 + len(parts[1])].encode("ascii")
+        if not _ALGORITHMS[algorithm].verify(signing_input, key.key, signature):
+            raise SignatureInvalid("signature does not verify")
+
+        self._check_claims(payload, issuer)
+        subject = payload.get("sub")
+        if subject is not None and not isinstance(subject, str):
+            raise ClaimInvalid("sub claim is not a string")
+        return VerifiedToken(
+            issuer=issuer.issuer, subject=subject, claims=payload, kid=kid, algorithm=algorithm
+        )
+
+    def _key(self, issuer: str, kid: str | None, algorithm: str) -> VerificationKey:
+        keys = self._keys.keys_for(issuer)
+        if keys is None or not keys.usable:
+            raise KeysUnavailable("no usable keys for this issuer")
+        if kid is not None:
+            key = keys.by_kid.get(kid)
+            if key is None:
+                raise UnknownKey("kid is not among the issuer's keys")
+        else:
+            # Without a kid, only an unambiguous key will do: trying several
+            # would multiply the work an attacker can cause per token.
+            candidates = [k for k in keys.all() if algorithm in k.algorithms]
+            if len(candidates) != 1:
+                raise UnknownKey(f"token has no kid and {len(candidates)} keys could verify it")
+            key = candidates[0]
+        if algorithm not in key.algorithms:
+            raise AlgorithmNotAllowed(f"alg {algorithm} does not fit key {kid!r} ({key.kind})")
+        return key
+
+    def _check_claims(self, payload: Mapping[str, Any], issuer: _Issuer) -> None:
+        now = self._clock.now()
+        leeway = issuer.leeway
+        expires = _time_claim(payload, "exp", required=True)
+        assert expires is not None  # noqa: S101  (required=True guarantees a value)
+        if now >= expires + leeway:
+            raise TokenExpired("token has expired")
+        not_before = _time_claim(payload, "nbf", required=False)
+        if not_before is not None and now + leeway < not_before:
+            raise TokenNotYetValid("token is not valid yet (nbf)")
+        issued_at = _time_claim(payload, "iat", required=False)
+        if issued_at is not None and now + leeway < issued_at:
+            raise IssuedInFuture("token was issued in the future (iat)")
+        _check_audience(payload, issuer.audiences)
+
+
+def _b64decode(segment: str, what: str) -> bytes:
+    raw = segment.encode("ascii", "replace")
+    # Only the canonical, unpadded base64url form is accepted (RFC 7515 §2):
+    # one token must have exactly one spelling.
+    if not raw or not _B64URL_ALPHABET.issuperset(raw) or len(raw) % 4 == 1:
+        raise TokenMalformed(f"{what} is not unpadded base64url")
+    try:
+        decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        raise TokenMalformed(f"{what} is not base64url") from None
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != raw:
+        raise TokenMalformed(f"{what} is not canonical base64url")
+    return decoded
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in result:
+            raise TokenMalformed("JSON object has a duplicate member")
+        result[name] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise TokenMalformed(f"JSON has the non-standard constant {name}")
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        # Strict UTF-8 (RFC 8259 §8.1): json.loads on bytes would also accept UTF-16/32.
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TokenMalformed(f"{what} is not UTF-8") from None
+    try:
+        value = json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
+    except json.JSONDecodeError:
+        raise TokenMalformed(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise TokenMalformed(f"{what} is not a JSON object")
+    return value
+
+
+def _time_claim(payload: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+    value = payload.get(name)
+    if value is None:
+        if required:
+            raise MissingClaim(f"{name} claim is missing")
+        return None
+    # bool is an int subclass; "123" is a string. Neither is a NumericDate.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ClaimInvalid(f"{name} claim is not a number")
+    if not math.isfinite(value) or not 0 <= value <= MAX_TIMESTAMP:
+        raise ClaimInvalid(f"{name} claim is out of range")
+    return float(value)
+
+
+def _check_audience(payload: Mapping[str, Any], accepted: frozenset[str]) -> None:
+    audience = payload.get("aud")
+    if audience is None:
+        raise MissingClaim("aud claim is missing")
+    if isinstance(audience, str):
+        audiences = [audience]
+    elif isinstance(audience, list) and audience and all(isinstance(a, str) for a in audience):
+        audiences = audience
+    else:
+        raise ClaimInvalid("aud claim is not a string or a non-empty array of strings")
+    if accepted.isdisjoint(audiences):
+        raise AudienceMismatch("aud does not name this service")
