@@ -93,7 +93,7 @@ def _check_config(args: argparse.Namespace) -> int:
     source = StaticKeySource.from_config(config)
     for issuer in config.issuers:
         keys = source.keys_for(issuer.issuer)
-        assert keys is not None  # noqa: S101  (from_config loads every issuer)
+        assert keys is not None
         described = ", ".join(
             f"{key.kid or '(no kid)'} {key.kind} {'/'.join(sorted(key.algorithms))}"
             for key in keys.all()
@@ -129,7 +129,13 @@ def _token_mint(args: argparse.Namespace) -> int:
             extra[name] = raw  # a bare word is a string claim
     audience: str | list[str] = args.aud[0] if len(args.aud) == 1 else args.aud
     claims = claims_for(
-        args.sub, args.iss, audience, args.scope, args.ttl, args.nbf_in, **extra
+        args.sub,
+        args.iss,
+        audience,
+        scopes=args.scope,
+        ttl=args.ttl,
+        not_before_in=args.nbf_in,
+        **extra,
     )
     try:
         if args.alg.startswith("HS"):

@@ -67,7 +67,7 @@ Algorithm = Literal[
 
 _HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _LISTEN_TCP = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
-_REALM = re.compile(r'^[\x20-\x7e]*$')
+_REALM = re.compile(r"^[\x20-\x7e]*$")
 
 
 class _Model(BaseModel):
@@ -294,10 +294,13 @@ def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
                     child = value_node
                     line = key_node.start_mark.line + 1
                     break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                child = node.value[part]
-                line = child.start_mark.line + 1
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            child = node.value[part]
+            line = child.start_mark.line + 1
         if child is None:
             break
         node = child

@@ -151,7 +151,7 @@ def _load_source(
     if source.pem_file is not None:
         path = config.resolve(source.pem_file)
         return [_bind(_read_pem(path), source.kid, None, allowed, f"{where}: {path}")]
-    assert source.secret_file is not None  # noqa: S101  (the config model guarantees one source)
+    assert source.secret_file is not None
     path = config.resolve(source.secret_file)
     return [_bind(_read_secret(path), source.kid, None, allowed, f"{where}: {path}")]
 
@@ -179,9 +179,7 @@ def _bind(
     return VerificationKey(kid=kid, kind=kind, algorithms=frozenset(algorithms), key=key)
 
 
-def _keys_from_jwks(
-    document: Any, where: str, allowed: frozenset[str]
-) -> list[VerificationKey]:
+def _keys_from_jwks(document: Any, where: str, allowed: frozenset[str]) -> list[VerificationKey]:
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ConfigError(f"{where}: a JWKS must be an object with a 'keys' array")
     keys = []
@@ -199,7 +197,9 @@ def _key_from_jwk(jwk: Any, where: str, allowed: frozenset[str]) -> Verification
         raise ConfigError(f"{where}: a JWK must be an object")
     private = sorted(_PRIVATE_MEMBERS & jwk.keys())
     if private or (jwk.get("kty") != "oct" and "k" in jwk):
-        raise ConfigError(f"{where}: holds private key members {private or ['k']}; publish public keys only")
+        raise ConfigError(
+            f"{where}: holds private key members {private or ['k']}; publish public keys only"
+        )
     if jwk.get("kty") == "oct":
         raise ConfigError(f"{where}: symmetric keys are accepted only from a secret_file")
     use = jwk.get("use")
@@ -240,7 +240,10 @@ def _read_pem(path: Any) -> PublicKey:
         raise ConfigError(f"{path}: not a PEM public key: {exc}") from None
     if not isinstance(
         key,
-        rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey,
+        rsa.RSAPublicKey
+        | ec.EllipticCurvePublicKey
+        | ed25519.Ed25519PublicKey
+        | ed448.Ed448PublicKey,
     ):
         raise ConfigError(f"{path}: unsupported key type {type(key).__name__}")
     return key

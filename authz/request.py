@@ -14,6 +14,7 @@ from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_a
 
 __all__ = ["RequestView", "view"]
 
+
 @dataclass(frozen=True, slots=True)
 class RequestView:
     method: str = ""
@@ -56,14 +57,18 @@ def view(request: external_auth_pb2.CheckRequest) -> RequestView:
     )
 
 
-def _headers(http: attribute_context_pb2.AttributeContext.HttpRequest) -> dict[str, tuple[str, ...]]:
+def _headers(
+    http: attribute_context_pb2.AttributeContext.HttpRequest,
+) -> dict[str, tuple[str, ...]]:
     raw = http.header_map.headers
     if raw:
         collected: dict[str, list[str]] = {}
         for header in raw:
             # raw_value carries bytes; anything not UTF-8 is replaced and so can
             # never look like a valid token or identity value.
-            value = header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+            value = (
+                header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+            )
             collected.setdefault(header.key.lower(), []).append(value)
         return {name: tuple(values) for name, values in collected.items()}
     return {name.lower(): (value,) for name, value in http.headers.items()}

@@ -10,7 +10,8 @@ import stat
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz import response
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -34,19 +35,23 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._realm = config.realm
         self._decider = decider
 
-    async def Check(  # noqa: N802  (the gRPC method name)
-        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[
+    async def Check(
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext[
             external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse
-        ]
+        ],
     ) -> external_auth_pb2.CheckResponse:
         try:
             decision = self._decider.decide(view(request))
         except Exception as exc:
             # decide() catches its own errors; this guards the request view.
             log.exception("cannot read CheckRequest")
-            error = InvalidRequest("unreadable CheckRequest") if isinstance(
-                exc, UnicodeError | ValueError
-            ) else InternalError(type(exc).__name__)
+            error = (
+                InvalidRequest("unreadable CheckRequest")
+                if isinstance(exc, UnicodeError | ValueError)
+                else InternalError(type(exc).__name__)
+            )
             decision = Decision(
                 allowed=False, status=error.status, reason=error.reason, error=error
             )
@@ -83,10 +88,11 @@ class AuthzServer:
         self.config = config
         self.keys = keys if keys is not None else StaticKeySource.from_config(config)
         verifier = Verifier(config, self.keys, clock)
-        self.health = health.aio.HealthServicer()
+        self.health = health_aio.HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not share it.
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        # The generated *_pb2_grpc module carries no type hints.
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
             AuthorizationService(config, Decider(config, verifier)), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

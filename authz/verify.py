@@ -184,7 +184,7 @@ class Verifier:
         now = self._clock.now()
         leeway = issuer.leeway
         expires = _time_claim(payload, "exp", required=True)
-        assert expires is not None  # noqa: S101  (required=True guarantees a value)
+        assert expires is not None
         if now >= expires + leeway:
             raise TokenExpired("token has expired")
         not_before = _time_claim(payload, "nbf", required=False)

@@ -15,14 +15,18 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 __all__ = ["PrivateKey", "generate", "load_private", "public_jwk", "write_keypair"]
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "ES256": ec.SECP256R1(),
+    "ES384": ec.SECP384R1(),
+    "ES512": ec.SECP521R1(),
+}
 
 
 def generate(algorithm: str, rsa_bits: int = 2048) -> PrivateKey:
     if algorithm[:2] in ("RS", "PS"):
         return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
     if algorithm in _CURVES:
-        return ec.generate_private_key(_CURVES[algorithm]())
+        return ec.generate_private_key(_CURVES[algorithm])
     if algorithm == "EdDSA":
         return ed25519.Ed25519PrivateKey.generate()
     raise ValueError(f"cannot generate a key pair for {algorithm!r} (HS* uses a secret file)")
@@ -42,7 +46,9 @@ def public_jwk(key: PrivateKey, kid: str, algorithm: str) -> dict[str, Any]:
 
 def load_private(path: Path) -> PrivateKey:
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+    if not isinstance(
+        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+    ):
         raise ValueError(f"{path}: unsupported private key type {type(key).__name__}")
     return key
 

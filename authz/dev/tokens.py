@@ -16,6 +16,7 @@ def claims_for(
     subject: str,
     issuer: str,
     audience: str | list[str],
+    *,
     scopes: str = "",
     ttl: int = 300,
     not_before_in: int | None = None,
