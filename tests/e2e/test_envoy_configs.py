@@ -1,0 +1,45 @@
+"""Every Envoy config in envoy/ is accepted by the real Envoy binary."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from authz.dev.stack import REPO_ROOT, envoy_binary
+
+pytestmark = pytest.mark.e2e
+
+CONFIGS = sorted((REPO_ROOT / "envoy").glob("*.yaml"))
+
+
+def test_there_are_configs_to_check() -> None:
+    assert CONFIGS, "envoy/ holds no *.yaml"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)
+def test_envoy_validates(config: Path) -> None:
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"configuration '{config}' OK" in result.stdout + result.stderr
+
+
+def test_a_broken_config_is_refused(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    text = (REPO_ROOT / "envoy" / "gateway.yaml").read_text()
+    broken.write_text(text.replace("failure_mode_allow", "failure_mode_alow"))
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(broken), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0

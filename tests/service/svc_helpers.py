@@ -1,0 +1,383 @@
+"""Helpers for the service tests: an event loop thread, clients, requests, fakes.
+
+The server under test is the real ``authz.server.AuthzServer`` (grpc.aio) running
+on an asyncio loop in a background thread; tests talk to it over real sockets
+with the synchronous grpc client, exactly as Envoy would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Coroutine, Iterable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import yaml
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authz._proto.envoy.config.core.v3 import base_pb2
+from authz._proto.envoy.service.auth.v3 import (
+    attribute_context_pb2,
+    external_auth_pb2,
+    external_auth_pb2_grpc,
+)
+from authz.config import Config, load_config
+from authz.dev.keys import PrivateKey
+from authz.dev.tokens import claims_for, mint
+from authz.keys import KeySource
+from authz.server import SERVICE_NAME, AuthzServer
+from authz.verify import Clock
+
+__all__ = [
+    "AUDIENCE",
+    "ISSUER",
+    "KID",
+    "REALM",
+    "SERVICE_NAME",
+    "WAIT",
+    "Client",
+    "ConfigFactory",
+    "GatedClock",
+    "LoopThread",
+    "NoKeys",
+    "RunningServer",
+    "ServerFactory",
+    "Signing",
+    "body",
+    "check_request",
+    "config_data",
+    "deny_headers",
+    "fingerprint",
+    "metadata",
+    "ok_headers",
+    "wait_until_serving",
+    "write_config",
+]
+
+ISSUER = "https://issuer.service-test.example"
+AUDIENCE = "orders-api"
+KID = "svc-key-1"
+REALM = "service-test"
+# Upper bound for any single blocking wait in these tests (seconds).
+WAIT = 10.0
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+T = TypeVar("T")
+
+CheckRequest = external_auth_pb2.CheckRequest
+CheckResponse = external_auth_pb2.CheckResponse
+
+
+class LoopThread:
+    """An asyncio event loop running forever in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="authz-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
+        return self.submit(coro).result(timeout)
+
+    def close(self) -> None:
+        async def _drain() -> None:
+            current = asyncio.current_task()
+            pending = [task for task in asyncio.all_tasks() if task is not current]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self.loop.shutdown_asyncgens()
+
+        try:
+            self.run(_drain())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(WAIT)
+            assert not self._thread.is_alive(), "event loop thread did not stop"
+            self.loop.close()
+
+
+@dataclass
+class Client:
+    """A synchronous channel with typed Check and health callables."""
+
+    channel: grpc.Channel
+    check: grpc.UnaryUnaryMultiCallable[CheckRequest, CheckResponse] = field(init=False)
+    health_check: grpc.UnaryUnaryMultiCallable[Any, Any] = field(init=False)
+    health_watch: grpc.UnaryStreamMultiCallable[Any, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # The generated *_pb2_grpc module carries no type hints.
+        stub = external_auth_pb2_grpc.AuthorizationStub(self.channel)  # type: ignore[no-untyped-call]
+        self.check = stub.Check
+        health = health_pb2_grpc.HealthStub(self.channel)
+        self.health_check = health.Check
+        self.health_watch = health.Watch
+
+    @classmethod
+    def connect(cls, target: str) -> Client:
+        channel = grpc.insecure_channel(target)
+        try:
+            grpc.channel_ready_future(channel).result(timeout=WAIT)
+        except BaseException:
+            channel.close()
+            raise
+        return cls(channel)
+
+    def health(self, service: str = "") -> int:
+        response = self.health_check(health_pb2.HealthCheckRequest(service=service), timeout=WAIT)
+        status: int = response.status
+        return status
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+@dataclass
+class RunningServer:
+    server: AuthzServer
+    target: str
+    client: Client
+
+
+class NoKeys:
+    """A KeySource that has no keys yet (e.g. a JWKS URL not fetched)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def keys_for(self, issuer: str) -> None:
+        self.asked.append(issuer)
+
+    def ready(self) -> bool:
+        return False
+
+
+class GatedClock:
+    """A Clock whose first ``now()`` blocks (with a bound) until released.
+
+    ``now()`` runs on the server's event loop thread inside Check, so while it
+    waits the whole loop is held: that is the point, it pins one Check in the
+    middle of its handler. It never waits longer than ``limit`` seconds, so a
+    broken test cannot hang the suite.
+    """
+
+    def __init__(self, limit: float = WAIT) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.released_in_time: bool | None = None
+        self._limit = limit
+        self._armed = True
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            armed, self._armed = self._armed, False
+        if armed:
+            self.entered.set()
+            self.released_in_time = self.release.wait(self._limit)
+        return time.time()
+
+
+def config_data(
+    jwks_file: Path,
+    listen: str = "127.0.0.1:0",
+    **overrides: Any,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "listen": listen,
+        "realm": REALM,
+        "grace_period_seconds": 5,
+        "issuers": [
+            {
+                "issuer": ISSUER,
+                "audiences": [AUDIENCE],
+                "algorithms": ["RS256"],
+                "keys": [{"jwks_file": str(jwks_file)}],
+            }
+        ],
+    }
+    data.update(overrides)
+    return data
+
+
+def write_config(path: Path, data: Mapping[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(dict(data), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def check_request(
+    headers: Mapping[str, str] | None = None,
+    header_map: Iterable[tuple[str, bytes]] | None = None,
+    path: str = "/orders/42",
+) -> CheckRequest:
+    """A CheckRequest as Envoy builds it: the ``headers`` map or the raw ``header_map``."""
+    http = attribute_context_pb2.AttributeContext.HttpRequest(
+        id="1234567890",
+        method="GET",
+        path=path,
+        host="api.example",
+        scheme="https",
+        protocol="HTTP/1.1",
+    )
+    if headers is not None:
+        http.headers.update(headers)
+    if header_map is not None:
+        http.header_map.CopyFrom(
+            base_pb2.HeaderMap(
+                headers=[base_pb2.HeaderValue(key=key, raw_value=raw) for key, raw in header_map]
+            )
+        )
+    return CheckRequest(
+        attributes=attribute_context_pb2.AttributeContext(
+            request=attribute_context_pb2.AttributeContext.Request(http=http)
+        )
+    )
+
+
+def ok_headers(response: CheckResponse) -> dict[str, str]:
+    """ok_response headers as a dict; fails on a repeated name."""
+    result: dict[str, str] = {}
+    for option in response.ok_response.headers:
+        assert option.header.key not in result, f"header {option.header.key} set twice"
+        result[option.header.key] = option.header.value
+    return result
+
+
+def deny_headers(response: CheckResponse) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for option in response.denied_response.headers:
+        assert option.header.key not in result, f"header {option.header.key} set twice"
+        result[option.header.key] = option.header.value
+    return result
+
+
+def metadata(response: CheckResponse) -> dict[str, Any]:
+    value: dict[str, Any] = json_format.MessageToDict(response.dynamic_metadata)
+    return value
+
+
+def fingerprint(token: str) -> str:
+    """The documented token fingerprint: the first 16 hex digits of SHA-256."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()[:16]
+
+
+def body(response: CheckResponse) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(response.denied_response.body)
+    return value
+
+
+def wait_until_serving(target: str, deadline: float) -> None:
+    """Poll gRPC health at ``target`` until SERVING or ``deadline`` (monotonic) passes."""
+    last: object = None
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(target) as channel:
+            client = Client(channel)
+            try:
+                if client.health() == SERVING:
+                    return
+                last = "NOT_SERVING"
+            except grpc.RpcError as exc:
+                last = exc
+        time.sleep(0.05)  # poll interval, not a readiness guess
+    raise AssertionError(f"{target} not SERVING before the deadline (last: {last!r})")
+
+
+@dataclass(frozen=True)
+class Signing:
+    """The session's RS256 key pair (on disk) and an unrelated key for forgeries."""
+
+    directory: Path
+    private_pem: Path
+    jwks_file: Path
+    key: PrivateKey
+    other_key: PrivateKey
+
+    def token(
+        self,
+        subject: str = "alice",
+        *,
+        scopes: str = "orders:read orders:write",
+        audience: str | list[str] = AUDIENCE,
+        issuer: str = ISSUER,
+        ttl: int = 300,
+        kid: str | None = KID,
+        key: PrivateKey | None = None,
+        **extra: Any,
+    ) -> str:
+        claims = claims_for(subject, issuer, audience, scopes=scopes, ttl=ttl, **extra)
+        return mint(key or self.key, "RS256", claims, kid)
+
+
+class ConfigFactory:
+    def __init__(self, directory: Path, jwks_file: Path) -> None:
+        self._directory = directory
+        self._jwks_file = jwks_file
+        self._count = 0
+
+    def __call__(self, listen: str = "127.0.0.1:0", **overrides: Any) -> Config:
+        self._count += 1
+        data = config_data(self._jwks_file, listen, **overrides)
+        path = write_config(self._directory / f"authz-{self._count}.yaml", data)
+        return load_config(path)
+
+
+class ServerFactory:
+    """Starts real AuthzServers on the loop thread; stops them all at teardown."""
+
+    def __init__(self, loop_thread: LoopThread) -> None:
+        self._loop = loop_thread
+        self._running: list[RunningServer] = []
+
+    def create(
+        self, config: Config, keys: KeySource | None = None, clock: Clock | None = None
+    ) -> AuthzServer:
+        async def _create() -> AuthzServer:
+            # Built on the loop so grpc.aio binds the server to that loop.
+            return AuthzServer(config, keys, clock)
+
+        return self._loop.run(_create())
+
+    def __call__(
+        self, config: Config, keys: KeySource | None = None, clock: Clock | None = None
+    ) -> RunningServer:
+        server = self.create(config, keys, clock)
+        self._loop.run(server.start())
+        target = server.address
+        try:
+            client = Client.connect(target)
+        except BaseException:
+            self._loop.run(server.stop(0))
+            raise
+        running = RunningServer(server=server, target=target, client=client)
+        self._running.append(running)
+        return running
+
+    def close(self) -> None:
+        errors: list[BaseException] = []
+        for running in reversed(self._running):
+            running.client.close()
+            try:
+                self._loop.run(running.server.stop(0))
+            except BaseException as exc:  # keep stopping the others
+                errors.append(exc)
+        self._running.clear()
+        if errors:
+            raise errors[0]
