@@ -265,11 +265,18 @@ def _reject_duplicate_keys(node: yaml.Node, source: str, path: tuple[str | int, 
 
 def _format_errors(exc: ValidationError, root: yaml.Node | None, source: str) -> str:
     lines = []
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
         line = _line_of(root, loc)
         where = f"{source}:{line}" if line else source
-        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (misspelt, or not valid here)"
+        else:
+            message = str(error["msg"]).removeprefix("Value error, ")
+            given = error.get("input")
+            # Echo short scalars only: a mapping could hold key material.
+            if isinstance(given, str | int | float) and len(str(given)) <= 80:
+                message += f" (got {given!r})"
         lines.append(f"{where}: {_dotted(loc) or '(top level)'}: {message}")
     return "\n".join(lines)
 

@@ -36,6 +36,7 @@ __all__ = [
     "envoy_binary",
     "http_request",
     "render_envoy_config",
+    "wait_for",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from authz.dev.stack import Stack
+from authz.dev.stack import Stack, wait_for
 from tests.e2e.conftest import AUDIENCE, ISSUER, KID, Keys
 from tests.support import forge
 
@@ -135,30 +135,22 @@ def test_health_route_needs_no_token(stack: Stack) -> None:
 
 
 def test_access_log_carries_the_decision_and_reason(stack: Stack, keys: Keys) -> None:
-    assert stack.envoy is not None
-    marker = f"log-{time.monotonic_ns()}"
-    stack.get("/orders", {"Authorization": f"Bearer {keys.token()}", "x-request-id": marker})
+    envoy = stack.envoy
+    assert envoy is not None
+    allowed_id, denied_id = f"ok-{time.monotonic_ns()}", f"expired-{time.monotonic_ns()}"
+    stack.get("/orders", {"Authorization": f"Bearer {keys.token()}", "x-request-id": allowed_id})
     expired = keys.token(iat=1, exp=2)
-    stack.get("/orders", {"Authorization": f"Bearer {expired}", "x-request-id": marker + "-x"})
+    stack.get("/orders", {"Authorization": f"Bearer {expired}", "x-request-id": denied_id})
 
-    def entry(request_id: str) -> dict[str, object]:
-        for item in stack.envoy.access_log(1) if stack.envoy else []:
-            if item["request_id"] == request_id:
-                return item
-        raise AssertionError(f"no access log entry for {request_id}")
+    def both() -> dict[str, dict[str, object]] | None:
+        found = {e["request_id"]: e for e in envoy.access_log(1) if e["request_id"]}
+        return found if allowed_id in found and denied_id in found else None
 
-    # Poll until both lines are flushed; access_log() waits for a count, not an id.
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            allowed, denied = entry(marker), entry(marker + "-x")
-            break
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    entries = wait_for("both access log entries", both, 15, envoy.log)
+    allowed, denied = entries[allowed_id], entries[denied_id]
     assert allowed["authz_decision"] == "allow"
     assert allowed["authz_sub"] == "alice"
+    assert allowed["authz_reason"] == "allowed"
     assert denied["authz_decision"] == "deny"
     assert denied["authz_reason"] == "token_expired"
     assert expired not in json.dumps([allowed, denied])
