@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
@@ -17,6 +17,10 @@ class BuildPyWithProtos(build_py):
         from compile_protos import generate
 
         generate(HERE)
+        # The package list was computed before the code existed: add it now.
+        generated = find_packages(str(HERE), include=["authz._proto", "authz._proto.*"])
+        self.packages = sorted({*(self.packages or []), *generated})
+        self.distribution.packages = self.packages
         super().run()
 
 
