@@ -206,15 +206,6 @@ class Config(_Model):
             raise ValueError("must be printable ASCII without quotes or backslashes")
         return value
 
-    @model_validator(mode="after")
-    def _issuers_unique(self) -> Config:
-        seen: set[str] = set()
-        for issuer in self.issuers:
-            if issuer.issuer in seen:
-                raise ValueError(f"issuer {issuer.issuer!r} is configured twice")
-            seen.add(issuer.issuer)
-        return self
-
     def resolve(self, path: Path) -> Path:
         """A path from the file, relative to the file's own directory."""
         return path if path.is_absolute() else self.base_dir / path
@@ -242,9 +233,20 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         raise ConfigError(f"{source}: expected a mapping at the top level")
     data = {**data, "base_dir": base_dir or Path.cwd()}
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, root, source)) from None
+    # Checked here rather than in a validator, to name the duplicate's own line.
+    seen: set[str] = set()
+    for index, issuer in enumerate(config.issuers):
+        if issuer.issuer in seen:
+            loc = ("issuers", index, "issuer")
+            raise ConfigError(
+                f"{source}:{_line_of(root, loc)}: {_dotted(loc)}: "
+                f"issuer {issuer.issuer!r} is configured twice"
+            )
+        seen.add(issuer.issuer)
+    return config
 
 
 def _reject_duplicate_keys(node: yaml.Node, source: str, path: tuple[str | int, ...]) -> None:

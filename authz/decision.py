@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from authz.config import Config
 from authz.credentials import bearer
 from authz.errors import AuthzError, InternalError
 from authz.identity import identity_headers
 from authz.request import RequestView
-from authz.verify import VerifiedToken, Verifier, fingerprint
+from authz.verify import VerifiedToken, fingerprint
 
-__all__ = ["Decider", "Decision"]
+__all__ = ["Decider", "Decision", "TokenVerifier"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,14 @@ class Decision:
     headers_to_remove: tuple[str, ...] = ()
 
 
+class TokenVerifier(Protocol):
+    """What a decision needs from verification (``verify.Verifier``, or a fake)."""
+
+    def verify(self, token: str) -> VerifiedToken: ...
+
+
 class Decider:
-    def __init__(self, config: Config, verifier: Verifier) -> None:
+    def __init__(self, config: Config, verifier: TokenVerifier) -> None:
         self._config = config
         self._verifier = verifier
         self._namespace = config.identity.namespace

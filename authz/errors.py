@@ -2,10 +2,11 @@
 
 ::
 
-    AuthzError                        status  rfc6750_error        reason
+    class                             status  rfc6750_error        reason
+    AuthzError                        403     (none)               denied
     ├── InvalidRequest                400     invalid_request      invalid_request
     │   └── MultipleCredentials       400     invalid_request      multiple_credentials
-    ├── Unauthenticated               401
+    ├── Unauthenticated               401     (none)               unauthenticated
     │   ├── MissingCredentials        401     (none, RFC 6750 §3.1) missing_token
     │   └── InvalidToken              401     invalid_token        invalid_token
     │       ├── TokenMalformed                                     token_malformed

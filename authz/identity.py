@@ -24,16 +24,26 @@ _SAFE_VALUE = re.compile(r"[^\x00-\x1f\x7f]*")
 
 
 def scopes(claims: Mapping[str, Any]) -> list[str]:
-    """OAuth scopes from ``scope`` (space-separated string) or ``scp`` (array)."""
+    """OAuth scopes from ``scope`` (space-separated string) or ``scp`` (array).
+
+    A malformed claim is refused, not half-read: a scope array item holding a
+    space would otherwise become two scopes downstream.
+    """
     scope = claims.get("scope")
-    if isinstance(scope, str):
+    if scope is not None:
+        if not isinstance(scope, str):
+            raise ClaimInvalid("scope claim is not a string")
         return scope.split()
     scp = claims.get("scp")
-    if isinstance(scp, list):
-        return [s for s in scp if isinstance(s, str)]
+    if scp is None:
+        return []
     if isinstance(scp, str):
         return scp.split()
-    return []
+    if isinstance(scp, list) and all(
+        isinstance(item, str) and item and not any(c.isspace() for c in item) for item in scp
+    ):
+        return list(scp)
+    raise ClaimInvalid("scp claim is not a string or an array of scope tokens")
 
 
 def identity_headers(claims: Mapping[str, Any], config: IdentityConfig) -> list[tuple[str, str]]:

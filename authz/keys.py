@@ -53,7 +53,7 @@ PublicKey = (
 @dataclass(frozen=True)
 class VerificationKey:
     kid: str | None
-    kind: str  # "RSA-2048", "EC-P-256", "Ed25519", "oct": for messages and `explain`
+    kind: str  # "RSA-2048", "EC-secp256r1", "Ed25519", "oct": for messages
     algorithms: frozenset[str]
     key: PublicKey | bytes = field(repr=False)
 
@@ -213,8 +213,9 @@ def _key_from_jwk(jwk: Any, where: str, allowed: frozenset[str]) -> Verification
         raise ConfigError(f"{where}: alg must be a string")
     try:
         key = PyJWK(jwk).key
-    except (PyJWTError, ValueError, TypeError, KeyError) as exc:
-        raise ConfigError(f"{where}: not a valid JWK: {exc}") from None
+    except (PyJWTError, ValueError, TypeError, KeyError, NotImplementedError) as exc:
+        # NotImplementedError: PyJWK's answer to e.g. "alg": "none".
+        raise ConfigError(f"{where}: not a valid JWK: {type(exc).__name__}: {exc}") from None
     return _bind(key, kid, alg, allowed, where)
 
 

@@ -37,8 +37,7 @@ def build(decision: Decision, realm: str) -> external_auth_pb2.CheckResponse:
         return external_auth_pb2.CheckResponse(
             status=_OK,
             ok_response=external_auth_pb2.OkHttpResponse(
-                # No append/append_action: a plain header overwrites the client's.
-                headers=[_header(name, value) for name, value in decision.headers_to_set],
+                headers=[_identity_header(name, value) for name, value in decision.headers_to_set],
                 headers_to_remove=decision.headers_to_remove,
             ),
             dynamic_metadata=metadata,
@@ -79,6 +78,16 @@ def www_authenticate(error: AuthzError, realm: str) -> str:
 def _body(error: AuthzError) -> str:
     code = error.rfc6750_error or ("unauthorized" if error.status == 401 else "unavailable")
     return json.dumps({"error": code, "error_description": error.description})
+
+
+def _identity_header(name: str, value: str) -> base_pb2.HeaderValueOption:
+    # Never the deprecated `append` (it comma-appends to a forged value). Envoy
+    # 1.40 overwrites without append_action; earlier releases needed it, so it
+    # is stated explicitly.
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=name, value=value),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
 
 
 def _header(name: str, value: str) -> base_pb2.HeaderValueOption:

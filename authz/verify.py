@@ -234,7 +234,8 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         value = json.loads(
             text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
         )
-    except json.JSONDecodeError:
+    except ValueError:
+        # JSONDecodeError, and ValueError for integers past Python's digit limit.
         raise TokenMalformed(f"{what} is not JSON") from None
     if not isinstance(value, dict):
         raise TokenMalformed(f"{what} is not a JSON object")
@@ -250,7 +251,8 @@ def _time_claim(payload: Mapping[str, Any], name: str, *, required: bool) -> flo
     # bool is an int subclass; "123" is a string. Neither is a NumericDate.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ClaimInvalid(f"{name} claim is not a number")
-    if not math.isfinite(value) or not 0 <= value <= MAX_TIMESTAMP:
+    # Compare before isfinite(): a huge int overflows the float conversion.
+    if not 0 <= value <= MAX_TIMESTAMP or not math.isfinite(value):
         raise ClaimInvalid(f"{name} claim is out of range")
     return float(value)
 

@@ -1,0 +1,195 @@
+"""identity: verified claims become header values that are safe to hand upstream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from authz.config import IdentityConfig
+from authz.errors import ClaimInvalid
+from authz.identity import MAX_HEADER_VALUE, identity_headers, scopes
+
+DEFAULT = IdentityConfig()
+WIDE = IdentityConfig(
+    headers={
+        "x-auth-subject": "sub",
+        "x-auth-scopes": "scope",
+        "x-auth-groups": "groups",
+        "x-auth-level": "level",
+        "x-auth-admin": "admin",
+    }
+)
+
+
+def _one(claims: dict[str, Any], claim: str) -> dict[str, str]:
+    config = IdentityConfig(headers={"x-auth-value": claim})
+    return dict(identity_headers(claims, config))
+
+
+# --- scopes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        ({"scope": "orders:read orders:write"}, ["orders:read", "orders:write"]),
+        ({"scope": "  a   b  "}, ["a", "b"]),
+        ({"scope": ""}, []),
+        ({"scp": ["a", "b"]}, ["a", "b"]),
+        ({"scp": "a b"}, ["a", "b"]),
+        ({"scp": []}, []),
+        ({}, []),
+        ({"scope": "a", "scp": ["b"]}, ["a"]),
+    ],
+)
+def test_scopes(claims: dict[str, Any], expected: list[str]) -> None:
+    assert scopes(claims) == expected
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"scope": 5, "scp": ["b"]},
+        {"scope": ["a"]},
+        {"scp": ["a", 5, None, "b"]},
+        {"scp": ["a", ""]},
+        {"scp": {"a": 1}},
+        {"scp": 7},
+    ],
+)
+def test_malformed_scopes_are_refused(claims: dict[str, Any]) -> None:
+    with pytest.raises(ClaimInvalid):
+        scopes(claims)
+
+
+# --- identity headers -----------------------------------------------------------------
+
+
+def test_default_headers() -> None:
+    claims = {"sub": "alice", "iss": "https://idp.example", "scope": "orders:read"}
+    assert identity_headers(claims, DEFAULT) == [
+        ("x-auth-subject", "alice"),
+        ("x-auth-issuer", "https://idp.example"),
+        ("x-auth-scopes", "orders:read"),
+    ]
+
+
+def test_scope_string_and_scp_array_read_the_same() -> None:
+    from_string = identity_headers({"scope": "a b"}, DEFAULT)
+    from_array = identity_headers({"scp": ["a", "b"]}, DEFAULT)
+    assert from_string == from_array == [("x-auth-scopes", "a b")]
+
+
+def test_missing_claim_sets_no_header() -> None:
+    assert identity_headers({"sub": "alice"}, DEFAULT) == [("x-auth-subject", "alice")]
+    assert identity_headers({}, DEFAULT) == []
+
+
+@pytest.mark.parametrize("value", [None, "", []])
+def test_empty_claim_sets_no_header(value: Any) -> None:
+    assert _one({"groups": value}, "groups") == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "rendered"),
+    [
+        ("alice", "alice"),
+        (42, "42"),
+        (0, "0"),
+        (-7, "-7"),
+        (1.5, "1.5"),
+        (True, "true"),
+        (False, "false"),
+        (["admins", "ops"], "admins,ops"),
+        ([1, 2, 3], "1,2,3"),
+        (["solo"], "solo"),
+        ("Zoë Ångström", "Zoë Ångström"),
+        ("a b", "a b"),
+    ],
+)
+def test_rendering(value: Any, rendered: str) -> None:
+    assert _one({"c": value}, "c") == {"x-auth-value": rendered}
+
+
+def test_several_claims_in_configured_order() -> None:
+    claims = {"sub": "alice", "groups": ["a", "b"], "level": 3, "admin": False, "scp": ["x"]}
+    assert identity_headers(claims, WIDE) == [
+        ("x-auth-subject", "alice"),
+        ("x-auth-scopes", "x"),
+        ("x-auth-groups", "a,b"),
+        ("x-auth-level", "3"),
+        ("x-auth-admin", "false"),
+    ]
+
+
+def test_list_item_with_a_comma_is_refused() -> None:
+    with pytest.raises(ClaimInvalid) as info:
+        _one({"groups": ["a", "b,c"]}, "groups")
+    assert info.value.reason == "claim_invalid"
+    assert "','" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"role": "admin"}, [{"a": 1}], [["a"]], [True], ["a", None], [1, False]],
+)
+def test_structured_values_are_refused(value: Any) -> None:
+    with pytest.raises(ClaimInvalid) as info:
+        _one({"c": value}, "c")
+    assert "'c'" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    "value", ["alice\nx-auth-role: admin", "a\rb", "a\x00b", "a\tb", "a\x7fb", "\x1b[31m"]
+)
+def test_control_characters_are_refused(value: Any) -> None:
+    with pytest.raises(ClaimInvalid) as info:
+        _one({"sub": value}, "sub")
+    assert "'sub'" in info.value.detail
+    assert "x-auth-value" in info.value.detail
+    assert value not in info.value.detail
+
+
+def test_control_character_in_a_list_item_is_refused() -> None:
+    with pytest.raises(ClaimInvalid):
+        _one({"groups": ["ok", "bad\n"]}, "groups")
+
+
+def test_control_character_inside_one_scope_is_refused() -> None:
+    with pytest.raises(ClaimInvalid):
+        identity_headers({"scope": "read\x00write"}, DEFAULT)
+
+
+def test_value_at_the_size_limit_is_accepted() -> None:
+    value = "v" * MAX_HEADER_VALUE
+    assert _one({"c": value}, "c") == {"x-auth-value": value}
+
+
+def test_value_over_the_size_limit_is_refused() -> None:
+    assert MAX_HEADER_VALUE == 4096
+    with pytest.raises(ClaimInvalid):
+        _one({"c": "v" * (MAX_HEADER_VALUE + 1)}, "c")
+
+
+def test_joined_list_over_the_size_limit_is_refused() -> None:
+    with pytest.raises(ClaimInvalid):
+        _one({"groups": ["g" * 100] * 41}, "groups")
+
+
+def test_scopes_over_the_size_limit_are_refused() -> None:
+    with pytest.raises(ClaimInvalid):
+        identity_headers({"scp": ["s" * 100] * 41}, DEFAULT)
+
+
+def test_one_bad_claim_refuses_the_whole_set() -> None:
+    # No partial identity: an allow either carries every header or none.
+    with pytest.raises(ClaimInvalid):
+        identity_headers({"sub": "alice", "iss": "bad\nissuer"}, DEFAULT)
+
+
+def test_scope_item_with_whitespace_is_refused() -> None:
+    # The ',' rule for lists, applied to the ' ' that joins scopes: one item must
+    # stay one item for the upstream service that splits the header again.
+    with pytest.raises(ClaimInvalid):
+        identity_headers({"scp": ["orders:read admin"]}, DEFAULT)
