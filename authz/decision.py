@@ -50,7 +50,7 @@ class Decider:
         self._namespace = config.identity.namespace
         self._identity_names = tuple(config.identity.headers)
 
-    def decide(self, request: RequestView) -> Decision:
+    async def decide(self, request: RequestView) -> Decision:
         token_text = ""
         try:
             token_text = bearer(request, self._config.max_token_bytes)

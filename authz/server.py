@@ -43,7 +43,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         ],
     ) -> external_auth_pb2.CheckResponse:
         try:
-            decision = self._decider.decide(view(request))
+            decision = await self._decider.decide(view(request))
         except Exception as exc:
             # decide() catches its own errors; this guards the request view.
             log.exception("cannot read CheckRequest")

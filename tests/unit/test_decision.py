@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -86,6 +87,10 @@ def _token(env: Env, **extra: Any) -> str:
     return mint(env.key, "RS256", claims, kid="k1")
 
 
+def _decide(decider: Decider, request: RequestView) -> Decision:
+    return asyncio.run(decider.decide(request))
+
+
 def _request(token: str | None = None, **headers: str) -> RequestView:
     values: dict[str, tuple[str, ...]] = {name: (value,) for name, value in headers.items()}
     if token is not None:
@@ -98,7 +103,7 @@ def _request(token: str | None = None, **headers: str) -> RequestView:
 
 def test_allow_sets_identity_headers(env: Env, decider: Decider) -> None:
     token = _token(env, scopes="orders:read orders:write", email="alice@example.com")
-    decision = decider.decide(_request(token))
+    decision = _decide(decider, _request(token))
     assert decision.allowed
     assert decision.status == 200
     assert decision.reason == "allowed"
@@ -118,7 +123,7 @@ def test_allow_sets_identity_headers(env: Env, decider: Decider) -> None:
 
 def test_configured_identity_headers_not_set_are_removed(env: Env, decider: Decider) -> None:
     # No scope and no email claim: those headers are not set, so a client copy must go.
-    decision = decider.decide(_request(_token(env)))
+    decision = _decide(decider, _request(_token(env)))
     assert decision.allowed
     assert dict(decision.headers_to_set) == {"x-auth-subject": "alice", "x-auth-issuer": ISS}
     assert decision.headers_to_remove == ("x-auth-email", "x-auth-scopes")
@@ -129,7 +134,7 @@ def test_client_headers_in_the_namespace_are_removed(env: Env, decider: Decider)
         _token(env, scopes="orders:read"),
         **{"x-auth-role": "admin", "x-auth-scopes": "admin", "x-auth-": "x", "x-authz": "keep"},
     )
-    decision = decider.decide(request)
+    decision = _decide(decider, request)
     assert decision.allowed
     assert "x-auth-scopes" not in decision.headers_to_remove  # set, and so overwritten
     assert ("x-auth-scopes", "orders:read") in decision.headers_to_set
@@ -139,7 +144,7 @@ def test_client_headers_in_the_namespace_are_removed(env: Env, decider: Decider)
 
 def test_headers_to_set_and_remove_never_overlap(env: Env, decider: Decider) -> None:
     request = _request(_token(env), **{"x-auth-subject": "mallory", "x-auth-issuer": "evil"})
-    decision = decider.decide(request)
+    decision = _decide(decider, request)
     setting = {name for name, _ in decision.headers_to_set}
     assert setting == {"x-auth-subject", "x-auth-issuer"}
     assert setting.isdisjoint(decision.headers_to_remove)
@@ -150,7 +155,7 @@ def test_headers_to_set_and_remove_never_overlap(env: Env, decider: Decider) -> 
 
 
 def test_missing_token(decider: Decider) -> None:
-    decision = decider.decide(_request())
+    decision = _decide(decider, _request())
     assert not decision.allowed
     assert decision.status == 401
     assert decision.reason == "missing_token"
@@ -164,7 +169,7 @@ def test_missing_token(decider: Decider) -> None:
 def test_multiple_credentials(env: Env, decider: Decider) -> None:
     token = _token(env)
     request = RequestView(headers={"authorization": (f"Bearer {token}", f"Bearer {token}")})
-    decision = decider.decide(request)
+    decision = _decide(decider, request)
     assert (decision.allowed, decision.status, decision.reason) == (
         False,
         400,
@@ -175,14 +180,14 @@ def test_multiple_credentials(env: Env, decider: Decider) -> None:
 
 
 def test_token_too_large_uses_the_configured_limit(decider: Decider) -> None:
-    decision = decider.decide(_request("a" * 2049))
+    decision = _decide(decider, _request("a" * 2049))
     assert (decision.status, decision.reason) == (401, "token_too_large")
 
 
 def test_expired_token(env: Env, decider: Decider, clock: FakeClock) -> None:
     token = _token(env)
     clock.value = T0 + 10_000
-    decision = decider.decide(_request(token))
+    decision = _decide(decider, _request(token))
     assert not decision.allowed
     assert decision.status == 401
     assert decision.reason == "token_expired"
@@ -197,7 +202,7 @@ def test_forged_signature(env: Env, decider: Decider) -> None:
     token = _token(env)
     header, payload, signature = token.split(".")
     forged = f"{header}.{payload}.{signature[:-8]}AAAAAAAA"
-    decision = decider.decide(_request(forged))
+    decision = _decide(decider, _request(forged))
     assert (decision.allowed, decision.status, decision.reason) == (
         False,
         401,
@@ -207,7 +212,7 @@ def test_forged_signature(env: Env, decider: Decider) -> None:
 
 
 def test_unusable_identity_claim_denies(env: Env, decider: Decider) -> None:
-    decision = decider.decide(_request(_token(env, email="a@b\r\nx-auth-role: admin")))
+    decision = _decide(decider, _request(_token(env, email="a@b\r\nx-auth-role: admin")))
     assert not decision.allowed
     assert (decision.status, decision.reason) == (401, "claim_invalid")
     assert isinstance(decision.error, ClaimInvalid)
@@ -223,7 +228,7 @@ def test_keys_unavailable(env: Env) -> None:
             return False
 
     decider = Decider(env.config, Verifier(env.config, NoKeys(), FakeClock()))
-    decision = decider.decide(_request(_token(env)))
+    decision = _decide(decider, _request(_token(env)))
     assert (decision.allowed, decision.status, decision.reason) == (
         False,
         503,
@@ -253,7 +258,7 @@ def test_unexpected_exception_is_a_503_deny(
     decider = Decider(env.config, cast(Verifier, verifier))
     token = _token(env)
     with caplog.at_level("ERROR", logger="authz.decision"):
-        decision = decider.decide(_request(token))
+        decision = _decide(decider, _request(token))
     assert not decision.allowed
     assert decision.status == 503
     assert decision.reason == "internal_error"
@@ -266,7 +271,7 @@ def test_unexpected_exception_is_a_503_deny(
 
 
 def test_decision_is_immutable(decider: Decider) -> None:
-    decision = decider.decide(_request())
+    decision = _decide(decider, _request())
     with pytest.raises(AttributeError):
         decision.allowed = True  # type: ignore[misc]
 
@@ -274,7 +279,7 @@ def test_decision_is_immutable(decider: Decider) -> None:
 def test_deny_never_carries_the_token_text(env: Env, decider: Decider, clock: FakeClock) -> None:
     token = _token(env)
     clock.value = T0 + 10_000
-    decision = decider.decide(_request(token))
+    decision = _decide(decider, _request(token))
     assert token not in repr(decision)
     for part in token.split("."):
         assert part not in decision.detail
