@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jwt.exceptions import PyJWTError
+
 from authz.config import ALGORITHMS, Config, load_config
 from authz.errors import ConfigError
-from authz.keys import StaticKeySource
 
 __all__ = ["main"]
 
@@ -50,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a configuration and its keys")
     check.add_argument("config", type=Path)
+    check.add_argument(
+        "--no-fetch", action="store_true", help="do not fetch remote keys (offline validation)"
+    )
     check.set_defaults(handler=_check_config)
 
     keys = commands.add_parser("keys", help="development keys").add_subparsers(
@@ -89,24 +93,50 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from authz.keystore import KeyStore
+
     config: Config = load_config(args.config)
-    source = StaticKeySource.from_config(config)
-    for issuer in config.issuers:
-        keys = source.keys_for(issuer.issuer)
-        assert keys is not None
+    store = KeyStore(config)  # reads every local key; ConfigError names what is wrong
+    fetched: dict[str, bool] = {}
+    if not args.no_fetch:
+        fetched = asyncio.run(_fetch_once(store))
+    failed = False
+    for status in store.status():
+        keys = store.keys_for(status.issuer)
         described = ", ".join(
             f"{key.kid or '(no kid)'} {key.kind} {'/'.join(sorted(key.algorithms))}"
-            for key in keys.all()
+            for key in (keys.all() if keys else ())
         )
-        print(f"issuer {issuer.issuer}: {described}")
+        line = f"issuer {status.issuer}: {described or 'no keys yet'}"
+        if status.remote and args.no_fetch:
+            line += " (remote keys not fetched: --no-fetch)"
+        elif status.remote and not fetched.get(status.issuer):
+            line += f" (FETCH FAILED: {status.last_error})"
+            failed = True
+        print(line)
+    if failed:
+        print(f"{args.config}: valid, but keys could not be fetched", file=sys.stderr)
+        return 1
     print(f"{args.config}: OK")
     return 0
+
+
+async def _fetch_once(store: Any) -> dict[str, bool]:
+    try:
+        result: dict[str, bool] = await store.fetch_all()
+        return result
+    finally:
+        await store.close()
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
     from authz.dev.keys import write_keypair
 
-    private, public = write_keypair(args.out, args.alg, args.kid)
+    try:
+        private, public = write_keypair(args.out, args.alg, args.kid)
+    except OSError as exc:
+        print(f"authz: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"private key: {private}")
     if public != private:
         print(f"public JWKS: {public}")
@@ -145,7 +175,13 @@ def _token_mint(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"authz: {args.key}: cannot load the signing key: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    print(mint(key, args.alg, claims, args.kid))
+    try:
+        token = mint(key, args.alg, claims, args.kid)
+    except (PyJWTError, TypeError, ValueError) as exc:
+        # e.g. an EC key with --alg RS256: PyJWT says which in its message.
+        print(f"authz: {args.key} cannot sign {args.alg}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(token)
     return 0
 
 

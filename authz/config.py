@@ -74,41 +74,68 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class KeySourceConfig(_Model):
-    """One source of verification keys for an issuer; exactly one field of
-    ``jwks_file``, ``jwks``, ``pem_file`` or ``secret_file`` is set."""
+_PATH_KEYS = ("jwks_file", "pem_file", "secret_file", "ca_file", "token_file")
 
-    jwks_file: Path | None = None
-    jwks: dict[str, Any] | None = None
-    pem_file: Path | None = None
-    secret_file: Path | None = None
-    kid: str | None = Field(default=None, min_length=1)
 
+class _PathModel(_Model):
     @model_validator(mode="before")
     @classmethod
     def _paths_from_strings(cls, data: Any) -> Any:
         # Strict mode refuses str for Path; YAML only has strings.
         if isinstance(data, dict):
-            for key in ("jwks_file", "pem_file", "secret_file"):
+            for key in _PATH_KEYS:
                 if isinstance(data.get(key), str):
                     data = {**data, key: Path(data[key])}
         return data
 
+
+class KubernetesSource(_PathModel):
+    """Service-account token keys from the cluster's own OIDC endpoints.
+
+    The API server serves ``/.well-known/openid-configuration`` and
+    ``/openid/v1/jwks``; both are read with the pod's projected token and the
+    cluster CA, which every pod has mounted at these default paths.
+    """
+
+    api_server: str = "https://kubernetes.default.svc"
+    token_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    ca_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt")
+
+
+class KeySourceConfig(_PathModel):
+    """One source of verification keys for an issuer; exactly one of
+    ``jwks_file``, ``jwks``, ``pem_file``, ``secret_file`` (local) or
+    ``jwks_uri``, ``discovery``, ``kubernetes`` (fetched) is set."""
+
+    jwks_file: Path | None = None
+    jwks: dict[str, Any] | None = None
+    pem_file: Path | None = None
+    secret_file: Path | None = None
+    jwks_uri: str | None = Field(default=None, min_length=1)
+    # true: {issuer}/.well-known/openid-configuration; or the document's own URL.
+    discovery: Literal[True] | str | None = None
+    kubernetes: KubernetesSource | None = None
+    kid: str | None = Field(default=None, min_length=1)
+
     @model_validator(mode="after")
     def _exactly_one(self) -> KeySourceConfig:
-        given = [
-            name
-            for name in ("jwks_file", "jwks", "pem_file", "secret_file")
-            if getattr(self, name) is not None
-        ]
+        names = ("jwks_file", "jwks", "pem_file", "secret_file", "jwks_uri", "discovery")
+        given = [name for name in (*names, "kubernetes") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of jwks_file, jwks, pem_file, secret_file"
+                f"give exactly one of {', '.join(names)}, kubernetes"
                 + (f" (got {', '.join(given)})" if given else "")
             )
-        if self.kid is not None and (self.jwks_file is not None or self.jwks is not None):
+        if self.kid is not None and self.pem_file is None and self.secret_file is None:
             raise ValueError("kid belongs to pem_file or secret_file; a JWKS names its own kids")
         return self
+
+    @property
+    def remote(self) -> bool:
+        """Fetched over HTTP(S), refreshed in the background."""
+        return (
+            self.jwks_uri is not None or self.discovery is not None or self.kubernetes is not None
+        )
 
     def describe(self) -> str:
         """Where the keys come from, for messages (never the key material)."""
@@ -118,7 +145,40 @@ class KeySourceConfig(_Model):
             return f"pem_file {self.pem_file}"
         if self.secret_file is not None:
             return f"secret_file {self.secret_file}"
+        if self.jwks_uri is not None:
+            return f"jwks_uri {self.jwks_uri}"
+        if self.discovery is not None:
+            return "discovery" if self.discovery is True else f"discovery {self.discovery}"
+        if self.kubernetes is not None:
+            return f"kubernetes {self.kubernetes.api_server}"
         return "inline jwks"
+
+
+class FetchConfig(_PathModel):
+    """How an issuer's keys are fetched and kept fresh (remote sources only)."""
+
+    ca_file: Path | None = None  # PEM bundle; default: the system's CAs
+    allow_http: bool = False
+    connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    read_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    max_response_bytes: int = Field(default=512 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Cache-Control max-age is honoured within [refresh_min, refresh_max];
+    # without it, keys are refreshed every refresh_seconds.
+    refresh_seconds: float = Field(default=300.0, ge=0.05, le=86_400)
+    refresh_min_seconds: float = Field(default=60.0, ge=0.05, le=86_400)
+    refresh_max_seconds: float = Field(default=3600.0, ge=0.05, le=86_400)
+    retry_initial_seconds: float = Field(default=1.0, ge=0.01, le=3600)
+    unknown_kid_cooldown_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # How long a Check may wait for a refetch caused by an unknown kid.
+    unknown_kid_wait_seconds: float = Field(default=0.15, ge=0, le=10)
+    max_stale_seconds: float = Field(default=86_400.0, ge=0.05, le=30 * 86_400)
+    file_poll_seconds: float = Field(default=5.0, ge=0.05, le=3600)
+
+    @model_validator(mode="after")
+    def _intervals_ordered(self) -> FetchConfig:
+        if not self.refresh_min_seconds <= self.refresh_seconds <= self.refresh_max_seconds:
+            raise ValueError("need refresh_min_seconds <= refresh_seconds <= refresh_max_seconds")
+        return self
 
 
 class IssuerConfig(_Model):
@@ -127,6 +187,11 @@ class IssuerConfig(_Model):
     algorithms: Annotated[list[Algorithm], Field(min_length=1)]
     keys: Annotated[list[KeySourceConfig], Field(min_length=1)]
     leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # exp - iat may not exceed this (iat becomes required); none: no limit.
+    max_lifetime_seconds: int | None = Field(default=None, ge=1)
+    # Claims that must be present (beyond iss, aud and exp, always required).
+    required_claims: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    fetch: FetchConfig = Field(default_factory=FetchConfig)
 
     @model_validator(mode="after")
     def _hmac_needs_secret(self) -> IssuerConfig:
@@ -137,6 +202,36 @@ class IssuerConfig(_Model):
         if has_secret and not wants_hmac:
             raise ValueError("a secret_file key source needs an HS* algorithm in algorithms")
         return self
+
+    @model_validator(mode="after")
+    def _remote_sources(self) -> IssuerConfig:
+        remote = [source for source in self.keys if source.remote]
+        if len(remote) > 1:
+            raise ValueError("at most one of jwks_uri, discovery, kubernetes per issuer")
+        for url in self.urls():
+            scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+            if scheme == "http" and not self.fetch.allow_http:
+                raise ValueError(f"{url}: http:// needs fetch.allow_http: true")
+            if scheme not in ("http", "https"):
+                raise ValueError(f"{url}: expected an https:// URL")
+        return self
+
+    def urls(self) -> list[str]:
+        """Every URL the issuer's remote key source will fetch first."""
+        urls = []
+        for source in self.keys:
+            if source.jwks_uri is not None:
+                urls.append(source.jwks_uri)
+            elif source.discovery is not None:
+                urls.append(self.discovery_url(source))
+            elif source.kubernetes is not None:
+                urls.append(source.kubernetes.api_server)
+        return urls
+
+    def discovery_url(self, source: KeySourceConfig) -> str:
+        if isinstance(source.discovery, str):
+            return source.discovery
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
 class IdentityConfig(_Model):

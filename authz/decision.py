@@ -9,17 +9,19 @@ nothing here ever allows by default.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from authz.config import Config
 from authz.credentials import bearer
-from authz.errors import AuthzError, InternalError
+from authz.errors import AuthzError, InternalError, UnknownKey
 from authz.identity import identity_headers
 from authz.request import RequestView
 from authz.verify import VerifiedToken, fingerprint
 
-__all__ = ["Decider", "Decision", "TokenVerifier"]
+__all__ = ["Decider", "Decision", "Refetch", "TokenVerifier"]
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +45,26 @@ class TokenVerifier(Protocol):
     def verify(self, token: str) -> VerifiedToken: ...
 
 
+# (issuer, seconds the Check can wait) -> True if keys were fetched anew.
+Refetch = Callable[[str, float], Awaitable[bool]]
+
+
 class Decider:
-    def __init__(self, config: Config, verifier: TokenVerifier) -> None:
+    def __init__(
+        self, config: Config, verifier: TokenVerifier, refetch: Refetch | None = None
+    ) -> None:
         self._config = config
         self._verifier = verifier
+        self._refetch = refetch
         self._namespace = config.identity.namespace
         self._identity_names = tuple(config.identity.headers)
 
-    async def decide(self, request: RequestView) -> Decision:
+    async def decide(self, request: RequestView, budget: float = math.inf) -> Decision:
+        """Decide one request; ``budget`` is how long it may wait (Envoy's deadline)."""
         token_text = ""
         try:
             token_text = bearer(request, self._config.max_token_bytes)
-            token = self._verifier.verify(token_text)
+            token = await self._verify(token_text, budget)
             headers = tuple(identity_headers(token.claims, self._config.identity))
         except AuthzError as error:
             return self._deny(error, token_text)
@@ -70,6 +80,18 @@ class Decider:
             headers_to_set=headers,
             headers_to_remove=self._headers_to_remove(request, headers),
         )
+
+    async def _verify(self, token_text: str, budget: float) -> VerifiedToken:
+        try:
+            return self._verifier.verify(token_text)
+        except UnknownKey as error:
+            # A key rotated in since the last refresh: one shared, rate-limited
+            # refetch, then one more try. Anything else is final.
+            if self._refetch is None or not error.issuer:
+                raise
+            if not await self._refetch(error.issuer, budget):
+                raise
+            return self._verifier.verify(token_text)
 
     def _headers_to_remove(
         self, request: RequestView, headers: tuple[tuple[str, str], ...]

@@ -121,6 +121,10 @@ class UnknownIssuer(InvalidToken):
 class UnknownKey(InvalidToken):
     reason = "unknown_key"
 
+    def __init__(self, detail: str = "", issuer: str = "") -> None:
+        super().__init__(detail)
+        self.issuer = issuer  # whose keys may be refetched
+
 
 class AlgorithmNotAllowed(InvalidToken):
     reason = "algorithm_not_allowed"

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -29,10 +29,14 @@ from authz.errors import ConfigError
 __all__ = [
     "IssuerKeys",
     "KeySource",
+    "ManagedKeySource",
     "StaticKeySource",
     "VerificationKey",
+    "combine",
     "compatible_algorithms",
+    "keys_from_jwks",
     "load_issuer_keys",
+    "load_local_source",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,19 @@ class KeySource(Protocol):
         ...
 
 
+@runtime_checkable
+class ManagedKeySource(KeySource, Protocol):
+    """A key source with background work (refresh, file watching) and refetch."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def add_listener(self, listener: Callable[[], None]) -> None: ...
+
+    async def refetch(self, issuer: str, budget: float) -> bool: ...
+
+
 class StaticKeySource:
     """Keys loaded once from files and inline JWKS at start-up."""
 
@@ -120,38 +137,48 @@ def compatible_algorithms(key: PublicKey | bytes) -> tuple[str, frozenset[str]]:
     raise ValueError(f"unsupported key type {type(key).__name__}")
 
 
-def load_issuer_keys(issuer: IssuerConfig, config: Config) -> IssuerKeys:
-    allowed = frozenset(issuer.algorithms)
+def combine(keys: Iterable[VerificationKey], where: str) -> IssuerKeys:
+    """Index keys by kid; the first of two keys with the same kid wins."""
     by_kid: dict[str, VerificationKey] = {}
     without_kid: list[VerificationKey] = []
+    for key in keys:
+        if key.kid is None:
+            without_kid.append(key)
+        elif key.kid in by_kid:
+            log.warning("%s: duplicate kid %r skipped", where, key.kid)
+        else:
+            by_kid[key.kid] = key
+    return IssuerKeys(by_kid=by_kid, without_kid=tuple(without_kid))
+
+
+def load_issuer_keys(issuer: IssuerConfig, config: Config) -> IssuerKeys:
+    """Every key from the issuer's local sources (files, inline); remote ones are skipped."""
+    allowed = frozenset(issuer.algorithms)
+    loaded: list[VerificationKey] = []
     for index, source in enumerate(issuer.keys):
-        where = f"issuer {issuer.issuer!r} keys[{index}] ({source.describe()})"
-        for key in _load_source(source, config, where, allowed):
-            if key.kid is None:
-                without_kid.append(key)
-            elif key.kid in by_kid:
-                log.warning("%s: duplicate kid %r skipped", where, key.kid)
-            else:
-                by_kid[key.kid] = key
-    keys = IssuerKeys(by_kid=by_kid, without_kid=tuple(without_kid))
-    if not keys.usable:
+        if not source.remote:
+            where = f"issuer {issuer.issuer!r} keys[{index}] ({source.describe()})"
+            loaded.extend(load_local_source(source, config, where, allowed))
+    keys = combine(loaded, f"issuer {issuer.issuer!r}")
+    if not keys.usable and not any(source.remote for source in issuer.keys):
         raise ConfigError(
             f"issuer {issuer.issuer!r}: no usable key for algorithms {sorted(allowed)}"
         )
     return keys
 
 
-def _load_source(
+def load_local_source(
     source: KeySourceConfig, config: Config, where: str, allowed: frozenset[str]
-) -> Iterable[VerificationKey]:
+) -> list[VerificationKey]:
     if source.jwks is not None:
-        return _keys_from_jwks(source.jwks, where, allowed)
+        return keys_from_jwks(source.jwks, where, allowed)
     if source.jwks_file is not None:
-        return _keys_from_jwks(_read_json(config.resolve(source.jwks_file)), where, allowed)
+        return keys_from_jwks(_read_json(config.resolve(source.jwks_file)), where, allowed)
     if source.pem_file is not None:
         path = config.resolve(source.pem_file)
         return [_bind(_read_pem(path), source.kid, None, allowed, f"{where}: {path}")]
-    assert source.secret_file is not None
+    if source.secret_file is None:
+        raise ConfigError(f"{where}: not a local key source")
     path = config.resolve(source.secret_file)
     return [_bind(_read_secret(path), source.kid, None, allowed, f"{where}: {path}")]
 
@@ -179,7 +206,7 @@ def _bind(
     return VerificationKey(kid=kid, kind=kind, algorithms=frozenset(algorithms), key=key)
 
 
-def _keys_from_jwks(document: Any, where: str, allowed: frozenset[str]) -> list[VerificationKey]:
+def keys_from_jwks(document: Any, where: str, allowed: frozenset[str]) -> list[VerificationKey]:
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ConfigError(f"{where}: a JWKS must be an object with a 'keys' array")
     keys = []

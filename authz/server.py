@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
+import socket
 import stat
 from pathlib import Path
 
@@ -18,7 +20,8 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_
 from authz.config import Config
 from authz.decision import Decider, Decision
 from authz.errors import ConfigError, InternalError, InvalidRequest
-from authz.keys import KeySource, StaticKeySource
+from authz.keys import KeySource, ManagedKeySource
+from authz.keystore import KeyStore
 from authz.request import view
 from authz.verify import Clock, Verifier
 
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 decisions_log = logging.getLogger("authz.decision")
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+# Time kept back from Envoy's deadline to build and send the answer.
+_REPLY_MARGIN = 0.02
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
@@ -43,7 +48,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         ],
     ) -> external_auth_pb2.CheckResponse:
         try:
-            decision = await self._decider.decide(view(request))
+            remaining = context.time_remaining()
+            budget = math.inf if remaining is None else max(0.0, remaining - _REPLY_MARGIN)
+            decision = await self._decider.decide(view(request), budget)
         except Exception as exc:
             # decide() catches its own errors; this guards the request view.
             log.exception("cannot read CheckRequest")
@@ -86,17 +93,19 @@ class AuthzServer:
         self, config: Config, keys: KeySource | None = None, clock: Clock | None = None
     ) -> None:
         self.config = config
-        self.keys = keys if keys is not None else StaticKeySource.from_config(config)
+        self.keys = keys if keys is not None else KeyStore(config)
         verifier = Verifier(config, self.keys, clock)
+        refetch = self.keys.refetch if isinstance(self.keys, ManagedKeySource) else None
         self.health = health_aio.HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not share it.
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         # The generated *_pb2_grpc module carries no type hints.
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
-            AuthorizationService(config, Decider(config, verifier)), self._server
+            AuthorizationService(config, Decider(config, verifier, refetch)), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = 0
+        self._health_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         address = self.config.listen
@@ -107,8 +116,17 @@ class AuthzServer:
         except RuntimeError as exc:
             raise ConfigError(f"listen {address}: cannot bind: {exc}") from None
         await self._server.start()
+        if isinstance(self.keys, ManagedKeySource):
+            self.keys.add_listener(self._keys_changed)
+            await self.keys.start()
         await self._update_health()
         log.info("listening on %s", self.address)
+
+    def _keys_changed(self) -> None:
+        # Called on the event loop by the key source; health follows readiness.
+        task = asyncio.get_running_loop().create_task(self._update_health())
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
 
     @property
     def address(self) -> str:
@@ -131,6 +149,8 @@ class AuthzServer:
         """Report NOT_SERVING, stop accepting, let in-flight Checks finish within ``grace``."""
         await self.health.enter_graceful_shutdown()
         await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
+        if isinstance(self.keys, ManagedKeySource):
+            await self.keys.close()
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
@@ -143,7 +163,15 @@ def _remove_stale_socket(path: Path) -> None:
         return
     if not stat.S_ISSOCK(mode):
         raise ConfigError(f"listen unix:{path}: exists and is not a socket")
-    os.unlink(path)
+    # Only a socket nobody answers on is stale; a live one belongs to another server.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            os.unlink(path)
+            return
+    raise ConfigError(f"listen unix:{path}: another process is listening on this socket")
 
 
 async def run(config: Config) -> int:

@@ -86,6 +86,8 @@ class _Issuer:
     audiences: frozenset[str]
     algorithms: frozenset[str]
     leeway: int
+    max_lifetime: int | None
+    required: tuple[str, ...]
 
     @classmethod
     def from_config(cls, config: IssuerConfig) -> _Issuer:
@@ -94,6 +96,8 @@ class _Issuer:
             audiences=frozenset(config.audiences),
             algorithms=frozenset(config.algorithms),
             leeway=config.leeway_seconds,
+            max_lifetime=config.max_lifetime_seconds,
+            required=tuple(config.required_claims),
         )
 
 
@@ -168,13 +172,15 @@ class Verifier:
         if kid is not None:
             key = keys.by_kid.get(kid)
             if key is None:
-                raise UnknownKey("kid is not among the issuer's keys")
+                raise UnknownKey("kid is not among the issuer's keys", issuer=issuer)
         else:
             # Without a kid, only an unambiguous key will do: trying several
             # would multiply the work an attacker can cause per token.
             candidates = [k for k in keys.all() if algorithm in k.algorithms]
             if len(candidates) != 1:
-                raise UnknownKey(f"token has no kid and {len(candidates)} keys could verify it")
+                raise UnknownKey(
+                    f"token has no kid and {len(candidates)} keys could verify it", issuer=issuer
+                )
             key = candidates[0]
         if algorithm not in key.algorithms:
             raise AlgorithmNotAllowed(f"alg {algorithm} does not fit key {kid!r} ({key.kind})")
@@ -190,10 +196,17 @@ class Verifier:
         not_before = _time_claim(payload, "nbf", required=False)
         if not_before is not None and now + leeway < not_before:
             raise TokenNotYetValid("token is not valid yet (nbf)")
-        issued_at = _time_claim(payload, "iat", required=False)
+        issued_at = _time_claim(payload, "iat", required=issuer.max_lifetime is not None)
         if issued_at is not None and now + leeway < issued_at:
             raise IssuedInFuture("token was issued in the future (iat)")
+        limit = issuer.max_lifetime
+        lifetime = expires - issued_at if issued_at is not None else 0.0
+        if limit is not None and lifetime > limit:
+            raise ClaimInvalid(f"token lifetime exceeds {limit}s")
         _check_audience(payload, issuer.audiences)
+        for name in issuer.required:
+            if payload.get(name) is None:
+                raise MissingClaim(f"required claim {name!r} is missing")
 
 
 def _b64decode(segment: str, what: str) -> bytes:

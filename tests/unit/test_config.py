@@ -215,7 +215,7 @@ def test_two_key_sources_in_one_entry(tmp_path: Path) -> None:
     message = _error(text, tmp_path)
     assert message == (
         "test.yaml:6: issuers[0].keys[0]: give exactly one of jwks_file, jwks, pem_file, "
-        "secret_file (got jwks_file, pem_file)"
+        "secret_file, jwks_uri, discovery, kubernetes (got jwks_file, pem_file)"
     )
 
 
@@ -224,7 +224,7 @@ def test_key_entry_without_a_source(tmp_path: Path) -> None:
     message = _error(text, tmp_path)
     assert message == (
         "test.yaml:6: issuers[0].keys[0]: give exactly one of jwks_file, jwks, pem_file, "
-        "secret_file"
+        "secret_file, jwks_uri, discovery, kubernetes"
     )
 
 

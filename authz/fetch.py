@@ -1,0 +1,109 @@
+"""Fetching JSON documents (JWKS, OIDC discovery) from an identity provider.
+
+Everything about the exchange is bounded: connect and read timeouts, a total
+deadline (a server dripping bytes cannot hold a fetch open), a response size
+cap, no redirects, TLS verified against the system CAs or a configured bundle.
+httpx is used for its asyncio client with per-phase timeouts and streaming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from authz.config import FetchConfig
+
+__all__ = ["FetchError", "Fetched", "HttpFetcher", "max_age"]
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?\s*(?:,|$)", re.IGNORECASE)
+_NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\s*(?:,|$)", re.IGNORECASE)
+
+
+class FetchError(Exception):
+    """A fetch failed; the message names the URL and the problem (never a body)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    document: Any
+    max_age: float | None  # seconds from Cache-Control, None when absent
+
+
+def max_age(cache_control: str | None) -> float | None:
+    """Seconds of freshness from a Cache-Control header; 0 for no-cache/no-store."""
+    if not cache_control:
+        return None
+    if _NO_CACHE.search(cache_control):
+        return 0.0
+    match = _MAX_AGE.search(cache_control)
+    return float(match.group(1)) if match else None
+
+
+class HttpFetcher:
+    def __init__(self, fetch: FetchConfig, ca_file: Path | None = None) -> None:
+        self._fetch = fetch
+        if ca_file is not None:
+            try:
+                context = ssl.create_default_context(cafile=str(ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise FetchError(f"CA bundle {ca_file}: {exc}") from None
+        else:
+            context = ssl.create_default_context()
+        self._client = httpx.AsyncClient(
+            verify=context,
+            timeout=httpx.Timeout(
+                connect=fetch.connect_timeout_seconds,
+                read=fetch.read_timeout_seconds,
+                write=fetch.read_timeout_seconds,
+                pool=fetch.connect_timeout_seconds,
+            ),
+            follow_redirects=False,
+            # Deterministic: no proxy or CA settings picked up from the environment.
+            trust_env=False,
+            headers={"accept": "application/json", "user-agent": "authz"},
+        )
+        self._deadline = fetch.connect_timeout_seconds + 2 * fetch.read_timeout_seconds
+
+    async def get_json(self, url: str, headers: Mapping[str, str] | None = None) -> Fetched:
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self._get(url, headers)
+        except TimeoutError:
+            raise FetchError(f"{url}: timed out after {self._deadline:.1f}s") from None
+        except httpx.HTTPError as exc:
+            raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
+        except ssl.SSLError as exc:
+            raise FetchError(f"{url}: TLS: {exc}") from None
+        except OSError as exc:
+            raise FetchError(f"{url}: {exc}") from None
+
+    async def _get(self, url: str, headers: Mapping[str, str] | None) -> Fetched:
+        cap = self._fetch.max_response_bytes
+        async with self._client.stream("GET", url, headers=dict(headers or {})) as reply:
+            if reply.status_code != 200:
+                raise FetchError(f"{url}: HTTP {reply.status_code}")
+            declared = reply.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > cap:
+                raise FetchError(f"{url}: response of {declared} bytes exceeds {cap}")
+            body = bytearray()
+            async for chunk in reply.aiter_bytes():
+                body += chunk
+                if len(body) > cap:
+                    raise FetchError(f"{url}: response exceeds {cap} bytes")
+            freshness = max_age(reply.headers.get("cache-control"))
+        try:
+            document = json.loads(bytes(body).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise FetchError(f"{url}: response is not UTF-8 JSON") from None
+        return Fetched(document=document, max_age=freshness)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
