@@ -78,6 +78,8 @@ class HttpFetcher:
                 return await self._get(url, headers)
         except TimeoutError:
             raise FetchError(f"{url}: timed out after {self._deadline:.1f}s") from None
+        except httpx.TimeoutException as exc:
+            raise FetchError(f"{url}: timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
             raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
         except ssl.SSLError as exc:

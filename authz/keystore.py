@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from authz.config import Config, IssuerConfig, KeySourceConfig
+from authz.config import Config, FetchConfig, IssuerConfig, KeySourceConfig
 from authz.errors import ConfigError
 from authz.fetch import FetchError, HttpFetcher
 from authz.keys import (
@@ -44,7 +44,7 @@ from authz.keys import (
     load_local_source,
 )
 
-__all__ = ["FetcherFactory", "IssuerStatus", "KeyStore", "MonotonicClock"]
+__all__ = ["FetcherFactory", "IssuerStatus", "KeyStore", "MonotonicClock", "next_delay"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,16 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+
+def next_delay(fetch: FetchConfig, ok: bool, failures: int, max_age: float | None) -> float:
+    """Seconds until the next fetch: the provider's max-age within bounds after a
+    success, exponential backoff (capped at the refresh interval) after a failure."""
+    if ok:
+        wanted = fetch.refresh_seconds if max_age is None else max_age
+        return min(max(wanted, fetch.refresh_min_seconds), fetch.refresh_max_seconds)
+    backoff = fetch.retry_initial_seconds * 2 ** min(max(failures, 1) - 1, 30)
+    return float(min(backoff, fetch.refresh_seconds))
 
 
 def _default_fetcher(issuer: IssuerConfig, ca_file: Path | None) -> HttpFetcher:
@@ -361,17 +371,9 @@ class KeyStore:
         return jwks_uri
 
     async def _refresh_loop(self, state: _IssuerState) -> None:
-        fetch = state.config.fetch
         while True:
             ok = await self._fetch_once(state)
-            if ok:
-                wanted = (
-                    fetch.refresh_seconds if state.remote_max_age is None else state.remote_max_age
-                )
-                delay = min(max(wanted, fetch.refresh_min_seconds), fetch.refresh_max_seconds)
-            else:
-                backoff = fetch.retry_initial_seconds * 2 ** min(state.failures - 1, 30)
-                delay = min(backoff, fetch.refresh_seconds)
+            delay = next_delay(state.config.fetch, ok, state.failures, state.remote_max_age)
             # Jitter keeps many replicas from fetching in lockstep (not security-relevant).
             await asyncio.sleep(delay * random.uniform(0.9, 1.1))  # noqa: S311
 
