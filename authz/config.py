@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -34,21 +34,6 @@ __all__ = [
 ]
 
 # Algorithms a verifier may be configured for. "none" is deliberately absent.
-ALGORITHMS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-    "HS256",
-    "HS384",
-    "HS512",
-)
 Algorithm = Literal[
     "RS256",
     "RS384",
@@ -64,6 +49,7 @@ Algorithm = Literal[
     "HS384",
     "HS512",
 ]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
 _HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _LISTEN_TCP = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
