@@ -6,12 +6,16 @@
   several credentials in one: MultipleCredentials (400 invalid_request).
 - ``Bearer`` with no token, or with spaces inside it: InvalidRequest.
 - A token outside the b64token syntax: TokenMalformed (401 invalid_token).
+- A header credential plus an ``access_token`` query parameter: more than one
+  method (RFC 6750 §3.1), MultipleCredentials. A query token alone is never
+  read: tokens in URLs end up in logs and caches.
 The scheme name is case-insensitive.
 """
 
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_plus
 
 from authz.errors import (
     InvalidRequest,
@@ -24,6 +28,14 @@ from authz.request import RequestView
 
 __all__ = ["bearer"]
 
+def _has_query_token(path: str) -> bool:
+    _, _, query = path.partition("?")
+    if not query:
+        return False
+    names = (item.split("=", 1)[0] for item in query.split("#", 1)[0].split("&"))
+    return any(unquote_plus(name) == "access_token" for name in names)
+
+
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 _SCHEME = "bearer"
@@ -33,6 +45,8 @@ def bearer(request: RequestView, max_token_bytes: int) -> str:
     values = request.header("authorization")
     if not values:
         raise MissingCredentials("no Authorization header")
+    if _has_query_token(request.path):
+        raise MultipleCredentials("a token in the Authorization header and in the query")
     if len(values) > 1 or "," in values[0]:
         raise MultipleCredentials("more than one Authorization credential")
     # Only SP and HTAB are whitespace around a credential (RFC 9110 §5.6.3).

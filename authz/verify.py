@@ -138,7 +138,8 @@ class Verifier:
         if not isinstance(algorithm, str):
             raise TokenMalformed("header alg is missing or not a string")
         kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
+        # A kid that is present must be a string: null is not "no kid".
+        if "kid" in header and not isinstance(kid, str):
             raise TokenMalformed("header kid is not a string")
 
         issuer_name = payload.get("iss")
