@@ -28,6 +28,7 @@ from authz.request import RequestView
 
 __all__ = ["bearer"]
 
+
 def _has_query_token(path: str) -> bool:
     _, _, query = path.partition("?")
     if not query:
