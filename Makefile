@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := authz/_proto/envoy/service/auth/v3/external_auth_pb2.py
 
-.PHONY: all setup proto test lint typecheck unit demo check-config clean
+.PHONY: all setup proto test lint typecheck unit demo check-config fuzz clean
 
 all: test
 
@@ -38,6 +38,13 @@ typecheck: setup
 test: lint typecheck
 	$(BIN)/pytest -q
 
+# A long property-testing campaign over request parsing, credentials and
+# verification; prints how many inputs each property was tried with.
+FUZZ_EXAMPLES ?= 20000
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/security/test_fuzz.py \
+		-q -p no:cacheprovider --hypothesis-show-statistics
+
 # Runs Envoy + authz + a sample upstream on loopback and shows decisions.
 demo: setup
 	$(BIN)/python -m authz.dev.demo
@@ -46,4 +53,4 @@ check-config: setup
 	$(BIN)/authz check-config $(CONFIG)
 
 clean:
-	rm -rf $(VENV) authz/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo
+	rm -rf $(VENV) authz/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo .hypothesis
