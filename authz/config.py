@@ -263,6 +263,9 @@ class Config(_Model):
     grace_period_seconds: float = Field(default=10.0, ge=0, le=300)
     realm: str = Field(default="authz", min_length=1, max_length=200)
     max_token_bytes: int = Field(default=8192, ge=256, le=1_048_576)
+    # Beyond Envoy's own limits: a CheckRequest past these is refused (431) unread.
+    max_request_headers: int = Field(default=200, ge=1, le=10_000)
+    max_request_header_bytes: int = Field(default=65_536, ge=1024, le=16 * 1_048_576)
     issuers: Annotated[list[IssuerConfig], Field(min_length=1)]
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     # The directory of the file, to resolve relative key paths; not a YAML key.

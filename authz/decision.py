@@ -16,7 +16,7 @@ from typing import Protocol
 
 from authz.config import Config
 from authz.credentials import bearer
-from authz.errors import AuthzError, InternalError, UnknownKey
+from authz.errors import AuthzError, InternalError, RequestTooLarge, UnknownKey
 from authz.identity import identity_headers
 from authz.request import RequestView
 from authz.verify import VerifiedToken, fingerprint
@@ -63,6 +63,7 @@ class Decider:
         """Decide one request; ``budget`` is how long it may wait (Envoy's deadline)."""
         token_text = ""
         try:
+            self._check_size(request)
             token_text = bearer(request, self._config.max_token_bytes)
             token = await self._verify(token_text, budget)
             headers = tuple(identity_headers(token.claims, self._config.identity))
@@ -80,6 +81,21 @@ class Decider:
             headers_to_set=headers,
             headers_to_remove=self._headers_to_remove(request, headers),
         )
+
+    def _check_size(self, request: RequestView) -> None:
+        count = sum(len(values) for values in request.headers.values())
+        if count > self._config.max_request_headers:
+            raise RequestTooLarge(
+                f"{count} headers; the limit is {self._config.max_request_headers}"
+            )
+        size = sum(
+            len(name) + sum(len(value) for value in values)
+            for name, values in request.headers.items()
+        )
+        if size > self._config.max_request_header_bytes:
+            raise RequestTooLarge(
+                f"{size} bytes of headers; the limit is {self._config.max_request_header_bytes}"
+            )
 
     async def _verify(self, token_text: str, budget: float) -> VerifiedToken:
         try:

@@ -5,7 +5,8 @@
     class                             status  rfc6750_error        reason
     AuthzError                        403     (none)               denied
     ├── InvalidRequest                400     invalid_request      invalid_request
-    │   └── MultipleCredentials       400     invalid_request      multiple_credentials
+    │   ├── MultipleCredentials       400     invalid_request      multiple_credentials
+    │   └── RequestTooLarge           431     invalid_request      request_too_large
     ├── Unauthenticated               401     (none)               unauthenticated
     │   ├── MissingCredentials        401     (none, RFC 6750 §3.1) missing_token
     │   └── InvalidToken              401     invalid_token        invalid_token
@@ -47,6 +48,7 @@ __all__ = [
     "MissingClaim",
     "MissingCredentials",
     "MultipleCredentials",
+    "RequestTooLarge",
     "SignatureInvalid",
     "TokenExpired",
     "TokenMalformed",
@@ -86,6 +88,12 @@ class InvalidRequest(AuthzError):
 class MultipleCredentials(InvalidRequest):
     reason = "multiple_credentials"
     description = "The request carries more than one credential"
+
+
+class RequestTooLarge(InvalidRequest):
+    status = 431
+    reason = "request_too_large"
+    description = "The request headers are too large"
 
 
 class Unauthenticated(AuthzError):

@@ -24,6 +24,7 @@ __all__ = ["build", "www_authenticate"]
 # HTTP status of a deny -> google.rpc code Envoy sees in CheckResponse.status.
 _GRPC_CODE = {
     400: code_pb2.INVALID_ARGUMENT,
+    431: code_pb2.INVALID_ARGUMENT,
     401: code_pb2.UNAUTHENTICATED,
     403: code_pb2.PERMISSION_DENIED,
     503: code_pb2.UNAVAILABLE,
@@ -64,7 +65,7 @@ def build(decision: Decision, realm: str) -> external_auth_pb2.CheckResponse:
 
 def www_authenticate(error: AuthzError, realm: str) -> str:
     """The RFC 6750 §3 challenge for a deny, or "" where none applies (503)."""
-    if error.status not in (400, 401, 403):
+    if error.status not in (400, 401, 403, 431):
         return ""
     parts = [f'Bearer realm="{realm}"']
     if error.rfc6750_error:

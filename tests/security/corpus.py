@@ -661,6 +661,29 @@ CASES: list[Case] = [
         lambda m: bearer(rs(m, padding="x" * 9000)),
         "token_too_large",
     ),
+    # Size limits of our own, behind Envoy's (which would answer first through it).
+    Case(
+        "too-many-headers",
+        lambda m: Request(
+            headers={},
+            raw_headers=(
+                ("authorization", f"Bearer {_valid(m)}".encode()),
+                *((f"x-filler-{n}", b"x") for n in range(250)),
+            ),
+        ),
+        431,
+        "request_too_large",
+        envoy=False,
+    ),
+    Case(
+        "oversized-headers",
+        lambda m: Request(
+            headers={"authorization": f"Bearer {_valid(m)}", "x-filler": "x" * 70_000}
+        ),
+        431,
+        "request_too_large",
+        envoy=False,
+    ),
     _bad(
         "non-ascii-byte-in-the-token",
         lambda m: Request(

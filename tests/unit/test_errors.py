@@ -50,7 +50,7 @@ def test_all_lists_every_public_exception_class() -> None:
 @pytest.mark.parametrize("cls", DENY_CLASSES, ids=lambda cls: cls.__name__)
 def test_every_deny_class_is_an_authz_error_with_a_known_status(cls: type[AuthzError]) -> None:
     assert issubclass(cls, AuthzError)
-    assert cls.status in {400, 401, 403, 503}
+    assert cls.status in {400, 401, 403, 431, 503}
     assert cls.reason
     assert cls.description
 
@@ -75,7 +75,7 @@ def test_docstring_tree_lists_the_class_with_its_reason(cls: type[AuthzError]) -
 @pytest.mark.parametrize("cls", DENY_CLASSES, ids=lambda cls: cls.__name__)
 def test_docstring_tree_status_matches_the_class(cls: type[AuthzError]) -> None:
     # Rows that state a status must state the class's own; subclasses inherit theirs.
-    statuses = re.findall(r"\b(400|401|403|503)\b", _doc_line(cls.__name__))
+    statuses = re.findall(r"\b(400|401|403|431|503)\b", _doc_line(cls.__name__))
     assert statuses in ([], [str(cls.status)])
 
 
@@ -102,6 +102,7 @@ def test_rfc6750_error_codes(cls: type[AuthzError], expected: str | None) -> Non
 def test_rfc6750_code_follows_the_status(cls: type[AuthzError]) -> None:
     by_status: dict[int, set[str | None]] = {
         400: {"invalid_request"},
+        431: {"invalid_request"},
         403: {"insufficient_scope"},
         503: {None},
     }
