@@ -123,7 +123,8 @@ class AuthzProcess:
         assert self._process is not None
         if self._process.poll() is not None:
             raise StackError(f"authz exited with {self._process.returncode}\n{self._tail()}")
-        for line in self._tail().splitlines():
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        for line in text.splitlines():  # the whole log: decisions may follow at once
             if " listening on " in line:
                 return line.rsplit(" listening on ", 1)[1].strip()
         return None
@@ -134,6 +135,15 @@ class AuthzProcess:
     @property
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
+
+    def kill(self) -> int:
+        """SIGKILL: the process dies mid-request, as in a crash or an OOM kill."""
+        if self._process is None:
+            return 0
+        self._process.kill()
+        code = self._process.wait()
+        self._process = None
+        return code
 
     def stop(self, timeout: float = 15) -> int:
         """SIGTERM and wait: the exit status of a graceful shutdown."""

@@ -160,3 +160,27 @@ def test_cold_start_without_the_idp(
         idp.mode = "ok"
         wait_for("keys to arrive", lambda: stack.get("/", headers).status == 200 or None, 10, None)
         assert _health(stack.authz.address) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_stalled_idp_delays_no_request(
+    tmp_path: Path, idp: FakeIdP, ca: LoopbackCA, keys: dict[str, PrivateKey]
+) -> None:
+    # Envoy's 250 ms timeout is the stopwatch: an answer that waited on the IdP
+    # would arrive as Envoy's 503, not as ours.
+    fetch = {
+        "refresh_seconds": 0.1,
+        "refresh_min_seconds": 0.05,
+        "read_timeout_seconds": 30,
+        "unknown_kid_cooldown_seconds": 0,
+    }
+    with _stack(tmp_path, idp, ca, **fetch) as stack:
+        headers = _bearer(keys, idp, "k1")
+        wait_for("keys", lambda: stack.get("/", headers).status == 200 or None, 10, None)
+        idp.mode = "stall"
+        stalled = idp.count(JWKS_PATH)
+        wait_for("a stalled refresh", lambda: idp.count(JWKS_PATH) > stalled or None, 10, None)
+        assert [stack.get("/", headers).status for _ in range(20)] == [200] * 20
+        # An unknown kid's refetch joins the stalled fetch, waits its bounded time, denies.
+        reply = stack.get("/", _bearer(keys, idp, "k2"))
+        assert reply.status == 401
+        idp.release()
