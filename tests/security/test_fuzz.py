@@ -92,6 +92,8 @@ def _mutate(token: str, mutation: tuple[str, Any, Any]) -> str:
     kind, a, b = mutation
     if kind == "swap":
         parts = token.split(".")
+        if max(a, b) >= len(parts):  # an earlier mutation removed a dot
+            return token
         parts[a], parts[b] = parts[b], parts[a]
         return ".".join(parts)
     index = a % (len(token) + 1)
