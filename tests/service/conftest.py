@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from svc_helpers import (
+
+from authz.dev.keys import generate, load_private, write_keypair
+from tests.service.svc_helpers import (
     KID,
     Client,
     ConfigFactory,
@@ -17,8 +19,6 @@ from svc_helpers import (
     ServerFactory,
     Signing,
 )
-
-from authz.dev.keys import generate, load_private, write_keypair
 
 
 @pytest.fixture(scope="session")
