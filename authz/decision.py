@@ -43,6 +43,7 @@ class Decision:
     reason: str
     detail: str = ""
     error: AuthzError | None = None
+    # The token, once verified; a deny after verification (revoked, 403) keeps it.
     token: VerifiedToken | None = None
     token_fingerprint: str = ""
     headers_to_set: tuple[tuple[str, str], ...] = ()
@@ -109,16 +110,17 @@ class Decider:
             stage = "identity"
             headers = self._identity(route, token, token_text)
         except AuthzError as error:
-            _note(trace, stage, "fail", f"{error.reason}: {error.detail}")
+            if stage != "requirements":  # the requirements step already shows its checks
+                _note(trace, stage, "fail", f"{error.reason}: {error.detail}")
             if match is not None and match.route.shadow:
                 return self._shadow_allow(
                     request, match.route, token, token_text, error=error, trace=trace
                 )
-            return self._deny(error, token_text, match)
+            return self._deny(error, token_text, match, token)
         except Exception as exc:
             log.exception("internal error while deciding")
             _note(trace, stage, "fail", f"internal error: {type(exc).__name__}")
-            return self._deny(InternalError(f"{type(exc).__name__}"), token_text, match)
+            return self._deny(InternalError(f"{type(exc).__name__}"), token_text, match, token)
         _note(trace, "identity", "ok", f"{len(headers)} header(s) to set")
         return self._allow(request, route, token, token_text, headers=headers)
 
@@ -164,8 +166,7 @@ class Decider:
         if check is None:
             return
         if trace is not None:
-            outcome = "ok" if check.passed else "fail"
-            trace.append(Step("requirements", outcome, check.detail, check))
+            trace.append(Step("requirements", "ok" if check.passed else "fail", "", check))
         if not check.passed:
             raise check.error or Forbidden(check.detail)
 
@@ -245,13 +246,18 @@ class Decider:
         return tuple(sorted(names - setting))
 
     @staticmethod
-    def _deny(error: AuthzError, token_text: str, match: Match | None) -> Decision:
+    def _deny(
+        error: AuthzError, token_text: str, match: Match | None, token: VerifiedToken | None
+    ) -> Decision:
         return Decision(
             allowed=False,
             status=error.status,
             reason=error.reason,
             detail=error.detail,
             error=error,
+            # A token that verified (then was revoked or lacked a requirement)
+            # names who was denied, for logs and access logs.
+            token=token,
             token_fingerprint=fingerprint(token_text) if token_text else "",
             route=match.route.name if match is not None else "",
             mode=match.route.mode if match is not None else "",

@@ -210,10 +210,10 @@ class Route:
                 return "context_extensions"
         if self.hosts and not any(_host_matches(pattern, host) for pattern in self.hosts):
             return "host"
-        if self.methods and method not in self.methods:
-            return "method"
         if self.path_kind and self.path_params(path) is None:
             return "path"
+        if self.methods and method not in self.methods:
+            return "method"
         return None
 
     def path_params(self, path: str) -> dict[str, str] | None:
@@ -245,7 +245,7 @@ class Route:
         if condition == "method":
             return ", ".join(sorted(self.methods))
         if condition == "path":
-            return f"{self.path_kind} {self.path}"
+            return f"{'exact' if self.path_kind == 'path' else self.path_kind} {self.path}"
         return ""
 
 
