@@ -13,11 +13,13 @@ upstream will, or refuses it. ``normalize_path`` therefore:
    Spring strip ``;params`` from segments, so ``/public/..;/admin`` reaches
    ``/admin`` there); a malformed percent-escape; an encoded ``/`` (``%2F``),
    ``\\`` (``%5C``) or control character, which some servers decode and others
-   do not; and a ``..`` that climbs above the root;
+   do not; a double-encoded escape (``%252e``: a server that decodes twice
+   sees ``.``); percent-encoded bytes that are not UTF-8 (the overlong
+   ``%c0%ae`` is ``.`` to a lax decoder); and a ``..`` that climbs above the
+   root;
 3. decodes percent-escapes of unreserved characters (``A-Z a-z 0-9 - . _ ~``,
    RFC 3986 §6.2.2.2) so ``%2e`` is ``.`` and ``%41`` is ``A``; every other escape
-   stays encoded, in upper case (``%3f`` becomes ``%3F``), and is never decoded
-   twice (``%252e`` stays ``%252E``);
+   stays encoded, in upper case (``%3f`` becomes ``%3F``);
 4. removes ``.`` segments and resolves ``..`` segments (RFC 3986 §5.2.4);
 5. collapses repeated slashes and drops a trailing slash, so ``//orders//7/``
    is ``/orders/7`` (the root stays ``/``).
@@ -29,6 +31,7 @@ Matching is case-sensitive. The normal form of a path is a fixed point:
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_to_bytes
 
 from authz.errors import InvalidPath
 
@@ -39,6 +42,7 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 # RFC 3986 pchar and "/" and "%", less ";" (see the module docstring).
 _PATH_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/%]*")
 _HEX = frozenset("0123456789abcdefABCDEF")
+_DOUBLE_ENCODED = re.compile(r"%25[0-9A-Fa-f]{2}")
 # Escapes refused outright: "/" and "\" change the segment structure for some
 # servers; control characters have no business in a path.
 _REFUSED_BYTES = frozenset({0x2F, 0x5C, 0x7F, *range(0x20)})
@@ -53,6 +57,8 @@ def normalize_path(raw: str) -> str:
         raise InvalidPath("path does not start with '/'")
     if not _PATH_CHARS.fullmatch(path):
         raise InvalidPath("path has a character outside RFC 3986 path characters, or ';'")
+    if "%" in path:
+        _check_escapes(path)
     segments: list[str] = []
     for segment in path.split("/"):
         decoded = _decode_unreserved(segment) if "%" in segment else segment
@@ -77,6 +83,15 @@ def normalize_host(raw: str) -> str:
     if sep and port.isdigit():
         host = name
     return host.rstrip(".")
+
+
+def _check_escapes(path: str) -> None:
+    if _DOUBLE_ENCODED.search(path):
+        raise InvalidPath("double-encoded percent-escape in path")
+    try:
+        unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidPath("percent-encoded bytes in path are not UTF-8") from None
 
 
 def _decode_unreserved(segment: str) -> str:

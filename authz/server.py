@@ -190,10 +190,13 @@ class AuthzServer:
             if config is None:
                 return
             runtime = self._build(config)
-        except ConfigError as exc:
+        except Exception as exc:
+            # ConfigError names file, line and key; anything else is still a
+            # failed reload, never a reason to drop the running configuration.
+            message = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
             self.reload_status.failures += 1
-            self.reload_status.last_error = str(exc)
-            log.error("configuration not reloaded, the running one stays in force:\n%s", exc)
+            self.reload_status.last_error = message
+            log.error("configuration not reloaded, the running one stays in force:\n%s", message)
             return
         for name in ("listen", "grace_period_seconds"):
             if getattr(config, name) != getattr(self.config, name):

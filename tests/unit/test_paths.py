@@ -40,7 +40,8 @@ from authz.paths import normalize_host, normalize_path
         ("/a%2db%5F", "/a-b_"),
         ("/a%20b", "/a%20b"),
         ("/a%3fb", "/a%3Fb"),
-        ("/a%252e%252e/b", "/a%252e%252e/b"),
+        ("/100%25", "/100%25"),
+        ("/100%25off", "/100%25off"),
         ("/%C3%A9t%c3%a9", "/%C3%A9t%C3%A9"),
         # other RFC 3986 path characters pass as they are
         ("/a:b@c!$&'()*+,=", "/a:b@c!$&'()*+,="),
@@ -80,6 +81,12 @@ def test_normal_form(raw: str, normal: str) -> None:
         ("/a%zz", "malformed"),
         ("/a%u002e", "malformed"),
         ("/a%%32%65", "malformed"),
+        # double encoding, and escapes that are not UTF-8 (overlong forms included)
+        ("/a%252e%252e/b", "double-encoded"),
+        ("/a%252F", "double-encoded"),
+        ("/a%c0%ae%c0%ae/b", "not UTF-8"),
+        ("/a%ff", "not UTF-8"),
+        ("/a%C3", "not UTF-8"),
         # characters outside RFC 3986 path characters, and ";"
         ("/a\\..\\admin", "RFC 3986"),
         ("/a b", "RFC 3986"),
@@ -109,7 +116,7 @@ def test_ambiguous_paths_are_refused(raw: str, why: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["/a/%2e%2e/b//c/", "/x/./%7e/y?q", "/%41%42/../c", "/a%3fb/%C3%A9", "//a///b/"],
+    ["/a/%2e%2e/b//c/", "/x/./%7e/y?q", "/%41%42/../c", "/a%3fb/%C3%A9", "//a///b/", "/5%25"],
 )
 def test_normal_form_is_a_fixed_point(raw: str) -> None:
     once = normalize_path(raw)
