@@ -103,8 +103,23 @@ def _check_config(args: argparse.Namespace) -> int:
             for key in keys.all()
         )
         print(f"issuer {issuer.issuer}: {described}")
+    _check_rules(config)
     print(f"{args.config}: OK")
     return 0
+
+
+def _check_rules(config: Config) -> None:
+    """Print the routes and load the revocation list, as serving would."""
+    from authz.revocation import RevocationList
+
+    if config.routes is None:
+        print("routes: none (every request needs a valid token)")
+    else:
+        names = ", ".join(f"{route.name} ({route.mode})" for route in config.routes)
+        print(f"routes: {names}; anything else is denied")
+    if config.revocation is not None:
+        path = config.resolve(config.revocation.file)
+        print(f"revocation: {path}, {len(RevocationList(path))} entries")
 
 
 def _add_explain(commands: Any) -> None:
