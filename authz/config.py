@@ -303,7 +303,8 @@ def _check_routes(config: Config, root: yaml.Node | None, source: str) -> None:
         identity = route.identity
         if identity is None:
             continue
-        for header in [*(identity.headers or {}), *filter(None, [identity.payload_header])]:
+        payload = [identity.payload_header] if identity.payload_header else []
+        for header in [*(identity.headers or {}), *payload]:
             try:
                 _check_identity_header(header, config.identity.namespace)
             except ValueError as exc:

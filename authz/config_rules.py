@@ -82,7 +82,10 @@ def _normal_path(value: str) -> str:
 def _valid_pattern(value: str) -> str:
     literal = "/".join("x" if _PARAM.match(segment) else segment for segment in value.split("/"))
     if "{" in literal or "}" in literal:
-        raise ValueError("a parameter is a whole segment: /orders/{id}, not /orders/v{id}")
+        raise ValueError(
+            "a parameter is a whole segment named with letters, digits and _: "
+            "/orders/{id}, not /orders/v{id}"
+        )
     _normal_path(literal)
     names = [segment for segment in value.split("/") if _PARAM.match(segment)]
     if len(names) != len(set(names)):
@@ -167,7 +170,8 @@ class RouteIdentityConfig(_Model):
     """Per-route changes to the ``identity`` section; what is not given is inherited."""
 
     headers: dict[str, ClaimPath] | None = None
-    payload_header: str | None = None
+    # A header name, or false: no payload header on this route.
+    payload_header: str | Literal[False] | None = None
     strip_authorization: bool | None = None
 
 

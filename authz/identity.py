@@ -80,7 +80,8 @@ class IdentityPlan:
         strip = identity.strip_authorization
         if route is not None:
             headers = route.headers if route.headers is not None else headers
-            payload_header = route.payload_header or payload_header
+            if route.payload_header is not None:
+                payload_header = route.payload_header or None  # false: none here
             if route.strip_authorization is not None:
                 strip = route.strip_authorization
         return cls(

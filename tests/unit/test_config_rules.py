@@ -309,3 +309,18 @@ def test_unknown_key_in_a_requirement_is_an_error() -> None:
     # A typo must never turn a requirement off.
     message = _error("routes:\n  - name: a\n    mode: protected\n    requirements: {scope: [x]}\n")
     assert message.startswith("test.yaml:10: routes[0].requirements.scope: unknown key")
+
+
+def test_a_route_can_turn_the_payload_header_off_but_not_on_by_true() -> None:
+    config = _parse(
+        "identity: {payload_header: x-auth-payload}\n"
+        "routes:\n  - name: a\n    mode: public\n    identity: {payload_header: false}\n"
+    )
+    assert config.routes is not None
+    identity = config.routes[0].identity
+    assert identity is not None
+    assert identity.payload_header is False
+    message = _error(
+        "routes:\n  - name: a\n    mode: public\n    identity: {payload_header: true}\n"
+    )
+    assert message.startswith("test.yaml:10: routes[0].identity.payload_header")

@@ -287,3 +287,6 @@ def test_route_changes_override_the_global_section() -> None:
     assert changed.payload_header == "x-auth-payload"
     assert not changed.strip_authorization
     assert changed.max_header_bytes == 100
+    without_payload = IdentityPlan.from_config(identity, RouteIdentityConfig(payload_header=False))
+    assert without_payload.payload_header is None
+    assert without_payload.names == ("x-auth-subject", "x-auth-scopes")
