@@ -152,7 +152,10 @@ class Decider:
                 raise
             _note(trace, "credentials", "skip", f"optional route, no token: {missing.detail}")
             return ""
-        _note(trace, "credentials", "ok", f"bearer token, fingerprint {fingerprint(token_text)}")
+        if trace is not None:  # not worth a hash on the hot path
+            _note(
+                trace, "credentials", "ok", f"bearer token, fingerprint {fingerprint(token_text)}"
+            )
         return token_text
 
     def _check_revocation(self, token: VerifiedToken, trace: list[Step] | None) -> None:
