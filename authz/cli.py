@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(handler=_check_config)
 
+    _add_explain(commands)
+
     keys = commands.add_parser("keys", help="development keys").add_subparsers(
         dest="keys_command", required=True
     )
@@ -86,10 +88,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from authz.runtime import ConfigFile
     from authz.server import run  # grpc is imported only when serving
 
-    config = load_config(args.config)
-    return asyncio.run(run(config))
+    # Read through ConfigFile so the watch compares later changes with exactly this read.
+    config_file = ConfigFile(args.config)
+    return asyncio.run(run(config_file.config, config_file))
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -114,6 +118,7 @@ def _check_config(args: argparse.Namespace) -> int:
             line += f" (FETCH FAILED: {status.last_error})"
             failed = True
         print(line)
+    _check_rules(config)
     if failed:
         print(f"{args.config}: valid, but keys could not be fetched", file=sys.stderr)
         return 1
@@ -127,6 +132,94 @@ async def _fetch_once(store: Any) -> dict[str, bool]:
         return result
     finally:
         await store.close()
+
+
+def _check_rules(config: Config) -> None:
+    """Print the routes and load the revocation list, as serving would."""
+    from authz.revocation import RevocationList
+
+    if config.routes is None:
+        print("routes: none (every request needs a valid token)")
+    else:
+        names = ", ".join(f"{route.name} ({route.mode})" for route in config.routes)
+        print(f"routes: {names}; anything else is denied")
+    if config.revocation is not None:
+        path = config.resolve(config.revocation.file)
+        print(f"revocation: {path}, {len(RevocationList(path))} entries")
+
+
+def _add_explain(commands: Any) -> None:
+    explain = commands.add_parser(
+        "explain",
+        help="decide one request as the service would, and print every step",
+        description="Decide one request with the service's own code and print each step: "
+        "route, credential, issuer, key, claims, revocation, requirements, and the answer. "
+        "Exit status: 0 allow, 1 deny, 2 configuration error.",
+    )
+    explain.add_argument("-c", "--config", required=True, type=Path, help="configuration file")
+    token = explain.add_mutually_exclusive_group()
+    token.add_argument("--token", help="the bearer token (sent as Authorization: Bearer …)")
+    token.add_argument("--token-file", type=Path, help="a file holding the token; - for stdin")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--path", required=True, help="as Envoy sends it, query included")
+    explain.add_argument("--host", default="", help=":authority / Host")
+    explain.add_argument(
+        "--header", action="append", default=[], metavar="NAME=VALUE", help="repeatable"
+    )
+    explain.add_argument(
+        "--context-extension",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="as Envoy's check_settings.context_extensions would send (repeatable)",
+    )
+    explain.add_argument(
+        "--at", type=float, metavar="UNIX_TIME", help="decide as of this time (default: now)"
+    )
+    explain.set_defaults(handler=_explain)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from authz.explain import FixedClock, explain
+    from authz.request import RequestView
+
+    config = load_config(args.config)
+    headers: dict[str, list[str]] = {}
+    extensions: dict[str, str] = {}
+    for kind, items, target in (
+        ("--header", args.header, None),
+        ("--context-extension", args.context_extension, extensions),
+    ):
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                print(f"authz: {kind} {item!r}: expected NAME=VALUE", file=sys.stderr)
+                return EXIT_CONFIG
+            if target is None:
+                headers.setdefault(name.lower(), []).append(value)
+            else:
+                target[name] = value
+    token = args.token
+    if args.token_file is not None:
+        source = sys.stdin if str(args.token_file) == "-" else None
+        try:
+            token = source.read() if source else args.token_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"authz: --token-file {args.token_file}: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        token = token.strip()
+    if token is not None:
+        headers.setdefault("authorization", []).append(f"Bearer {token}")
+    request = RequestView(
+        method=args.method,
+        path=args.path,
+        host=args.host,
+        headers={name: tuple(values) for name, values in headers.items()},
+        context_extensions=extensions,
+    )
+    clock = FixedClock(args.at) if args.at is not None else None
+    decision = explain(config, request, sys.stdout, clock=clock)
+    return 0 if decision.allowed else 1
 
 
 def _keys_generate(args: argparse.Namespace) -> int:

@@ -21,6 +21,13 @@ from pydantic import (
     model_validator,
 )
 
+from authz.config_rules import (
+    ClaimPath,
+    RequirementConfig,
+    RevocationConfig,
+    RouteConfig,
+    valid_claim_path,
+)
 from authz.errors import ConfigError
 
 __all__ = [
@@ -220,6 +227,10 @@ class IssuerConfig(_Model):
         return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
+def _default_headers() -> dict[str, str | list[str]]:
+    return {"x-auth-subject": "sub", "x-auth-issuer": "iss", "x-auth-scopes": "scope"}
+
+
 class IdentityConfig(_Model):
     """Verified identity handed to the upstream service as request headers.
 
@@ -228,13 +239,15 @@ class IdentityConfig(_Model):
     """
 
     namespace: str = Field(default="x-auth-", min_length=2)
-    headers: dict[str, str] = Field(
-        default_factory=lambda: {
-            "x-auth-subject": "sub",
-            "x-auth-issuer": "iss",
-            "x-auth-scopes": "scope",
-        }
-    )
+    # header -> claim path ("sub", "realm_access.roles", or a list for names with dots).
+    headers: dict[str, str | list[str]] = Field(default_factory=_default_headers)
+    # The verified payload, base64url JSON exactly as signed, in one header.
+    payload_header: str | None = None
+    # Remove Authorization before the upstream: it gets the identity, not the token.
+    strip_authorization: bool = False
+    # A claim value or a whole set that does not fit is a deny, never a truncation.
+    max_header_bytes: int = Field(default=4096, ge=64, le=65536)
+    max_total_bytes: int = Field(default=16384, ge=256, le=262144)
 
     @field_validator("namespace")
     @classmethod
@@ -246,16 +259,29 @@ class IdentityConfig(_Model):
     @model_validator(mode="after")
     def _headers_in_namespace(self) -> IdentityConfig:
         for header, claim in self.headers.items():
-            if not _HEADER_NAME.match(header):
-                raise ValueError(f"header {header!r} is not a lower-case header name")
-            if not header.startswith(self.namespace):
-                raise ValueError(
-                    f"header {header!r} must start with the namespace {self.namespace!r}, "
-                    "or a client could forge it"
-                )
+            _check_identity_header(header, self.namespace)
             if not claim:
                 raise ValueError(f"header {header!r} maps to an empty claim name")
+            try:
+                valid_claim_path(claim)
+            except ValueError as exc:
+                raise ValueError(f"header {header!r}: {exc}") from None
+        if self.payload_header is not None:
+            _check_identity_header(self.payload_header, self.namespace)
+            if self.payload_header in self.headers:
+                raise ValueError(f"payload_header {self.payload_header!r} is also in headers")
         return self
+
+
+def _check_identity_header(header: str, namespace: str) -> None:
+    """ValueError unless ``header`` is a lower-case name inside ``namespace``."""
+    if not _HEADER_NAME.match(header):
+        raise ValueError(f"header {header!r} is not a lower-case header name")
+    if not header.startswith(namespace):
+        raise ValueError(
+            f"header {header!r} must start with the namespace {namespace!r}, "
+            "or a client could forge it"
+        )
 
 
 class Config(_Model):
@@ -268,6 +294,13 @@ class Config(_Model):
     max_request_header_bytes: int = Field(default=65_536, ge=1024, le=16 * 1_048_576)
     issuers: Annotated[list[IssuerConfig], Field(min_length=1)]
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    # Rules (see config_rules.py). Without routes, every request needs a valid
+    # token, as before routes existed; with routes, an unmatched request is denied.
+    routes: Annotated[list[RouteConfig], Field(min_length=1)] | None = None
+    roles_claim: ClaimPath = "roles"
+    revocation: RevocationConfig | None = None
+    # How often the config and revocation files are checked for changes; 0: never.
+    watch_interval_seconds: float = Field(default=2.0, ge=0, le=3600)
     # The directory of the file, to resolve relative key paths; not a YAML key.
     base_dir: Path = Field(default=Path(), exclude=True)
 
@@ -330,7 +363,48 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
                 f"issuer {issuer.issuer!r} is configured twice"
             )
         seen.add(issuer.issuer)
+    _check_routes(config, root, source)
     return config
+
+
+def _check_routes(config: Config, root: yaml.Node | None, source: str) -> None:
+    """Route checks that need the whole file: unique names, known issuers, namespace."""
+
+    def fail(loc: tuple[str | int, ...], message: str) -> ConfigError:
+        return ConfigError(f"{source}:{_line_of(root, loc)}: {_dotted(loc)}: {message}")
+
+    issuers = {issuer.issuer for issuer in config.issuers}
+    names: set[str] = set()
+    for index, route in enumerate(config.routes or ()):
+        where: tuple[str | int, ...] = ("routes", index)
+        if route.name in names:
+            raise fail((*where, "name"), f"route name {route.name!r} is used twice")
+        names.add(route.name)
+        if route.requirements is not None:
+            for loc, issuer in _required_issuers(route.requirements, (*where, "requirements")):
+                if issuer not in issuers:
+                    raise fail(loc, f"issuer {issuer!r} is not one of the configured issuers")
+        identity = route.identity
+        if identity is None:
+            continue
+        payload = [identity.payload_header] if identity.payload_header else []
+        for header in [*(identity.headers or {}), *payload]:
+            try:
+                _check_identity_header(header, config.identity.namespace)
+            except ValueError as exc:
+                raise fail((*where, "identity"), str(exc)) from None
+
+
+def _required_issuers(
+    requirement: RequirementConfig, loc: tuple[str | int, ...]
+) -> list[tuple[tuple[str | int, ...], str]]:
+    found = [
+        ((*loc, "issuers", index), issuer) for index, issuer in enumerate(requirement.issuers or ())
+    ]
+    for key in ("all_of", "any_of"):
+        for index, nested in enumerate(getattr(requirement, key) or ()):
+            found += _required_issuers(nested, (*loc, key, index))
+    return found
 
 
 def _reject_duplicate_keys(node: yaml.Node, source: str, path: tuple[str | int, ...]) -> None:

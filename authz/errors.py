@@ -6,6 +6,7 @@
     AuthzError                        403     (none)               denied
     ├── InvalidRequest                400     invalid_request      invalid_request
     │   ├── MultipleCredentials       400     invalid_request      multiple_credentials
+    │   ├── InvalidPath               400     invalid_request      invalid_path
     │   └── RequestTooLarge           431     invalid_request      request_too_large
     ├── Unauthenticated               401     (none)               unauthenticated
     │   ├── MissingCredentials        401     (none, RFC 6750 §3.1) missing_token
@@ -21,14 +22,23 @@
     │       ├── IssuedInFuture                                     issued_in_future
     │       ├── AudienceMismatch                                   audience_mismatch
     │       ├── MissingClaim                                       missing_claim
-    │       └── ClaimInvalid                                       claim_invalid
+    │       ├── ClaimInvalid                                       claim_invalid
+    │       └── TokenRevoked                                       token_revoked
     ├── Forbidden                     403     insufficient_scope   insufficient_scope
+    │   ├── IssuerNotAllowed                                       issuer_not_allowed
+    │   ├── RoleMissing                                            role_missing
+    │   └── ClaimMismatch                                          claim_mismatch
+    ├── NoRoute                       403     (none, no challenge) no_route
     └── Unavailable                   503     (none)               unavailable
         ├── KeysUnavailable                                        keys_unavailable
         └── InternalError                                          internal_error
 
 The client sees only ``status``, the RFC 6750 code and a generic description;
 ``reason`` and ``detail`` go to logs, metrics, spans and dynamic metadata.
+
+A request that no route matches is denied 403 without ``insufficient_scope``
+and without a challenge: no token could make it acceptable, so inviting a retry
+with one would mislead the client.
 """
 
 from __future__ import annotations
@@ -38,21 +48,27 @@ __all__ = [
     "AudienceMismatch",
     "AuthzError",
     "ClaimInvalid",
+    "ClaimMismatch",
     "ConfigError",
     "Forbidden",
     "InternalError",
+    "InvalidPath",
     "InvalidRequest",
     "InvalidToken",
     "IssuedInFuture",
+    "IssuerNotAllowed",
     "KeysUnavailable",
     "MissingClaim",
     "MissingCredentials",
     "MultipleCredentials",
+    "NoRoute",
     "RequestTooLarge",
+    "RoleMissing",
     "SignatureInvalid",
     "TokenExpired",
     "TokenMalformed",
     "TokenNotYetValid",
+    "TokenRevoked",
     "TokenTooLarge",
     "Unauthenticated",
     "Unavailable",
@@ -94,6 +110,13 @@ class RequestTooLarge(InvalidRequest):
     status = 431
     reason = "request_too_large"
     description = "The request headers are too large"
+
+
+class InvalidPath(InvalidRequest):
+    # A path authz cannot match safely: encoded "/" or "\\", ".." above the root,
+    # bad percent-encoding, characters outside RFC 3986. See paths.py.
+    reason = "invalid_path"
+    description = "The request path is not acceptable"
 
 
 class Unauthenticated(AuthzError):
@@ -167,6 +190,11 @@ class ClaimInvalid(InvalidToken):
     reason = "claim_invalid"
 
 
+class TokenRevoked(InvalidToken):
+    reason = "token_revoked"
+    description = "The access token has been revoked"
+
+
 class Forbidden(AuthzError):
     status = 403
     rfc6750_error = "insufficient_scope"
@@ -176,6 +204,26 @@ class Forbidden(AuthzError):
     def __init__(self, detail: str = "", scope: str = "") -> None:
         super().__init__(detail)
         self.scope = scope
+
+
+class IssuerNotAllowed(Forbidden):
+    reason = "issuer_not_allowed"
+
+
+class RoleMissing(Forbidden):
+    reason = "role_missing"
+
+
+class ClaimMismatch(Forbidden):
+    reason = "claim_mismatch"
+
+
+class NoRoute(AuthzError):
+    # Deny by default: the request matched no configured route.
+    status = 403
+    rfc6750_error = None
+    reason = "no_route"
+    description = "No rule allows this request"
 
 
 class Unavailable(AuthzError):

@@ -1,26 +1,40 @@
 """Verified claims -> identity headers for the upstream service.
 
-A claim may be a string, a number or a list of those (joined with a space for
-``scope``-like lists: an OAuth ``scp`` array and a ``scope`` string read the
-same). A value with control characters is refused rather than passed on, since
-a header value cannot carry it safely. An absent claim sets no header; the
-client's copy of every header in the namespace is removed all the same.
+A claim is read by its path (``sub``, ``realm_access.roles``) and may be a
+string, a number, a boolean or a list of those. A list is joined with ","
+and no item may contain one, so the upstream can split it again; ``scope``
+reads the OAuth ``scope`` string or ``scp`` array alike, joined with spaces.
+A value with control characters, or one larger than ``max_header_bytes``, is
+refused rather than passed on or cut short, and so is a set of headers larger
+than ``max_total_bytes``: the allow then becomes a 401 ``claim_invalid``. An
+absent claim sets no header; the client's copy of every header in the
+namespace is removed all the same (see decision.py).
+
+``payload_header`` carries the whole verified payload: the token's payload
+segment exactly as signed (base64url of the JSON), like Envoy's
+``forward_payload_header``, so the upstream can decode it without re-encoding
+doubts.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from authz.claims import claim_value
 from authz.config import IdentityConfig
+from authz.config_rules import RouteIdentityConfig, claim_path
 from authz.errors import ClaimInvalid
 
-__all__ = ["MAX_HEADER_VALUE", "identity_headers", "scopes"]
+__all__ = ["MAX_HEADER_VALUE", "IdentityPlan", "identity_headers", "scopes"]
 
+# The default of identity.max_header_bytes.
 MAX_HEADER_VALUE = 4096
 # Visible ASCII, space and any non-ASCII character; no CTLs (RFC 9110 §5.5).
 _SAFE_VALUE = re.compile(r"[^\x00-\x1f\x7f]*")
+_SCOPE = ("scope",)
 
 
 def scopes(claims: Mapping[str, Any]) -> list[str]:
@@ -46,16 +60,86 @@ def scopes(claims: Mapping[str, Any]) -> list[str]:
     raise ClaimInvalid("scp claim is not a string or an array of scope tokens")
 
 
+@dataclass(frozen=True, slots=True)
+class IdentityPlan:
+    """The identity headers of one route: which claims go where, and the limits."""
+
+    headers: tuple[tuple[str, tuple[str, ...]], ...]
+    payload_header: str | None
+    strip_authorization: bool
+    max_header_bytes: int
+    max_total_bytes: int
+
+    @classmethod
+    def from_config(
+        cls, identity: IdentityConfig, route: RouteIdentityConfig | None = None
+    ) -> IdentityPlan:
+        """The global ``identity`` section, with a route's changes applied."""
+        headers = identity.headers
+        payload_header = identity.payload_header
+        strip = identity.strip_authorization
+        if route is not None:
+            headers = route.headers if route.headers is not None else headers
+            if route.payload_header is not None:
+                payload_header = route.payload_header or None  # false: none here
+            if route.strip_authorization is not None:
+                strip = route.strip_authorization
+        return cls(
+            headers=tuple((header, claim_path(claim)) for header, claim in headers.items()),
+            payload_header=payload_header,
+            strip_authorization=strip,
+            max_header_bytes=identity.max_header_bytes,
+            max_total_bytes=identity.max_total_bytes,
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every header this plan may set."""
+        names = tuple(header for header, _ in self.headers)
+        return (*names, self.payload_header) if self.payload_header else names
+
+    def render(
+        self, claims: Mapping[str, Any], token_text: str | None = None
+    ) -> list[tuple[str, str]]:
+        """The headers for ``claims``; ClaimInvalid if any cannot be carried.
+
+        No partial identity: an allow carries every header that applies or none.
+        """
+        result: list[tuple[str, str]] = []
+        total = 0
+        for header, path in self.headers:
+            label = ".".join(path)
+            if path == _SCOPE:
+                value = " ".join(scopes(claims))
+            else:
+                value = _render(claim_value(claims, path), label)
+            if not value:
+                continue
+            size = len(value.encode("utf-8", "surrogatepass"))
+            if size > self.max_header_bytes or not _SAFE_VALUE.fullmatch(value):
+                raise ClaimInvalid(f"claim {label!r} cannot be carried in header {header!r}")
+            total += len(header) + size
+            result.append((header, value))
+        if self.payload_header and token_text:
+            payload = _payload_segment(token_text)
+            total += len(self.payload_header) + len(payload)
+            result.append((self.payload_header, payload))
+        if total > self.max_total_bytes:
+            raise ClaimInvalid(
+                f"identity headers total {total} bytes; the limit is {self.max_total_bytes}"
+            )
+        return result
+
+
 def identity_headers(claims: Mapping[str, Any], config: IdentityConfig) -> list[tuple[str, str]]:
-    headers = []
-    for header, claim in config.headers.items():
-        value = " ".join(scopes(claims)) if claim == "scope" else _render(claims.get(claim), claim)
-        if not value:
-            continue
-        if len(value) > MAX_HEADER_VALUE or not _SAFE_VALUE.fullmatch(value):
-            raise ClaimInvalid(f"claim {claim!r} cannot be carried in header {header!r}")
-        headers.append((header, value))
-    return headers
+    """The global identity headers for ``claims`` (without the payload header)."""
+    return IdentityPlan.from_config(config).render(claims)
+
+
+def _payload_segment(token_text: str) -> str:
+    # The verifier has checked the signature over exactly this segment and that
+    # it is canonical base64url, so it is safe to pass on as it is.
+    return token_text.split(".")[1]
 
 
 def _render(value: Any, claim: str) -> str:

@@ -30,6 +30,8 @@ _GRPC_CODE = {
     503: code_pb2.UNAVAILABLE,
 }
 _OK = status_pb2.Status(code=code_pb2.OK)
+# The body's "error" when there is no RFC 6750 code for the deny.
+_BODY_ERROR = {401: "unauthorized", 403: "forbidden"}
 
 
 def build(decision: Decision, realm: str) -> external_auth_pb2.CheckResponse:
@@ -67,6 +69,9 @@ def www_authenticate(error: AuthzError, realm: str) -> str:
     """The RFC 6750 §3 challenge for a deny, or "" where none applies (503)."""
     if error.status not in (400, 401, 403, 431):
         return ""
+    if error.status == 403 and error.rfc6750_error is None:
+        # No route allows the request: no token would help, so no challenge.
+        return ""
     parts = [f'Bearer realm="{realm}"']
     if error.rfc6750_error:
         parts.append(f'error="{error.rfc6750_error}"')
@@ -77,7 +82,7 @@ def www_authenticate(error: AuthzError, realm: str) -> str:
 
 
 def _body(error: AuthzError) -> str:
-    code = error.rfc6750_error or ("unauthorized" if error.status == 401 else "unavailable")
+    code = error.rfc6750_error or _BODY_ERROR.get(error.status, "unavailable")
     return json.dumps({"error": code, "error_description": error.description})
 
 
@@ -108,6 +113,18 @@ def _metadata(decision: Decision) -> struct_pb2.Struct:
             fields["sub"] = decision.token.subject
     if decision.token_fingerprint:
         fields["token_fp"] = decision.token_fingerprint
+    fields.update(_rule_metadata(decision))
     metadata = struct_pb2.Struct()
     metadata.update(fields)
     return metadata
+
+
+def _rule_metadata(decision: Decision) -> dict[str, str]:
+    """The route that decided, and a shadow route's would-be deny, for access logs."""
+    fields: dict[str, str] = {}
+    if decision.route:
+        fields["route"] = decision.route
+        fields["mode"] = decision.mode
+    if decision.shadow_denied is not None:
+        fields["shadow_denied"] = decision.shadow_denied
+    return fields

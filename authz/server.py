@@ -1,4 +1,4 @@
-"""The grpc.aio server: Authorization/Check, gRPC health, graceful shutdown."""
+"""The grpc.aio server: Authorization/Check, gRPC health, graceful shutdown, live reload."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -18,12 +19,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authz import response
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.config import Config
-from authz.decision import Decider, Decision
+from authz.decision import Decision
 from authz.errors import ConfigError, InternalError, InvalidRequest
 from authz.keys import KeySource, ManagedKeySource
 from authz.keystore import KeyStore
 from authz.request import view
-from authz.verify import Clock, Verifier
+from authz.runtime import ConfigFile, ReloadStatus, Runtime, build_runtime
+from authz.verify import Clock
 
 __all__ = ["SERVICE_NAME", "AuthorizationService", "AuthzServer", "run"]
 
@@ -36,9 +38,8 @@ _REPLY_MARGIN = 0.02
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, config: Config, decider: Decider) -> None:
-        self._realm = config.realm
-        self._decider = decider
+    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+        self._runtime = runtime
 
     async def Check(
         self,
@@ -47,10 +48,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse
         ],
     ) -> external_auth_pb2.CheckResponse:
+        # One runtime for the whole Check, even if a reload swaps it meanwhile.
+        runtime = self._runtime()
         try:
             remaining = context.time_remaining()
             budget = math.inf if remaining is None else max(0.0, remaining - _REPLY_MARGIN)
-            decision = await self._decider.decide(view(request), budget)
+            decision = await runtime.decider.decide(view(request), budget=budget)
         except Exception as exc:
             # decide() catches its own errors; this guards the request view.
             log.exception("cannot read CheckRequest")
@@ -63,7 +66,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 allowed=False, status=error.status, reason=error.reason, error=error
             )
         _log_decision(decision)
-        return response.build(decision, self._realm)
+        return response.build(decision, runtime.config.realm)
 
 
 def _log_decision(decision: Decision) -> None:
@@ -87,28 +90,56 @@ def _log_decision(decision: Decision) -> None:
 
 
 class AuthzServer:
-    """One listening grpc.aio server. ``start`` binds; ``stop`` drains."""
+    """One listening grpc.aio server. ``start`` binds; ``stop`` drains.
+
+    With ``config_file``, the file is watched and a valid change is swapped in
+    (see runtime.py); ``reload_status`` counts reloads and failures.
+    """
 
     def __init__(
-        self, config: Config, keys: KeySource | None = None, clock: Clock | None = None
+        self,
+        config: Config,
+        keys: KeySource | None = None,
+        clock: Clock | None = None,
+        *,
+        config_file: ConfigFile | None = None,
     ) -> None:
-        self.config = config
-        self.keys = keys if keys is not None else KeyStore(config)
-        verifier = Verifier(config, self.keys, clock)
-        refetch = self.keys.refetch if isinstance(self.keys, ManagedKeySource) else None
+        self._injected_keys = keys
+        self._clock = clock
+        self.runtime = self._build(config, None)
+        # Where the server listens is fixed at start; a reload cannot move it.
+        self._listen = config.listen
+        self._config_file = config_file
+        self.reload_status = ReloadStatus()
+        self._watcher: asyncio.Task[None] | None = None
         self.health = health_aio.HealthServicer()
         # so_reuseport off: a second server on a taken port must fail, not share it.
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         # The generated *_pb2_grpc module carries no type hints.
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
-            AuthorizationService(config, Decider(config, verifier, refetch)), self._server
+            AuthorizationService(lambda: self.runtime), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = 0
         self._health_tasks: set[asyncio.Task[None]] = set()
 
+    def _build(self, config: Config, previous: Runtime | None) -> Runtime:
+        keys = self._injected_keys
+        if keys is None and previous is not None and _same_issuers(previous.config, config):
+            # Unchanged issuers keep their key source: its fetched keys, its state.
+            keys = previous.keys
+        return build_runtime(config, keys, self._clock)
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    @property
+    def keys(self) -> KeySource:
+        return self.runtime.keys
+
     async def start(self) -> None:
-        address = self.config.listen
+        address = self._listen
         if address.startswith("unix:"):
             _remove_stale_socket(Path(address.removeprefix("unix:")))
         try:
@@ -116,11 +147,15 @@ class AuthzServer:
         except RuntimeError as exc:
             raise ConfigError(f"listen {address}: cannot bind: {exc}") from None
         await self._server.start()
-        if isinstance(self.keys, ManagedKeySource):
-            self.keys.add_listener(self._keys_changed)
-            await self.keys.start()
+        await self._start_keys(self.runtime.keys)
         await self._update_health()
+        self._watcher = asyncio.create_task(self._watch(), name="authz-watch")
         log.info("listening on %s", self.address)
+
+    async def _start_keys(self, keys: KeySource) -> None:
+        if isinstance(keys, ManagedKeySource):
+            keys.add_listener(self._keys_changed)
+            await keys.start()
 
     def _keys_changed(self) -> None:
         # Called on the event loop by the key source; health follows readiness.
@@ -131,7 +166,7 @@ class AuthzServer:
     @property
     def address(self) -> str:
         """The bound address, with the real port when the config asked for port 0."""
-        listen = self.config.listen
+        listen = self._listen
         if listen.startswith("unix:"):
             return listen
         return f"{listen.rsplit(':', 1)[0]}:{self.port}"
@@ -148,12 +183,89 @@ class AuthzServer:
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, stop accepting, let in-flight Checks finish within ``grace``."""
         await self.health.enter_graceful_shutdown()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
         await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
-        if isinstance(self.keys, ManagedKeySource):
-            await self.keys.close()
+        if isinstance(self.runtime.keys, ManagedKeySource):
+            await self.runtime.keys.close()
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
+
+    # --- live reload ---------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Poll the config and revocation files until stopped (interval 0: never)."""
+        while (interval := self.config.watch_interval_seconds) > 0:
+            await asyncio.sleep(interval)  # a poll interval, not a readiness guess
+            try:
+                await self.poll_files()
+            except Exception:
+                # The watch must outlive any surprise; the running config stays.
+                log.exception("watching the configuration failed; will retry")
+
+    async def poll_files(self) -> None:
+        """One round of the watch: reload a changed config, refresh the revocation list."""
+        if self._config_file is not None:
+            await self._reload_config(self._config_file)
+        revocations = self.runtime.revocations
+        if revocations is not None:
+            await asyncio.to_thread(revocations.refresh)
+
+    async def _prepare_keys(self, runtime: Runtime) -> None:
+        """A new key source must hold every issuer's keys before it may serve:
+        otherwise a reload during an IdP outage would turn valid tokens into 503s."""
+        keys = runtime.keys
+        if keys is self.runtime.keys or not isinstance(keys, ManagedKeySource):
+            return
+        await self._start_keys(keys)
+        if isinstance(keys, KeyStore):
+            await keys.fetch_all()
+        if not keys.ready():
+            await keys.close()
+            missing = (
+                [s.issuer for s in keys.status() if not s.usable]
+                if isinstance(keys, KeyStore)
+                else []
+            )
+            raise ConfigError(f"keys could not be loaded for issuers {missing}")
+
+    async def _reload_config(self, config_file: ConfigFile) -> None:
+        try:
+            config = await asyncio.to_thread(config_file.poll)
+            if config is None:
+                return
+            runtime = self._build(config, self.runtime)
+            await self._prepare_keys(runtime)
+        except Exception as exc:
+            # ConfigError names file, line and key; anything else is still a
+            # failed reload, never a reason to drop the running configuration.
+            message = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            self.reload_status.failures += 1
+            self.reload_status.last_error = message
+            log.error("configuration not reloaded, the running one stays in force:\n%s", message)
+            return
+        for name in ("listen", "grace_period_seconds"):
+            if getattr(config, name) != getattr(self.config, name):
+                log.warning("configuration reload: %s changes only on restart", name)
+        previous, self.runtime = self.runtime, runtime  # one reference swap: a Check sees
+        # the old or the new runtime whole; the old key source stops after the swap.
+        if previous.keys is not runtime.keys and isinstance(previous.keys, ManagedKeySource):
+            await previous.keys.close()
+        self.reload_status.reloads += 1
+        self.reload_status.last_error = None
+        log.info(
+            "configuration reloaded from %s (%d routes)",
+            config_file.path,
+            len(runtime.decider.policy.routes) if config.routes else 0,
+        )
+        await self._update_health()
+
+
+def _same_issuers(old: Config, new: Config) -> bool:
+    return old.issuers == new.issuers and old.base_dir == new.base_dir
 
 
 def _remove_stale_socket(path: Path) -> None:
@@ -174,9 +286,9 @@ def _remove_stale_socket(path: Path) -> None:
     raise ConfigError(f"listen unix:{path}: another process is listening on this socket")
 
 
-async def run(config: Config) -> int:
+async def run(config: Config, config_file: ConfigFile | None = None) -> int:
     """Serve until SIGTERM or SIGINT, then drain gracefully; the exit status."""
-    server = AuthzServer(config)
+    server = AuthzServer(config, config_file=config_file)
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

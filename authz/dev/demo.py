@@ -2,7 +2,8 @@
 
 It mints a token for alice, shows the request allowed with the identity the
 upstream received, shows missing, tampered, expired and wrong-audience tokens
-denied, then keeps running until Ctrl-C with curl commands to try.
+denied, and a route that needs a scope alice lacks, then keeps running until
+Ctrl-C with curl commands to try.
 
     python -m authz.dev.demo [--workdir .demo] [--once]
 """
@@ -45,6 +46,15 @@ identity:
     x-auth-subject: sub
     x-auth-issuer: iss
     x-auth-scopes: scope
+routes:
+  - name: order-refunds
+    match: {{pattern: "/orders/{{id}}/refunds"}}
+    mode: protected
+    requirements: {{scopes: [orders:refund]}}
+  - name: orders
+    match: {{prefix: /orders}}
+    mode: protected
+    requirements: {{scopes: [orders:read]}}
 """
 
 
@@ -118,11 +128,16 @@ def run(workdir: Path, once: bool) -> int:
             stack.get("/orders/42", {"Authorization": f"Bearer {other_aud}"}),
         )
         _show(6, "health probe, no token needed", stack.get("/healthz"))
+        _show(
+            7,
+            "alice asks for a refund: that route needs scope orders:refund",
+            stack.get("/orders/42/refunds", {"Authorization": f"Bearer {alice}"}),
+        )
 
         print("\nEnvoy's access log (authz decision and reason per request):")
-        for entry in stack.envoy.access_log(6):
+        for entry in stack.envoy.access_log(7):
             print(
-                f"   {entry['status']} {entry['path']!s:<12} "
+                f"   {entry['status']} {entry['path']!s:<20} "
                 f"decision={entry['authz_decision'] or '(ext_authz off)'} "
                 f"reason={entry['authz_reason'] or '-'} sub={entry['authz_sub'] or '-'}"
             )

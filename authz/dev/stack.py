@@ -255,7 +255,9 @@ class EnvoyProcess:
 
         def entries() -> list[dict[str, Any]] | None:
             text = self.log.read_text(errors="replace") if self.log.exists() else ""
-            found = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+            # Only finished lines: Envoy may be halfway through writing the last one.
+            lines = text.split("\n")[:-1]
+            found = [json.loads(line) for line in lines if line.startswith("{")]
             return found if len(found) >= count else None
 
         return wait_for(f"{count} access log entries", entries, timeout, self.log)

@@ -25,6 +25,15 @@ def test_demo_shows_allowed_and_denied_requests(tmp_path: Path) -> None:
     assert "the forged 'mallory' is absent" in out
     assert out.count("-> HTTP 401") == 4
     assert out.count("-> HTTP 200") == 2
-    for reason in ("missing_token", "signature_invalid", "token_expired", "audience_mismatch"):
+    assert out.count("-> HTTP 403") == 1
+    assert 'error="insufficient_scope"' in out
+    assert 'scope="orders:refund"' in out
+    for reason in (
+        "missing_token",
+        "signature_invalid",
+        "token_expired",
+        "audience_mismatch",
+        "insufficient_scope",
+    ):
         assert f"reason={reason}" in out
     assert (tmp_path / "alice.token").read_text().count(".") == 2

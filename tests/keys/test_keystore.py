@@ -127,7 +127,7 @@ def test_rotated_key_is_accepted_on_first_use(
     async def scenario() -> None:
         config = _jwks_uri(idp, test_ca, fetch="unknown_kid_cooldown_seconds: 30")
         store = KeyStore(config, clock=clock)
-        decider = Decider(config, Verifier(config, store), store.refetch)
+        decider = Decider(config, Verifier(config, store), refetch=store.refetch)
         try:
             await store.fetch_all()
             idp.jwks = jwks(signing_keys, "k1", "k2")  # the IdP publishes k2
@@ -149,7 +149,7 @@ def test_unknown_kid_within_cooldown_is_denied_without_a_fetch(
     async def scenario() -> None:
         config = _jwks_uri(idp, test_ca, fetch="unknown_kid_cooldown_seconds: 30")
         store = KeyStore(config, clock=clock)
-        decider = Decider(config, Verifier(config, store), store.refetch)
+        decider = Decider(config, Verifier(config, store), refetch=store.refetch)
         try:
             await store.fetch_all()
             idp.jwks = jwks(signing_keys, "k1", "k2")
@@ -175,7 +175,7 @@ def test_a_flood_of_random_kids_costs_one_fetch_per_cooldown(
             idp, test_ca, fetch="unknown_kid_cooldown_seconds: 30, unknown_kid_wait_seconds: 5"
         )
         store = KeyStore(config, clock=clock)
-        decider = Decider(config, Verifier(config, store), store.refetch)
+        decider = Decider(config, Verifier(config, store), refetch=store.refetch)
         try:
             await store.fetch_all()
             base = mint(key, "RS256", claims_for("alice", idp.issuer, "api"), "k1")

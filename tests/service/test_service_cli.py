@@ -89,6 +89,7 @@ def test_check_config_accepts_a_good_file(tmp_path: Path, signing: Signing) -> N
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"issuer {ISSUER}: {KID} RSA-2048 RS256",
+        "routes: none (every request needs a valid token)",
         f"{path}: OK",
     ]
     assert "Traceback" not in result.stderr

@@ -16,6 +16,7 @@ from authz.errors import (
     InvalidToken,
     MissingCredentials,
     MultipleCredentials,
+    NoRoute,
     TokenExpired,
     Unauthenticated,
     Unavailable,
@@ -97,7 +98,9 @@ def test_rfc6750_error_codes(cls: type[AuthzError], expected: str | None) -> Non
 
 
 @pytest.mark.parametrize(
-    "cls", [cls for cls in DENY_CLASSES if cls is not AuthzError], ids=lambda cls: cls.__name__
+    "cls",
+    [cls for cls in DENY_CLASSES if cls not in (AuthzError, NoRoute)],
+    ids=lambda cls: cls.__name__,
 )
 def test_rfc6750_code_follows_the_status(cls: type[AuthzError]) -> None:
     by_status: dict[int, set[str | None]] = {
@@ -115,6 +118,13 @@ def test_every_invalid_token_subclass_says_invalid_token(cls: type[AuthzError]) 
     if issubclass(cls, InvalidToken):
         assert cls.status == 401
         assert cls.rfc6750_error == "invalid_token"
+
+
+def test_no_route_is_a_403_that_no_token_can_fix() -> None:
+    # Not insufficient_scope: that would tell the client a better token helps.
+    assert NoRoute.status == 403
+    assert NoRoute.rfc6750_error is None
+    assert not issubclass(NoRoute, Forbidden)
 
 
 def test_detail_defaults_to_the_reason() -> None:

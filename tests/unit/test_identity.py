@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from authz.config import IdentityConfig
+from authz.config_rules import RouteIdentityConfig
 from authz.errors import ClaimInvalid
-from authz.identity import MAX_HEADER_VALUE, identity_headers, scopes
+from authz.identity import MAX_HEADER_VALUE, IdentityPlan, identity_headers, scopes
 
 DEFAULT = IdentityConfig()
 WIDE = IdentityConfig(
@@ -193,3 +194,99 @@ def test_scope_item_with_whitespace_is_refused() -> None:
     # stay one item for the upstream service that splits the header again.
     with pytest.raises(ClaimInvalid):
         identity_headers({"scp": ["orders:read admin"]}, DEFAULT)
+
+
+# --- claim paths, payload header, limits, per-route changes ----------------------------
+
+
+def _plan(**identity: Any) -> IdentityPlan:
+    return IdentityPlan.from_config(IdentityConfig(**identity))
+
+
+def test_nested_claims_and_arrays() -> None:
+    plan = _plan(
+        headers={
+            "x-auth-roles": "realm_access.roles",
+            "x-auth-client-roles": "resource_access.orders.roles",
+            "x-auth-tier": ["https://example.com/tier"],
+            "x-auth-missing": "realm_access.nothing",
+        }
+    )
+    claims = {
+        "realm_access": {"roles": ["admin", "clerk"]},
+        "resource_access": {"orders": {"roles": ["viewer"]}},
+        "https://example.com/tier": "gold",
+    }
+    assert plan.render(claims) == [
+        ("x-auth-roles", "admin,clerk"),
+        ("x-auth-client-roles", "viewer"),
+        ("x-auth-tier", "gold"),
+    ]
+
+
+def test_a_path_through_a_non_object_is_absent() -> None:
+    plan = _plan(headers={"x-auth-roles": "realm_access.roles"})
+    assert plan.render({"realm_access": ["roles"]}) == []
+    assert plan.render({"realm_access": "roles"}) == []
+
+
+def test_a_nested_object_is_refused() -> None:
+    plan = _plan(headers={"x-auth-access": "realm_access"})
+    with pytest.raises(ClaimInvalid) as info:
+        plan.render({"realm_access": {"roles": ["a"]}})
+    assert "'realm_access'" in info.value.detail
+
+
+def test_payload_header_is_the_signed_payload_segment() -> None:
+    plan = _plan(headers={"x-auth-subject": "sub"}, payload_header="x-auth-payload")
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2ln"
+    assert plan.render({"sub": "alice"}, token) == [
+        ("x-auth-subject", "alice"),
+        ("x-auth-payload", "eyJzdWIiOiJhbGljZSJ9"),
+    ]
+    assert plan.names == ("x-auth-subject", "x-auth-payload")
+    # Without a token (an anonymous request) there is nothing to carry.
+    assert plan.render({"sub": "alice"}) == [("x-auth-subject", "alice")]
+
+
+def test_per_header_limit_is_configurable_and_counts_utf8_bytes() -> None:
+    plan = _plan(headers={"x-auth-name": "name"}, max_header_bytes=64)
+    assert plan.render({"name": "é" * 32}) == [("x-auth-name", "é" * 32)]
+    with pytest.raises(ClaimInvalid):
+        plan.render({"name": "é" * 33})
+
+
+def test_total_limit_covers_every_header_and_the_payload() -> None:
+    plan = _plan(
+        headers={"x-auth-a": "a", "x-auth-b": "b"},
+        payload_header="x-auth-payload",
+        max_total_bytes=300,
+    )
+    fits = plan.render({"a": "v" * 100, "b": "v" * 100}, "h.p.s")
+    assert len(fits) == 3
+    with pytest.raises(ClaimInvalid) as info:
+        plan.render({"a": "v" * 100, "b": "v" * 100}, "h." + "p" * 100 + ".s")
+    assert "the limit is 300" in info.value.detail
+
+
+def test_route_changes_override_the_global_section() -> None:
+    identity = IdentityConfig(
+        headers={"x-auth-subject": "sub", "x-auth-scopes": "scope"},
+        payload_header="x-auth-payload",
+        strip_authorization=True,
+        max_header_bytes=100,
+    )
+    inherited = IdentityPlan.from_config(identity, RouteIdentityConfig())
+    assert inherited.names == ("x-auth-subject", "x-auth-scopes", "x-auth-payload")
+    assert inherited.strip_authorization
+    changed = IdentityPlan.from_config(
+        identity,
+        RouteIdentityConfig(headers={"x-auth-user": "sub"}, strip_authorization=False),
+    )
+    assert changed.headers == (("x-auth-user", ("sub",)),)
+    assert changed.payload_header == "x-auth-payload"
+    assert not changed.strip_authorization
+    assert changed.max_header_bytes == 100
+    without_payload = IdentityPlan.from_config(identity, RouteIdentityConfig(payload_header=False))
+    assert without_payload.payload_header is None
+    assert without_payload.names == ("x-auth-subject", "x-auth-scopes")

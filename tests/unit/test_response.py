@@ -18,14 +18,19 @@ from authz.decision import Decider, Decision
 from authz.dev.tokens import claims_for, mint
 from authz.errors import (
     AuthzError,
+    ClaimMismatch,
     Forbidden,
     InternalError,
     InvalidRequest,
+    IssuerNotAllowed,
     KeysUnavailable,
     MissingCredentials,
     MultipleCredentials,
+    NoRoute,
+    RoleMissing,
     SignatureInvalid,
     TokenExpired,
+    TokenRevoked,
 )
 from authz.keys import StaticKeySource
 from authz.request import RequestView
@@ -317,3 +322,85 @@ def test_token_text_never_appears_in_a_response(
             assert part not in text
     assert token not in denied.denied_response.body
     assert _metadata(denied)["token_fp"] == _metadata(allowed)["token_fp"]
+
+
+# --- rules: no route, requirement denies, route and shadow metadata --------------------
+
+
+def test_no_route_is_403_without_a_challenge() -> None:
+    response = build(_deny(NoRoute("no route takes GET /admin")), "authz")
+    assert response.status.code == PERMISSION_DENIED
+    denied = response.denied_response
+    assert denied.status.code == 403
+    # No token could make the request acceptable: a challenge would mislead.
+    assert "www-authenticate" not in _headers(denied.headers)
+    assert json.loads(denied.body) == {
+        "error": "forbidden",
+        "error_description": "No rule allows this request",
+    }
+    # The detail (method and path) is for the logs only.
+    assert b"/admin" not in denied.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RoleMissing("missing role admin"),
+        ClaimMismatch("claim 'tenant' is absent"),
+        IssuerNotAllowed("issuer x"),
+    ],
+)
+def test_every_requirement_deny_is_insufficient_scope(error: AuthzError) -> None:
+    denied = build(_deny(error), "authz").denied_response
+    assert denied.status.code == 403
+    assert _headers(denied.headers)["www-authenticate"] == (
+        'Bearer realm="authz", error="insufficient_scope", '
+        'error_description="The access token does not grant access to this resource"'
+    )
+    assert json.loads(denied.body)["error"] == "insufficient_scope"
+
+
+def test_revoked_token_is_invalid_token() -> None:
+    denied = build(_deny(TokenRevoked()), "authz").denied_response
+    assert denied.status.code == 401
+    assert _headers(denied.headers)["www-authenticate"] == (
+        'Bearer realm="authz", error="invalid_token", '
+        'error_description="The access token has been revoked"'
+    )
+
+
+def test_route_and_shadow_metadata() -> None:
+    decision = Decision(
+        allowed=True,
+        status=200,
+        reason="allowed",
+        detail="missing role auditor",
+        route="reports",
+        mode="protected",
+        shadow_denied="role_missing",
+    )
+    assert _metadata(build(decision, "authz")) == {
+        "decision": "allow",
+        "status": 200.0,
+        "reason": "allowed",
+        "route": "reports",
+        "mode": "protected",
+        "shadow_denied": "role_missing",
+    }
+
+
+def test_deny_after_verification_names_the_subject() -> None:
+    token = VerifiedToken(issuer=ISS, subject="alice", claims={}, kid="k1", algorithm="RS256")
+    decision = Decision(
+        allowed=False,
+        status=403,
+        reason="insufficient_scope",
+        error=Forbidden("missing scope x", scope="x"),
+        token=token,
+        route="orders",
+        mode="protected",
+    )
+    metadata = _metadata(build(decision, "authz"))
+    assert metadata["sub"] == "alice"
+    assert metadata["route"] == "orders"
+    assert "shadow_denied" not in metadata

@@ -1,0 +1,122 @@
+"""What serves requests, built from one configuration, and its live reload.
+
+A ``Runtime`` holds one validated ``Config`` and everything built from it
+(keys, verifier, policy, revocation list, decider). It is immutable and is
+replaced whole, by reference, when the configuration file changes: a Check
+takes the current runtime once and uses it to the end, so no request ever sees
+half of an old and half of a new configuration.
+
+``build_runtime`` is the one place where a configuration becomes a decider.
+The key source (a KeyStore, with its background refresh) is built there too;
+the server keeps it across reloads that leave the issuers unchanged.
+
+``ConfigFile`` notices changes by polling the file's resolved path and stat
+(see watch.py, which explains the Kubernetes ConfigMap symlink swap) and a
+digest of its bytes; the server's watch task calls ``poll`` off the event loop
+and swaps the runtime in. A new file that does not parse or validate, or whose
+keys or revocation list cannot be loaded, keeps the running configuration; the
+error is logged with file, line and key path and kept in ``ReloadStatus``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from authz.config import Config, parse_config
+from authz.decision import Decider
+from authz.errors import ConfigError
+from authz.keys import KeySource, ManagedKeySource
+from authz.keystore import KeyStore
+from authz.revocation import RevocationList
+from authz.verify import Clock, Verifier
+from authz.watch import file_signature
+
+__all__ = ["ConfigFile", "ReloadStatus", "Runtime", "build_runtime"]
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    config: Config
+    keys: KeySource
+    decider: Decider
+    revocations: RevocationList | None = None
+
+
+def build_runtime(
+    config: Config, keys: KeySource | None = None, clock: Clock | None = None
+) -> Runtime:
+    """Keys, verifier, revocation list and decider for ``config``; ConfigError if unusable.
+
+    ``keys`` replaces the key source built from the configuration (tests inject
+    fakes here).
+    """
+    source = keys if keys is not None else KeyStore(config)
+    revocations = (
+        RevocationList(config.resolve(config.revocation.file))
+        if config.revocation is not None
+        else None
+    )
+    refetch = source.refetch if isinstance(source, ManagedKeySource) else None
+    decider = Decider(config, Verifier(config, source, clock), revocations, refetch)
+    return Runtime(config=config, keys=source, decider=decider, revocations=revocations)
+
+
+@dataclass
+class ReloadStatus:
+    """Outcome of the configuration reloads so far, for logs, health and metrics."""
+
+    reloads: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+
+class ConfigFile:
+    """The configuration file being served; ``poll`` returns a changed, valid Config."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._signature = file_signature(path)
+        text, self._digest = self._read()
+        self.config = self._parse(text)
+
+    def poll(self) -> Config | None:
+        """The new Config if the file changed; None if not; ConfigError if it is unusable.
+
+        Blocking file I/O: call it from a worker thread, not the event loop.
+        """
+        signature = file_signature(self.path)
+        if signature == self._signature:
+            return None
+        # Recorded before reading: a change during the read is seen next time.
+        self._signature = signature
+        text, digest = self._read()
+        if digest == self._digest:
+            return None  # touched, or the same content published again
+        # A broken file is reported once, not on every poll; fixing it changes it.
+        self._digest = digest
+        return self._parse(text)
+
+    def _read(self) -> tuple[str, str]:
+        try:
+            with self.path.open("rb") as handle:
+                data = handle.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{self.path}: larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{self.path}: cannot read: {exc}") from None
+        return text, hashlib.sha256(data).hexdigest()
+
+    def _parse(self, text: str) -> Config:
+        # Relative paths resolve against the file's real directory, as load_config does:
+        # with a ConfigMap that is the published snapshot's own directory.
+        base_dir = Path(os.path.realpath(self.path)).parent
+        return parse_config(text, source=str(self.path), base_dir=base_dir)

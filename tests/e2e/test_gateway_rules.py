@@ -1,0 +1,245 @@
+"""The README's orders/payments rules, through the real Envoy (envoy/gateway-routes.yaml).
+
+The authz configuration is the README's "Writing rules" example itself, with
+only the issuer, the key file and the ports changed for the test, so the
+headers the README says each upstream receives are the headers it receives.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authz.dev.stack import REPO_ROOT, HttpResponse, Stack, http_request, wait_for
+from tests.e2e.conftest import ISSUER, Keys
+from tests.support.readme import yaml_block
+
+pytestmark = pytest.mark.e2e
+
+GATEWAY_ROUTES = REPO_ROOT / "envoy" / "gateway-routes.yaml"
+README_ISSUER = "https://idp.example.com/realms/shop"
+INSUFFICIENT = (
+    'Bearer realm="shop", error="insufficient_scope", '
+    'error_description="The access token does not grant access to this resource"'
+)
+
+
+def readme_config(keys: Keys, revoked: Path) -> str:
+    text = yaml_block("Writing rules")
+    for old, new in (
+        (README_ISSUER, ISSUER),
+        ("listen: 127.0.0.1:9001", "listen: 127.0.0.1:0"),
+        ("jwks_file: keys/jwks.json", f"jwks_file: {keys.config.parent / 'keys' / 'jwks.json'}"),
+        ("file: revoked.txt", f"file: {revoked}"),
+    ):
+        assert old in text, f"the README example no longer has {old!r}"
+        text = text.replace(old, new)
+    return text + "watch_interval_seconds: 0.1\n"
+
+
+@dataclass
+class Shop:
+    stack: Stack
+    keys: Keys
+    revoked: Path
+
+    def token(self, **claims: Any) -> str:
+        defaults: dict[str, Any] = {"scope": "orders:read", "tenant": "acme"}
+        return self.keys.token(**{**defaults, **claims})
+
+    def get(
+        self, path: str, token: str | None = None, method: str = "GET", **headers: str
+    ) -> HttpResponse:
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        return http_request(self.stack.url(path), headers, method=method)
+
+    def access_log_entry(self, request_id: str) -> dict[str, Any]:
+        envoy = self.stack.envoy
+        assert envoy is not None
+
+        def entry() -> dict[str, Any] | None:
+            for item in envoy.access_log(1):
+                if item.get("request_id") == request_id:
+                    return item
+            return None
+
+        return wait_for(f"access log entry {request_id}", entry, 15, envoy.log)
+
+
+@pytest.fixture(scope="module")
+def shop(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    workdir = tmp_path_factory.mktemp("e2e-rules")
+    revoked = workdir / "revoked.txt"
+    revoked.write_text("jti:stolen-1\n")
+    config = workdir / "authz.yaml"
+    config.write_text(readme_config(keys, revoked))
+    with Stack(workdir, config, GATEWAY_ROUTES) as stack:
+        yield Shop(stack=stack, keys=keys, revoked=revoked)
+
+
+def _identity(reply: HttpResponse) -> dict[str, str]:
+    received: dict[str, str] = reply.json()["headers"]
+    return {k: v for k, v in received.items() if k.startswith("x-auth-") or k == "authorization"}
+
+
+# --- what each upstream receives (the README's promise) --------------------------------
+
+
+def test_orders_upstream_receives_the_identity_headers(shop: Shop) -> None:
+    token = shop.token(
+        scope="orders:read orders:write", realm_access={"roles": ["clerk", "support"]}
+    )
+    reply = shop.get("/orders/42", token, **{"x-auth-subject": "mallory", "x-auth-admin": "1"})
+    assert reply.status == 200, reply.body
+    assert _identity(reply) == {
+        "x-auth-subject": "alice",
+        "x-auth-scopes": "orders:read orders:write",
+        "x-auth-roles": "clerk,support",
+        "x-auth-tenant": "acme",
+        "authorization": f"Bearer {token}",
+    }
+
+
+def test_payments_upstream_receives_subject_and_payload_but_no_token(shop: Shop) -> None:
+    token = shop.token(scope="payments:read")
+    forged = {"x-auth-scopes": "payments:admin", "x-auth-tenant": "globex"}
+    reply = shop.get("/payments/7", token, **forged)
+    assert reply.status == 200, reply.body
+    assert _identity(reply) == {
+        "x-auth-subject": "alice",
+        "x-auth-payload": token.split(".")[1],
+    }
+
+
+# --- requirements ---------------------------------------------------------------------
+
+
+def test_missing_scope_is_403_with_the_challenge(shop: Shop) -> None:
+    reply = shop.get("/orders/42", shop.token(scope="orders:read"), method="DELETE")
+    assert reply.status == 403
+    assert reply.headers["www-authenticate"] == f'{INSUFFICIENT}, scope="orders:write"'
+    assert reply.json() == {
+        "error": "insufficient_scope",
+        "error_description": "The access token does not grant access to this resource",
+    }
+
+
+def test_claim_matcher_on_a_write(shop: Shop) -> None:
+    ok = shop.get("/orders", shop.token(scope="orders:write"), method="POST")
+    assert ok.status == 200
+    other_tenant = shop.get(
+        "/orders", shop.token(scope="orders:write", tenant="initech"), method="POST"
+    )
+    assert other_tenant.status == 403
+    assert other_tenant.headers["www-authenticate"] == INSUFFICIENT
+
+
+def test_any_of_roles_or_mfa(shop: Shop) -> None:
+    path = "/payments/7/refunds"
+    lead = shop.token(scope="payments:refund", realm_access={"roles": ["support-lead"]})
+    mfa = shop.token(scope="payments:refund", amr=["pwd", "mfa"])
+    neither = shop.token(scope="payments:refund", amr=["pwd"])
+    assert shop.get(path, lead, method="POST").status == 200
+    assert shop.get(path, mfa, method="POST").status == 200
+    assert shop.get(path, neither, method="POST").status == 403
+
+
+# --- context_extensions from Envoy's routes -------------------------------------------
+
+
+def test_envoy_context_extensions_select_the_rule(shop: Shop) -> None:
+    # /billing is the payments service only because Envoy's route says so: no
+    # authz route mentions /billing.
+    orders_only = shop.token(scope="orders:read")
+    reply = shop.get("/billing/invoices/9", orders_only, **{"x-request-id": "billing-1"})
+    assert reply.status == 403
+    assert reply.headers["www-authenticate"] == f'{INSUFFICIENT}, scope="payments:read"'
+    assert shop.access_log_entry("billing-1")["authz_route"] == "payments"
+
+    reply = shop.get("/billing/invoices/9", shop.token(scope="payments:read"))
+    assert reply.status == 200
+    assert "authorization" not in reply.json()["headers"]
+    # The same path prefix under the orders service has no route: denied by default.
+    assert shop.get("/invoices/9", shop.token(scope="payments:read")).status == 403
+
+
+# --- modes, default deny and normalization --------------------------------------------
+
+
+def test_public_route_removes_forged_identity(shop: Shop) -> None:
+    reply = shop.get("/docs/api", **{"x-auth-subject": "mallory", "x-auth-roles": "admin"})
+    assert reply.status == 200
+    assert _identity(reply) == {}
+
+
+def test_optional_route(shop: Shop) -> None:
+    assert shop.get("/catalog/shoes").status == 200
+    signed_in = shop.get("/catalog/shoes", shop.token())
+    assert signed_in.status == 200
+    assert signed_in.json()["headers"]["x-auth-subject"] == "alice"
+    expired = shop.token(iat=int(time.time()) - 600, exp=int(time.time()) - 60)
+    assert shop.get("/catalog/shoes", expired).status == 401
+
+
+def test_no_route_is_denied_without_a_challenge(shop: Shop) -> None:
+    reply = shop.get("/admin", shop.token(scope="orders:read orders:write"))
+    assert reply.status == 403
+    assert "www-authenticate" not in reply.headers
+    assert reply.json()["error"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/docs/../orders/1", 401),  # not the public /docs route: orders-read, token needed
+        ("/docs/%2e%2e/orders/1", 401),
+        ("//docs//api/", 200),
+        ("/docs/..%2Forders/1", 400),
+        ("/docs/..;/orders/1", 400),
+        ("/docs/../../orders", 400),
+    ],
+)
+def test_paths_are_matched_in_normal_form(shop: Shop, path: str, status: int) -> None:
+    assert shop.get(path).status == status
+
+
+# --- shadow and revocation ------------------------------------------------------------
+
+
+def test_shadow_route_allows_and_records_the_would_be_deny(shop: Shop) -> None:
+    request_id = f"shadow-{time.monotonic_ns()}"
+    reply = shop.get("/orders/admin/stats", shop.token(), **{"x-request-id": request_id})
+    assert reply.status == 200
+    assert reply.json()["headers"]["x-auth-subject"] == "alice"
+    entry = shop.access_log_entry(request_id)
+    assert entry["authz_decision"] == "allow"
+    assert entry["authz_route"] == "orders-admin"
+    assert entry["authz_shadow_denied"] == "role_missing"
+    log = shop.stack.authz.log.read_text()
+    assert "shadow route=orders-admin would deny status=403 reason=role_missing" in log
+
+
+def test_revoked_jti_is_denied_and_the_list_is_reread(shop: Shop) -> None:
+    reply = shop.get("/orders/1", shop.token(jti="stolen-1"))
+    assert reply.status == 401
+    assert reply.headers["www-authenticate"] == (
+        'Bearer realm="shop", error="invalid_token", '
+        'error_description="The access token has been revoked"'
+    )
+    token = shop.token(jti="leaked-2")
+    assert shop.get("/orders/1", token).status == 200
+    fresh = shop.revoked.with_suffix(".new")
+    fresh.write_text("jti:stolen-1\njti:leaked-2\n")
+    os.replace(fresh, shop.revoked)
+
+    def revoked() -> bool | None:
+        return True if shop.get("/orders/1", token).status == 401 else None
+
+    wait_for("the revocation list reload", revoked, 15, shop.stack.authz.log)

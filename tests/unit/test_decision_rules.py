@@ -1,0 +1,406 @@
+"""decision.Decider with routes: modes, requirements, shadow, revocation, headers, trace."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from authz.config import Config, parse_config
+from authz.decision import Decider, Decision, Step
+from authz.dev.tokens import claims_for, mint
+from authz.errors import Forbidden, InvalidPath, NoRoute, TokenRevoked
+from authz.keys import StaticKeySource
+from authz.request import RequestView
+from authz.verify import VerifiedToken, Verifier, fingerprint
+
+ISS = "https://idp.example"
+AUD = "api"
+T0 = 1_700_000_000
+
+RULES = """\
+roles_claim: realm_access.roles
+revocation: {file: revoked.txt}
+identity:
+  headers:
+    x-auth-subject: sub
+    x-auth-scopes: scope
+    x-auth-roles: realm_access.roles
+routes:
+  - name: health
+    match: {path: /healthz}
+    mode: public
+  - name: profile
+    match: {prefix: /me}
+    mode: optional
+  - name: payments
+    match: {context_extensions: {service: payments}}
+    mode: protected
+    requirements: {scopes: [payments:write]}
+    identity:
+      headers: {x-auth-user: sub}
+      payload_header: x-auth-payload
+      strip_authorization: true
+  - name: reports-shadow
+    match: {prefix: /reports}
+    mode: protected
+    shadow: true
+    requirements: {roles: [auditor]}
+  - name: orders
+    match: {prefix: /orders}
+    mode: protected
+    requirements: {scopes: [orders:read]}
+"""
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.value = now
+
+    def now(self) -> float:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Env:
+    config: Config
+    key: rsa.RSAPrivateKey
+    directory: Path
+
+    def token(self, **extra: Any) -> str:
+        claims = claims_for("alice", ISS, AUD, now=T0, **extra)
+        return mint(self.key, "RS256", claims, kid="k1")
+
+
+@pytest.fixture
+def env(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Env:
+    (tmp_path / "idp.pem").write_bytes(
+        rsa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    (tmp_path / "revoked.txt").write_text("jti:stolen-1\nsub:mallory\n")
+    text = f"""\
+issuers:
+  - issuer: {ISS}
+    audiences: [{AUD}]
+    algorithms: [RS256]
+    keys: [{{pem_file: idp.pem, kid: k1}}]
+{RULES}"""
+    config = parse_config(text, source="test.yaml", base_dir=tmp_path)
+    return Env(config=config, key=rsa_key, directory=tmp_path)
+
+
+@pytest.fixture
+def decider(env: Env) -> Decider:
+    keys = StaticKeySource.from_config(env.config)
+    return Decider(env.config, Verifier(env.config, keys, FakeClock()))
+
+
+def _decide(decider: Decider, request: RequestView, trace: list[Step] | None = None) -> Decision:
+    return asyncio.run(decider.decide(request, trace))
+
+
+def _request(
+    path: str, token: str | None = None, method: str = "GET", **headers: str
+) -> RequestView:
+    values = {name: (value,) for name, value in headers.items()}
+    if token is not None:
+        values["authorization"] = (f"Bearer {token}",)
+    return RequestView(method=method, path=path, host="api.example", headers=values)
+
+
+# --- route selection -----------------------------------------------------------------
+
+
+def test_unmatched_request_is_denied_403_no_route(decider: Decider) -> None:
+    decision = _decide(decider, _request("/admin"))
+    assert (decision.allowed, decision.status, decision.reason) == (False, 403, "no_route")
+    assert isinstance(decision.error, NoRoute)
+    assert decision.route == ""
+
+
+def test_invalid_path_is_400_even_with_a_good_token(env: Env, decider: Decider) -> None:
+    decision = _decide(decider, _request("/healthz/..%2f..%2forders", env.token()))
+    assert (decision.status, decision.reason) == (400, "invalid_path")
+    assert isinstance(decision.error, InvalidPath)
+
+
+def test_context_extensions_select_the_route(env: Env, decider: Decider) -> None:
+    request = RequestView(
+        method="GET",
+        path="/orders/1",
+        headers={"authorization": (f"Bearer {env.token(scopes='orders:read')}",)},
+        context_extensions={"service": "payments"},
+    )
+    decision = _decide(decider, request)
+    assert (decision.allowed, decision.status, decision.route) == (False, 403, "payments")
+
+
+# --- modes ----------------------------------------------------------------------------
+
+
+def test_public_route_ignores_any_token_and_removes_forged_identity(decider: Decider) -> None:
+    forged = {"x-auth-subject": "mallory", "x-auth-anything": "x"}
+    decision = _decide(decider, _request("/healthz", "garbage", **forged))
+    assert decision.allowed
+    assert (decision.route, decision.mode) == ("health", "public")
+    assert decision.token is None
+    assert decision.token_fingerprint == ""
+    assert decision.headers_to_set == ()
+    assert set(decision.headers_to_remove) >= {
+        "x-auth-subject",
+        "x-auth-anything",
+        "x-auth-user",
+        "x-auth-payload",
+    }
+
+
+def test_optional_route_without_token_is_anonymous(decider: Decider) -> None:
+    decision = _decide(decider, _request("/me", **{"x-auth-subject": "mallory"}))
+    assert decision.allowed
+    assert decision.token is None
+    assert decision.headers_to_set == ()
+    assert "x-auth-subject" in decision.headers_to_remove
+
+
+def test_optional_route_with_another_scheme_is_anonymous(decider: Decider) -> None:
+    request = RequestView(method="GET", path="/me", headers={"authorization": ("Basic YTpi",)})
+    assert _decide(decider, request).allowed
+
+
+def test_optional_route_with_a_token_verifies_it(env: Env, decider: Decider) -> None:
+    decision = _decide(decider, _request("/me", env.token()))
+    assert decision.allowed
+    assert ("x-auth-subject", "alice") in decision.headers_to_set
+
+
+def test_optional_route_with_a_bad_token_is_denied(env: Env, decider: Decider) -> None:
+    # A token that is present must be good: a forged one never passes as anonymous.
+    decision = _decide(decider, _request("/me", env.token(exp=T0 - 100)))
+    assert (decision.allowed, decision.status, decision.reason) == (False, 401, "token_expired")
+    decision = _decide(decider, _request("/me", "not-a.jwt.x"))
+    assert (decision.allowed, decision.status) == (False, 401)
+
+
+def test_optional_route_with_two_credentials_is_a_bad_request(env: Env, decider: Decider) -> None:
+    token = env.token()
+    request = RequestView(
+        method="GET", path="/me", headers={"authorization": (f"Bearer {token}, Bearer {token}",)}
+    )
+    assert _decide(decider, request).status == 400
+
+
+def test_protected_route_needs_a_token(decider: Decider) -> None:
+    decision = _decide(decider, _request("/orders/1"))
+    assert (decision.status, decision.reason, decision.route) == (401, "missing_token", "orders")
+
+
+# --- requirements ---------------------------------------------------------------------
+
+
+def test_protected_route_requirements_met(env: Env, decider: Decider) -> None:
+    decision = _decide(decider, _request("/orders/1", env.token(scopes="orders:read")))
+    assert decision.allowed
+    assert dict(decision.headers_to_set) == {
+        "x-auth-subject": "alice",
+        "x-auth-scopes": "orders:read",
+    }
+
+
+def test_requirements_not_met_is_403_with_the_scope(env: Env, decider: Decider) -> None:
+    token = env.token(scopes="orders:write")
+    decision = _decide(decider, _request("/orders/1", token))
+    assert (decision.allowed, decision.status, decision.reason) == (
+        False,
+        403,
+        "insufficient_scope",
+    )
+    assert isinstance(decision.error, Forbidden)
+    assert decision.error.scope == "orders:read"
+    assert decision.detail == "missing scope orders:read"
+    assert decision.headers_to_set == ()
+    # Who was refused stays known (logs, access log), never the token.
+    assert decision.token is not None
+    assert decision.token.subject == "alice"
+    assert decision.token_fingerprint == fingerprint(token)
+
+
+# --- identity -------------------------------------------------------------------------
+
+
+def test_route_identity_payload_and_stripped_authorization(env: Env, decider: Decider) -> None:
+    token = env.token(scopes="payments:write", realm_access={"roles": ["a", "b"]})
+    request = RequestView(
+        method="POST",
+        path="/pay",
+        headers={"authorization": (f"Bearer {token}",), "x-auth-subject": ("mallory",)},
+        context_extensions={"service": "payments"},
+    )
+    decision = _decide(decider, request)
+    assert decision.allowed
+    assert decision.headers_to_set == (
+        ("x-auth-user", "alice"),
+        ("x-auth-payload", token.split(".")[1]),
+    )
+    assert "authorization" in decision.headers_to_remove
+    # Headers of the other routes are removed too: the client's copy must never pass.
+    assert {"x-auth-subject", "x-auth-scopes", "x-auth-roles"} <= set(decision.headers_to_remove)
+
+
+def test_authorization_is_kept_unless_stripped(env: Env, decider: Decider) -> None:
+    decision = _decide(decider, _request("/orders/1", env.token(scopes="orders:read")))
+    assert "authorization" not in decision.headers_to_remove
+
+
+def test_array_claim_header(env: Env, decider: Decider) -> None:
+    token = env.token(scopes="orders:read", realm_access={"roles": ["admin", "clerk"]})
+    decision = _decide(decider, _request("/orders/1", token))
+    assert ("x-auth-roles", "admin,clerk") in decision.headers_to_set
+
+
+def test_claim_that_cannot_be_carried_denies(env: Env, decider: Decider) -> None:
+    token = env.token(scopes="orders:read", realm_access={"roles": ["a\r\nx-evil: 1"]})
+    decision = _decide(decider, _request("/orders/1", token))
+    assert (decision.status, decision.reason) == (401, "claim_invalid")
+
+
+# --- revocation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claims", "detail"),
+    [
+        ({"jti": "stolen-1"}, "jti is on the revocation list"),
+        ({"sub": "mallory"}, "sub is on the revocation list"),
+    ],
+)
+def test_revoked_token_is_401(
+    env: Env, decider: Decider, claims: dict[str, Any], detail: str
+) -> None:
+    token = env.token(scopes="orders:read", **claims)
+    decision = _decide(decider, _request("/orders/1", token))
+    assert (decision.allowed, decision.status, decision.reason) == (False, 401, "token_revoked")
+    assert isinstance(decision.error, TokenRevoked)
+    assert decision.detail == detail
+
+
+def test_revoked_token_on_an_optional_route_is_401(env: Env, decider: Decider) -> None:
+    decision = _decide(decider, _request("/me", env.token(jti="stolen-1")))
+    assert decision.reason == "token_revoked"
+
+
+def test_revocation_is_never_silently_off(env: Env) -> None:
+    # A Decider built without a list loads the one the configuration names.
+    keys = StaticKeySource.from_config(env.config)
+    decider = Decider(env.config, Verifier(env.config, keys, FakeClock()))
+    decision = _decide(decider, _request("/orders/1", env.token(jti="stolen-1")))
+    assert decision.reason == "token_revoked"
+
+
+# --- shadow ---------------------------------------------------------------------------
+
+
+def test_shadow_route_allows_and_records_the_would_be_deny(
+    env: Env, decider: Decider, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = env.token(realm_access={"roles": ["clerk"]})
+    with caplog.at_level(logging.INFO, logger="authz.decision"):
+        decision = _decide(decider, _request("/reports/q1", token))
+    assert decision.allowed
+    assert decision.status == 200
+    assert decision.shadow_denied == "role_missing"
+    assert decision.detail == "missing role auditor"
+    assert decision.route == "reports-shadow"
+    # The identity is true; only the rule failed: the upstream still gets it.
+    assert ("x-auth-subject", "alice") in decision.headers_to_set
+    assert "shadow route=reports-shadow would deny status=403 reason=role_missing" in caplog.text
+    assert token not in caplog.text
+
+
+def test_shadow_route_meeting_its_rule_records_nothing(env: Env, decider: Decider) -> None:
+    decision = _decide(
+        decider, _request("/reports/q1", env.token(realm_access={"roles": ["auditor"]}))
+    )
+    assert decision.allowed
+    assert decision.shadow_denied is None
+
+
+@pytest.mark.parametrize(
+    ("token_kind", "reason"),
+    [("none", "missing_token"), ("expired", "token_expired"), ("revoked", "token_revoked")],
+)
+def test_shadow_route_never_passes_an_unverified_identity(
+    env: Env, decider: Decider, token_kind: str, reason: str
+) -> None:
+    token = {
+        "none": None,
+        "expired": env.token(exp=T0 - 100),
+        "revoked": env.token(jti="stolen-1"),
+    }[token_kind]
+    decision = _decide(decider, _request("/reports/q1", token, **{"x-auth-subject": "mallory"}))
+    assert decision.allowed
+    assert decision.shadow_denied == reason
+    assert decision.headers_to_set == ()
+    assert "x-auth-subject" in decision.headers_to_remove
+
+
+def test_shadow_never_hides_an_internal_error(env: Env) -> None:
+    class Exploding:
+        def verify(self, token: str) -> VerifiedToken:
+            raise RuntimeError("boom")
+
+    decider = Decider(env.config, Exploding())
+    decision = _decide(decider, _request("/reports/q1", env.token()))
+    assert (decision.allowed, decision.status, decision.reason) == (False, 503, "internal_error")
+    assert decision.shadow_denied is None
+
+
+# --- trace ----------------------------------------------------------------------------
+
+
+def test_trace_records_every_phase(env: Env, decider: Decider) -> None:
+    trace: list[Step] = []
+    decision = _decide(decider, _request("/orders/1", env.token(scopes="x")), trace)
+    assert not decision.allowed
+    assert [(step.phase, step.outcome) for step in trace] == [
+        ("route", "skip"),
+        ("route", "skip"),
+        ("route", "skip"),
+        ("route", "skip"),
+        ("route", "ok"),
+        ("credentials", "ok"),
+        ("token", "ok"),
+        ("revocation", "ok"),
+        ("requirements", "fail"),
+    ]
+    assert trace[0].text == "health: path does not match"
+    assert trace[2].text == "payments: context_extensions does not match"
+    assert trace[-1].check is not None
+    assert trace[-1].check.children[0].label == "scopes orders:read"
+
+
+def test_tracing_does_not_change_the_decision(env: Env, decider: Decider) -> None:
+    for request in (
+        _request("/orders/1", env.token(scopes="orders:read")),
+        _request("/orders/1", env.token(scopes="x")),
+        _request("/reports", env.token()),
+        _request("/nowhere"),
+        _request("/me"),
+    ):
+        plain = _decide(decider, request)
+        traced = _decide(decider, request, [])
+        assert (plain.allowed, plain.status, plain.reason, plain.shadow_denied) == (
+            traced.allowed,
+            traced.status,
+            traced.reason,
+            traced.shadow_denied,
+        )
+        assert plain.headers_to_set == traced.headers_to_set
+        assert plain.headers_to_remove == traced.headers_to_remove

@@ -1,0 +1,30 @@
+"""The README's configuration examples are valid configurations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from authz.config import parse_config
+from tests.support.readme import yaml_block
+
+
+@pytest.mark.parametrize("section", ["Configuration", "Writing rules"])
+def test_readme_example_parses(section: str) -> None:
+    config = parse_config(yaml_block(section), source=f"README {section}", base_dir=Path())
+    assert config.routes
+
+
+def test_rules_example_routes() -> None:
+    config = parse_config(yaml_block("Writing rules"), source="README", base_dir=Path())
+    assert config.routes is not None
+    assert [route.name for route in config.routes] == [
+        "docs",
+        "payments-refund",
+        "payments",
+        "orders-admin",
+        "orders-write",
+        "orders-read",
+        "catalog",
+    ]

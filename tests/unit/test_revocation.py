@@ -1,0 +1,158 @@
+"""revocation: a jti/sub deny-list file, re-read on change, last good list kept on error."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authz.errors import ConfigError, TokenRevoked
+from authz.revocation import DenyList, RevocationList, parse_deny_list
+from authz.verify import VerifiedToken
+
+
+def _token(subject: str | None = "alice", **claims: Any) -> VerifiedToken:
+    return VerifiedToken(
+        issuer="https://idp.example",
+        subject=subject,
+        claims={"sub": subject, **claims},
+        kid="k1",
+        algorithm="RS256",
+    )
+
+
+def _write(path: Path, text: str) -> None:
+    # A new inode each time, as an atomic publish would give; mtime alone can
+    # be equal for two writes in the same clock tick.
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def test_parse() -> None:
+    text = (
+        "# revoked after the incident\n"
+        "jti:4f1c-aa\n"
+        "\n"
+        "   # indented comment\n"
+        "sub:auth0|1234\n"
+        "sub:has:colons  \n"
+        "jti:with space inside\r\n"
+    )
+    assert parse_deny_list(text, "r.txt") == DenyList(
+        jti=frozenset({"4f1c-aa", "with space inside"}),
+        sub=frozenset({"auth0|1234", "has:colons"}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("jti:a\nbogus\n", 2),
+        ("jti:\n", 1),
+        ("JTI:a\n", 1),
+        ("\n\nsid:a\n", 3),
+        (" jti:a\n", 1),
+    ],
+)
+def test_parse_errors_name_the_line(text: str, line: int) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_deny_list(text, "r.txt")
+    assert str(info.value) == f"r.txt:{line}: expected jti:VALUE or sub:VALUE"
+
+
+def test_listed_jti_or_sub_is_revoked(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.txt"
+    path.write_text("jti:bad-1\nsub:mallory\n")
+    revocations = RevocationList(path)
+    revocations.check(_token(jti="good-1"))
+    revocations.check(_token())
+    with pytest.raises(TokenRevoked) as info:
+        revocations.check(_token(jti="bad-1"))
+    assert info.value.status == 401
+    assert info.value.rfc6750_error == "invalid_token"
+    assert info.value.reason == "token_revoked"
+    assert info.value.detail == "jti is on the revocation list"
+    with pytest.raises(TokenRevoked) as info:
+        revocations.check(_token("mallory", jti="good-2"))
+    assert info.value.detail == "sub is on the revocation list"
+
+
+def test_non_string_jti_is_not_looked_up(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.txt"
+    path.write_text("jti:1\n")
+    revocations = RevocationList(path)
+    revocations.check(_token(jti=1))
+    revocations.check(_token(subject=None, jti=["1"]))
+
+
+def test_missing_or_broken_file_at_start_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        RevocationList(tmp_path / "absent.txt")
+    broken = tmp_path / "broken.txt"
+    broken.write_text("nonsense\n")
+    with pytest.raises(ConfigError, match=r"broken.txt:1: expected"):
+        RevocationList(broken)
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"jti:\xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        RevocationList(binary)
+
+
+def test_refresh_takes_a_changed_file(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.txt"
+    path.write_text("jti:a\n")
+    revocations = RevocationList(path)
+    assert revocations.refresh() is False  # unchanged
+    _write(path, "jti:a\njti:b\n")
+    assert revocations.refresh() is True
+    assert revocations.entries.jti == {"a", "b"}
+    with pytest.raises(TokenRevoked):
+        revocations.check(_token(jti="b"))
+    _write(path, "")
+    assert revocations.refresh() is True
+    revocations.check(_token(jti="b"))
+    assert len(revocations) == 0
+
+
+def test_a_broken_change_keeps_the_last_good_list(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "revoked.txt"
+    path.write_text("jti:a\n")
+    revocations = RevocationList(path)
+    _write(path, "jti:a\njti:b\nhalf a li")
+    with caplog.at_level(logging.ERROR, logger="authz.revocation"):
+        assert revocations.refresh() is False
+    assert revocations.entries.jti == {"a"}
+    assert revocations.failures == 1
+    assert revocations.last_error == f"{path}:3: expected jti:VALUE or sub:VALUE"
+    assert "keeping 1 entries" in caplog.text
+    # A deleted file keeps the list too, and counts.
+    path.unlink()
+    assert revocations.refresh() is False
+    assert revocations.failures == 2
+    assert revocations.entries.jti == {"a"}
+    # Fixed: taken, and the error is cleared.
+    _write(path, "jti:c\n")
+    assert revocations.refresh() is True
+    assert revocations.entries.jti == {"c"}
+    assert revocations.last_error is None
+
+
+def test_kubernetes_symlink_swap_is_seen(tmp_path: Path) -> None:
+    # The layout of a Secret/ConfigMap volume: file -> ..data/file, ..data -> version dir.
+    for version, text in (("v1", "jti:a\n"), ("v2", "jti:b\n")):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "revoked.txt").write_text(text)
+    (tmp_path / "..data").symlink_to("v1")
+    (tmp_path / "revoked.txt").symlink_to("..data/revoked.txt")
+    revocations = RevocationList(tmp_path / "revoked.txt")
+    assert revocations.entries.jti == {"a"}
+    (tmp_path / "..data_tmp").symlink_to("v2")
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+    assert revocations.refresh() is True
+    assert revocations.entries.jti == {"b"}
