@@ -6,19 +6,34 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from svc_helpers import (
-    KID,
-    Client,
-    ConfigFactory,
-    LoopThread,
-    RunningServer,
-    ServerFactory,
-    Signing,
-)
 
 from authz.dev.keys import generate, load_private, write_keypair
+
+# pytest imports this folder's modules by file name (no __init__.py, "prepend"
+# import mode); mypy names them by path from the project root.
+if TYPE_CHECKING:
+    from tests.service.svc_helpers import (
+        KID,
+        Client,
+        ConfigFactory,
+        LoopThread,
+        RunningServer,
+        ServerFactory,
+        Signing,
+    )
+else:
+    from svc_helpers import (
+        KID,
+        Client,
+        ConfigFactory,
+        LoopThread,
+        RunningServer,
+        ServerFactory,
+        Signing,
+    )
 
 
 @pytest.fixture(scope="session")
