@@ -7,6 +7,7 @@ not silently disable a check), and so are duplicate keys in a YAML mapping.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,12 +17,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from authz.errors import ConfigError
+from authz.observability_config import AuditConfig, TelemetryConfig
 
 __all__ = [
     "ALGORITHMS",
@@ -29,6 +32,7 @@ __all__ = [
     "IdentityConfig",
     "IssuerConfig",
     "KeySourceConfig",
+    "config_version",
     "load_config",
     "parse_config",
 ]
@@ -182,10 +186,15 @@ class Config(_Model):
     grace_period_seconds: float = Field(default=10.0, ge=0, le=300)
     realm: str = Field(default="authz", min_length=1, max_length=200)
     max_token_bytes: int = Field(default=8192, ge=256, le=1_048_576)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     issuers: Annotated[list[IssuerConfig], Field(min_length=1)]
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     # The directory of the file, to resolve relative key paths; not a YAML key.
     base_dir: Path = Field(default=Path(), exclude=True)
+    # Which file content made this object (see config_version); private, so no
+    # YAML key can set it.
+    _version: str = PrivateAttr(default="")
 
     @field_validator("listen")
     @classmethod
@@ -205,6 +214,11 @@ class Config(_Model):
         if not _REALM.match(value) or '"' in value or "\\" in value:
             raise ValueError("must be printable ASCII without quotes or backslashes")
         return value
+
+    @property
+    def version(self) -> str:
+        """A short hash of the configuration text, stamped on every audit record."""
+        return self._version
 
     def resolve(self, path: Path) -> Path:
         """A path from the file, relative to the file's own directory."""
@@ -246,7 +260,13 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
                 f"issuer {issuer.issuer!r} is configured twice"
             )
         seen.add(issuer.issuer)
+    config._version = config_version(text)
     return config
+
+
+def config_version(text: str) -> str:
+    """The first 12 hex digits of the SHA-256 of the configuration text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def _reject_duplicate_keys(node: yaml.Node, source: str, path: tuple[str | int, ...]) -> None:
