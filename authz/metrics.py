@@ -27,15 +27,17 @@ and every running server's ``Metrics`` listens. See ``KeyEvents``.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
 from typing import Protocol, TypeVar
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, NoOpMeterProvider, Observation
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from authz.errors import AuthzError, ConfigError
 
@@ -283,9 +285,27 @@ class Metrics:
             yield Observation(max(0.0, now - loaded_at), {"issuer": issuer})
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes are not worth a log line each."""
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 @dataclass
 class MetricsEndpoint:
-    """The Prometheus scrape endpoint: an HTTP server in its own thread."""
+    """The Prometheus scrape endpoint (any path answers): an HTTP server in its own thread.
+
+    prometheus-client renders the registry; the server is wsgiref's, run here
+    rather than by ``prometheus_client.start_http_server`` so that ``stop``
+    returns promptly (a short poll interval) instead of after up to 0.5 s.
+    """
 
     registry: CollectorRegistry
     listen: str
@@ -296,15 +316,25 @@ class MetricsEndpoint:
         """Bind and serve; the bound HOST:PORT (the real port when 0 was asked for)."""
         host, _, port = self.listen.rpartition(":")
         bare_host = host.strip("[]")
+        server_class = _Server6 if ":" in bare_host else _Server
         try:
-            self._server, self._thread = start_http_server(
-                int(port), addr=bare_host, registry=self.registry
+            server = make_server(
+                bare_host,
+                int(port),
+                make_wsgi_app(self.registry),
+                server_class=server_class,
+                handler_class=_QuietHandler,
             )
         except OSError as exc:
             raise ConfigError(
                 f"telemetry.metrics.listen {self.listen}: cannot bind: {exc}"
             ) from None
-        return f"{host}:{self._server.server_port}"
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="authz-metrics", daemon=True
+        )
+        self._thread.start()
+        return f"{host}:{server.server_port}"
 
     def stop(self) -> None:
         if self._server is not None:

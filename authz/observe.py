@@ -176,6 +176,7 @@ class Observability:
         seconds = time.perf_counter() - observation.started
         token = decision.token
         issuer = token.issuer if token is not None else None
+        ids = observation.ids()  # before the span ends: an ended span is not "recording"
         try:
             self._end_span(observation, request, decision)
         except Exception:
@@ -191,7 +192,7 @@ class Observability:
         except Exception:
             self._complain("metrics")
         try:
-            self.audit.record(self._record(observation, request, decision, seconds))
+            self.audit.record(self._record(ids, request, decision, seconds))
         except Exception:
             self._complain("audit record")
 
@@ -225,14 +226,14 @@ class Observability:
 
     def _record(
         self,
-        observation: CheckObservation,
+        ids: tuple[str | None, str | None],
         request: RequestView | None,
         decision: Decision,
         seconds: float,
     ) -> dict[str, Any]:
         token = decision.token
         jti = token.claims.get("jti") if token is not None else None
-        trace_id, span_id = observation.ids()
+        trace_id, span_id = ids
         return decision_record(
             at=self._clock(),
             allowed=decision.allowed,

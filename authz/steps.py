@@ -2,7 +2,7 @@
 
 ``decision.py`` wraps each phase in ``step("extract")``, ``step("verify")`` …;
 each becomes one span event named ``authz.<phase>`` with its outcome, its
-duration, and for a deny the reason. Events rather than child spans: a trace
+duration, and for a deny or a failure the reason. Events rather than child spans: a trace
 still shows where the time went and why, at a fraction of the cost of a span.
 
 This module needs only the OpenTelemetry *API*: when the current span is not
@@ -58,10 +58,14 @@ class step:  # lower case: it reads like a function, ``with step("verify"):``
         attributes: dict[str, str | float] = {"authz.step.duration_ms": round(duration_ms, 3)}
         if exc is None:
             attributes["authz.step.outcome"] = "ok"
-        elif isinstance(exc, AuthzError):
+        elif isinstance(exc, AuthzError) and exc.status < 500:
             attributes["authz.step.outcome"] = "deny"
             attributes["authz.reason"] = exc.reason
         else:
+            # Failing to decide (503): name what failed, e.g. the library
+            # exception behind an InternalError.
             attributes["authz.step.outcome"] = "error"
-            attributes["exception.type"] = type(exc).__name__
+            if isinstance(exc, AuthzError):
+                attributes["authz.reason"] = exc.reason
+            attributes["exception.type"] = type(exc.__cause__ or exc).__name__
         span.add_event(STEP_PREFIX + self._name, attributes)
