@@ -62,7 +62,7 @@ _BATCH = 512
 _WARN_EVERY = 10.0
 # Anything shaped like a JWS/JWE (base64url JSON header "eyJ…" and a dot):
 # a token in a path segment or a request id must not reach the trail.
-_JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9._~+/=-]*")
+_JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*)+")
 _REDACTED = "[redacted]"
 
 
