@@ -20,11 +20,10 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
 from authz.audit import AuditSink, AuditWriter, FileSink, decision_record, redact, stdout_sink
 from authz.config import Config
@@ -47,6 +46,7 @@ from authz.telemetry import (
     otlp_wanted,
     parent_context,
     resource,
+    trace_id_from,
 )
 
 __all__ = ["CheckObservation", "Observability", "build_meter_provider"]
@@ -59,7 +59,7 @@ EXPORT_SHUTDOWN_SECONDS = 5.0
 
 
 class CheckObservation:
-    """One Check in flight: its span, its trace parent and its start time.
+    """One Check in flight: its span, the trace it belongs to and its start time.
 
     As a context manager it makes the span current, so ``steps.step`` events
     and log lines find it. A Check cancelled mid-way (the server's grace period
@@ -67,18 +67,19 @@ class CheckObservation:
     record.
     """
 
-    __slots__ = ("_token", "ended", "parent", "span", "started")
+    __slots__ = ("_token", "ended", "parent_trace_id", "span", "started")
 
-    def __init__(self, span: Span, parent: Context) -> None:
+    def __init__(self, span: Span, parent_trace_id: str | None = None) -> None:
         self.span = span
-        self.parent = parent
+        # Only without tracing: Envoy's trace id, read cheaply for the audit record.
+        self.parent_trace_id = parent_trace_id
         self.started = time.perf_counter()
         self.ended = False
         self._token: object | None = None
 
     def __enter__(self) -> CheckObservation:
         if self.span.is_recording():
-            self._token = otel_context.attach(trace.set_span_in_context(self.span, self.parent))
+            self._token = otel_context.attach(trace.set_span_in_context(self.span))
         return self
 
     def __exit__(
@@ -100,10 +101,9 @@ class CheckObservation:
         Envoy's (from the metadata); the span id is ours only if it is recorded."""
         context = self.span.get_span_context()
         if not context.is_valid:
-            context = trace.get_current_span(self.parent).get_span_context()
-        trace_id = f"{context.trace_id:032x}" if context.is_valid else None
+            return self.parent_trace_id, None
         span_id = f"{context.span_id:016x}" if self.span.is_recording() else None
-        return trace_id, span_id
+        return f"{context.trace_id:032x}", span_id
 
 
 class Observability:
@@ -166,8 +166,10 @@ class Observability:
         self._unsubscribe = key_events.subscribe(self.metrics)
 
     def begin(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> CheckObservation:
-        parent = parent_context(metadata)
-        return CheckObservation(self.tracing.start_check(parent), parent)
+        if self.tracing.enabled:
+            return CheckObservation(self.tracing.start_check(parent_context(metadata)))
+        # Tracing off: no context to build, just the trace id for the audit record.
+        return CheckObservation(INVALID_SPAN, trace_id_from(metadata))
 
     def finish(
         self, observation: CheckObservation, request: RequestView | None, decision: Decision

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from importlib import metadata as package_metadata
 
@@ -51,6 +52,7 @@ __all__ = [
     "otlp_wanted",
     "parent_context",
     "resource",
+    "trace_id_from",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,40 @@ def parent_context(metadata: Iterable[tuple[str, str | bytes]] | None) -> Contex
     if "traceparent" not in carrier:
         return _EMPTY
     return _PROPAGATOR.extract(carrier)
+
+
+# W3C trace-context, as OpenTelemetry's propagator reads it: version, trace id,
+# parent id, flags (lower-case hex), and for versions after 00 more fields.
+_TRACEPARENT = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$"
+)
+_TRACEPARENT_MAX = 512
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+def trace_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """Envoy's trace id from the metadata, without building a context.
+
+    For the audit record when tracing is off: the same answer as
+    ``parent_context`` (a test holds them to it) for a fraction of the cost.
+    """
+    if not metadata:
+        return None
+    for key, value in metadata:
+        if key == "traceparent":
+            usable = isinstance(value, str) and len(value) <= _TRACEPARENT_MAX
+            match = _TRACEPARENT.match(value) if usable and isinstance(value, str) else None
+            if (
+                match is None
+                or match[1] == "ff"
+                or (match[1] == "00" and match[5])
+                or match[2] == _ZERO_TRACE
+                or match[3] == _ZERO_SPAN
+            ):
+                return None
+            return match[2]
+    return None
 
 
 def _listed(value: str | None, name: str) -> bool:

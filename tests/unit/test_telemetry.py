@@ -16,7 +16,7 @@ from opentelemetry.trace import TraceFlags
 from authz.errors import InternalError, TokenExpired
 from authz.observability_config import TelemetryConfig, TracingConfig
 from authz.steps import step
-from authz.telemetry import Tracing, otlp_wanted, parent_context, resource
+from authz.telemetry import Tracing, otlp_wanted, parent_context, resource, trace_id_from
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -192,3 +192,29 @@ def test_a_step_outside_a_recording_span_does_nothing_and_hides_nothing() -> Non
         pass
     with pytest.raises(KeyError), step("verify"):
         raise KeyError("still raised")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        PARENT,
+        PARENT[:-2] + "00",
+        f"  {PARENT}\t",
+        f"01-{TRACE}-{SPAN}-01-future-field",
+        f"00-{TRACE}-{SPAN}-01-extra",  # version 00 has no extra fields
+        f"ff-{TRACE}-{SPAN}-01",
+        f"00-{TRACE.upper()}-{SPAN}-01",
+        f"00-{'0' * 32}-{SPAN}-01",
+        f"00-{TRACE}-{'0' * 16}-01",
+        f"00-{TRACE}-{SPAN}",
+        PARENT + " " * 600,
+        "",
+    ],
+)
+def test_the_cheap_trace_id_agrees_with_the_propagator(value: str) -> None:
+    """Without tracing, the audit's trace id comes from trace_id_from; it must
+    be exactly what parent_context would have produced."""
+    metadata: list[tuple[str, str | bytes]] = [("traceparent", value)]
+    context = remote(metadata)
+    expected = f"{context.trace_id:032x}" if context.is_valid else None
+    assert trace_id_from(metadata) == expected
