@@ -8,6 +8,7 @@ in for the collector and the disk; everything else is the production code.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.request
@@ -29,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authz.audit import SCHEMA_PATH, AuditWriter
 from authz.config import Config
+from authz.errors import ConfigError
 from authz.keys import IssuerKeys
 from authz.metrics import Metrics
 from authz.observe import Observability
@@ -440,3 +442,28 @@ def test_without_an_exporter_tracing_is_off_and_the_audit_keeps_envoys_trace_id(
     (record,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert record["trace_id"] == ENVOY_TRACE
     assert record["span_id"] is None
+
+
+def test_a_taken_metrics_port_stops_start_up_with_a_clear_error(
+    loop_thread: LoopThread, make_config: ConfigFactory, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = make_config(
+            telemetry={"metrics": {"listen": f"127.0.0.1:{port}"}},
+            audit={"stdout": False, "file": str(tmp_path / "audit.jsonl")},
+        )
+
+        async def create() -> AuthzServer:
+            return AuthzServer(config, observability=Observability.from_config(config, {}))
+
+        server = loop_thread.run(create())
+        try:
+            with pytest.raises(
+                ConfigError, match=rf"telemetry\.metrics\.listen 127\.0\.0\.1:{port}"
+            ):
+                loop_thread.run(server.start())
+        finally:
+            loop_thread.run(server.stop(0))
