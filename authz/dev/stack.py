@@ -7,6 +7,7 @@ races for a port. Readiness is polled, never slept for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -135,19 +136,17 @@ class AuthzProcess:
 
     def logged(self, field: str) -> str | None:
         """The value of ``field`` in the first JSON log line that has it."""
-        for line in self._tail().splitlines():
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        for line in text.splitlines():
             if line.startswith("{") and f'"{field}"' in line:
-                value = json.loads(line).get(field)
-                if isinstance(value, str):
-                    return value
+                with contextlib.suppress(ValueError):  # a line still being written
+                    value = json.loads(line).get(field)
+                    if isinstance(value, str):
+                        return value
         return None
 
     def _tail(self) -> str:
-        return self.log.read_text(errors="replace")[-20000:] if self.log.exists() else ""
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        return self._process
+        return self.log.read_text(errors="replace")[-5000:] if self.log.exists() else ""
 
     @property
     def port(self) -> int:
