@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 __all__ = [
+    "MAX_FIELD",
     "SCHEMA_PATH",
     "AuditCounters",
     "AuditSink",
@@ -48,6 +49,7 @@ __all__ = [
     "StreamSink",
     "decision_record",
     "redact",
+    "stdout_sink",
     "timestamp",
 ]
 

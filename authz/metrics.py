@@ -46,6 +46,7 @@ __all__ = [
     "AUDIT_WRITE_ERRORS",
     "CHECK_DURATION",
     "DECISIONS",
+    "DURATION_BUCKETS",
     "FETCH_RESULTS",
     "KEY_AGE",
     "KEY_CACHE_LOOKUPS",
@@ -57,6 +58,7 @@ __all__ = [
     "MetricsEndpoint",
     "key_events",
     "known_reasons",
+    "noop_provider",
 ]
 
 log = logging.getLogger(__name__)

@@ -178,8 +178,9 @@ class Observability:
         seconds = time.perf_counter() - observation.started
         token = decision.token
         issuer = token.issuer if token is not None else None
-        ids = observation.ids()  # before the span ends: an ended span is not "recording"
+        ids: tuple[str | None, str | None] = (None, None)
         try:
+            ids = observation.ids()  # before the span ends: an ended span is not "recording"
             self._end_span(observation, request, decision)
         except Exception:
             self._complain("span")

@@ -36,14 +36,18 @@ from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from authz.observability_config import TelemetryConfig
 
 __all__ = [
+    "ATTR_ALG",
     "ATTR_DECISION",
     "ATTR_ISSUER",
+    "ATTR_KID",
+    "ATTR_METHOD",
+    "ATTR_PATH",
     "ATTR_REASON",
     "ATTR_ROUTE",
     "ATTR_STATUS",
@@ -230,8 +234,3 @@ class Tracing:
         """Export what is buffered, then stop. Bounded by the exporter's timeout."""
         if self._provider is not None:
             self._provider.shutdown()
-
-
-def mark_failed(span: Span, reason: str) -> None:
-    """An internal failure, not a deny: the span is an error."""
-    span.set_status(Status(StatusCode.ERROR, reason))

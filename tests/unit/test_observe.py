@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import json
 from typing import Any
 
@@ -134,3 +136,29 @@ def test_an_ordinary_exception_leaves_the_span_open_for_the_deny(
     observed.finish(check, None, deny(InternalError("ValueError")))
     assert len(spans.get_finished_spans()) == 1
     asyncio.run(observed.stop())
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "authz.audit",
+        "authz.logs",
+        "authz.metrics",
+        "authz.observability_config",
+        "authz.observe",
+        "authz.steps",
+        "authz.telemetry",
+    ],
+)
+def test_the_public_surface_is_exactly_what_all_says(module: str) -> None:
+    loaded = importlib.import_module(module)
+    exported = set(loaded.__all__)
+    assert all(hasattr(loaded, name) for name in exported)
+    defined = {
+        name
+        for name, value in vars(loaded).items()
+        if not name.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == module
+    }
+    assert defined <= exported, defined - exported
