@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := authz/_proto/envoy/service/auth/v3/external_auth_pb2.py
 
-.PHONY: all setup proto test lint typecheck unit demo check-config fuzz clean
+.PHONY: all setup proto test lint typecheck unit demo check-config fuzz clean bench
 
 all: test
 
@@ -48,6 +48,10 @@ fuzz: setup
 # Runs Envoy + authz + a sample upstream on loopback and shows decisions.
 demo: setup
 	$(BIN)/python -m authz.dev.demo
+
+# Not part of `make test`: what observability costs a Check (tracing off vs on).
+bench: setup
+	$(BIN)/python -m tests.bench.bench_check
 
 check-config: setup
 	$(BIN)/authz check-config $(CONFIG)

@@ -23,11 +23,7 @@ EXIT_CONFIG = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(args)
     try:
         result: int = args.handler(args)
     except ConfigError as exc:
@@ -42,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authz", description=__doc__)
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    parser.add_argument(
+        "--log-format",
+        default="json",
+        choices=["json", "text"],
+        help="service logs on stderr: one JSON object per line (default), or plain text",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -93,7 +95,24 @@ def _serve(args: argparse.Namespace) -> int:
 
     # Read through ConfigFile so the watch compares later changes with exactly this read.
     config_file = ConfigFile(args.config)
+    _log_config_loaded(args.config, config_file.config)
     return asyncio.run(run(config_file.config, config_file))
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    from authz.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_format, sys.stderr)
+
+
+def _log_config_loaded(path: Path, config: Config) -> None:
+    logging.getLogger("authz.config").info(
+        "configuration loaded from %s (version %s, %d issuer(s))",
+        path,
+        config.version,
+        len(config.issuers),
+        extra={"config_file": str(path), "config_version": config.version},
+    )
 
 
 def _check_config(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ not silently disable a check), and so are duplicate keys in a YAML mapping.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -16,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,6 +31,7 @@ from authz.config_rules import (
     valid_claim_path,
 )
 from authz.errors import ConfigError
+from authz.observability_config import AuditConfig, TelemetryConfig
 
 __all__ = [
     "ALGORITHMS",
@@ -36,6 +39,7 @@ __all__ = [
     "IdentityConfig",
     "IssuerConfig",
     "KeySourceConfig",
+    "config_version",
     "load_config",
     "parse_config",
 ]
@@ -292,6 +296,8 @@ class Config(_Model):
     # Beyond Envoy's own limits: a CheckRequest past these is refused (431) unread.
     max_request_headers: int = Field(default=200, ge=1, le=10_000)
     max_request_header_bytes: int = Field(default=65_536, ge=1024, le=16 * 1_048_576)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     issuers: Annotated[list[IssuerConfig], Field(min_length=1)]
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     # Rules (see config_rules.py). Without routes, every request needs a valid
@@ -303,6 +309,9 @@ class Config(_Model):
     watch_interval_seconds: float = Field(default=2.0, ge=0, le=3600)
     # The directory of the file, to resolve relative key paths; not a YAML key.
     base_dir: Path = Field(default=Path(), exclude=True)
+    # Which file content made this object (see config_version); private, so no
+    # YAML key can set it.
+    _version: str = PrivateAttr(default="")
 
     @field_validator("listen")
     @classmethod
@@ -322,6 +331,11 @@ class Config(_Model):
         if not _REALM.match(value) or '"' in value or "\\" in value:
             raise ValueError("must be printable ASCII without quotes or backslashes")
         return value
+
+    @property
+    def version(self) -> str:
+        """A short hash of the configuration text, stamped on every audit record."""
+        return self._version
 
     def resolve(self, path: Path) -> Path:
         """A path from the file, relative to the file's own directory."""
@@ -364,7 +378,13 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             )
         seen.add(issuer.issuer)
     _check_routes(config, root, source)
+    config._version = config_version(text)
     return config
+
+
+def config_version(text: str) -> str:
+    """The first 12 hex digits of the SHA-256 of the configuration text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def _check_routes(config: Config, root: yaml.Node | None, source: str) -> None:

@@ -38,6 +38,7 @@ from authz.errors import (
 from authz.policy import OPTIONAL, PUBLIC, Check, Match, Policy, Route
 from authz.request import RequestView
 from authz.revocation import RevocationList
+from authz.steps import step
 from authz.verify import VerifiedToken, fingerprint
 
 __all__ = ["Decider", "Decision", "Refetch", "Step", "TokenVerifier"]
@@ -113,22 +114,27 @@ class Decider:
         token_text = ""
         stage = "request"
         try:
-            self._check_size(request)
-            stage = "route"
-            match = self._match(request, trace)
-            route = match.route
-            stage = "credentials"
-            token_text = self._credential(request, route, trace)
+            # Each phase is an event on the Check's span (authz.steps).
+            with step("extract"):
+                self._check_size(request)
+                stage = "route"
+                match = self._match(request, trace)
+                route = match.route
+                stage = "credentials"
+                token_text = self._credential(request, route, trace)
             if token_text:
                 stage = "token"
-                token = await self._verify(token_text, budget)
+                with step("verify"):
+                    token = await self._verify(token_text, budget)
                 _note(trace, "token", "ok", f"verified: issuer {token.issuer}")
                 stage = "revocation"
-                self._check_revocation(token, trace)
-                stage = "requirements"
-                self._authorize(route, token, trace)
+                with step("policy"):
+                    self._check_revocation(token, trace)
+                    stage = "requirements"
+                    self._authorize(route, token, trace)
             stage = "identity"
-            headers = self._identity(route, token, token_text)
+            with step("identity"):
+                headers = self._identity(route, token, token_text)
         except AuthzError as error:
             if stage != "requirements":  # the requirements step already shows its checks
                 _note(trace, stage, "fail", f"{error.reason}: {error.detail}")
@@ -249,7 +255,9 @@ class Decider:
             # refetch, then one more try. Anything else is final.
             if self._refetch is None or not error.issuer:
                 raise
-            if not await self._refetch(error.issuer, budget):
+            with step("keys"):  # only a refetch is worth an event: lookups are a dict get
+                fetched = await self._refetch(error.issuer, budget)
+            if not fetched:
                 raise
             return self._verifier.verify(token_text)
 

@@ -43,6 +43,7 @@ from authz.keys import (
     keys_from_jwks,
     load_local_source,
 )
+from authz.metrics import key_events
 
 __all__ = ["FetcherFactory", "IssuerStatus", "KeyStore", "MonotonicClock", "next_delay"]
 
@@ -86,6 +87,7 @@ class _IssuerState:
     last_error: str | None = None
     failures: int = 0
     inflight: asyncio.Task[bool] | None = None
+    local_loaded_at: float = field(default_factory=time.time)  # wall clock, for key age
     current: IssuerKeys = field(default_factory=lambda: IssuerKeys({}, ()))
 
     @property
@@ -213,6 +215,7 @@ class KeyStore:
         if inflight is None or inflight.done():
             cooldown = state.config.fetch.unknown_kid_cooldown_seconds
             if self._clock.now() - state.last_attempt < cooldown:
+                key_events.key_fetch(issuer, "rate_limited")
                 return False
             inflight = self._fetch_once(state)
         wait = max(0.0, min(state.config.fetch.unknown_kid_wait_seconds, budget))
@@ -230,6 +233,8 @@ class KeyStore:
 
     async def start(self) -> None:
         for state in self._issuers.values():
+            if state.local:
+                key_events.keys_loaded(state.name, state.local_loaded_at)
             if state.fetcher is not None:
                 self._tasks.append(asyncio.create_task(self._refresh_loop(state)))
             if any(stamp is not None for stamp in state.stamps.values()):
@@ -286,13 +291,18 @@ class KeyStore:
             keys, max_age = await self._fetch_remote(state)
         except asyncio.CancelledError:
             raise
-        except (FetchError, ConfigError) as exc:
-            self._failed(state, str(exc))
+        except FetchError as exc:
+            self._failed(state, str(exc), "timeout" if "timed out" in str(exc) else "error")
+            return False
+        except ConfigError as exc:  # the document arrived but holds no usable key set
+            self._failed(state, str(exc), "invalid")
             return False
         except Exception as exc:  # never let a refresh task die
             log.exception("issuer %r: unexpected error fetching keys", state.name)
-            self._failed(state, f"{type(exc).__name__}: {exc}")
+            self._failed(state, f"{type(exc).__name__}: {exc}", "error")
             return False
+        key_events.key_fetch(state.name, "ok")
+        key_events.keys_loaded(state.name, time.time())
         kids_before = set(state.current.by_kid)
         state.remote = keys
         state.remote_at = self._clock.now()
@@ -311,7 +321,8 @@ class KeyStore:
             )
         return True
 
-    def _failed(self, state: _IssuerState, error: str) -> None:
+    def _failed(self, state: _IssuerState, error: str, result: str) -> None:
+        key_events.key_fetch(state.name, result)
         state.failures += 1
         state.last_error = error
         age = (
@@ -351,7 +362,7 @@ class KeyStore:
         if not keys:
             # Keep the last good keys: an empty or all-invalid set is far more
             # likely a provider glitch than a deliberate lock-out.
-            raise FetchError(f"{jwks_url}: no usable key in the JWKS")
+            raise ConfigError(f"{jwks_url}: no usable key in the JWKS")
         return keys, fetched.max_age
 
     async def _discover(self, state: _IssuerState, url: str, headers: dict[str, str]) -> str:
@@ -421,6 +432,8 @@ class KeyStore:
             changed = True
             log.info("issuer %r: reloaded %s", state.name, source.describe())
         if changed:
+            state.local_loaded_at = time.time()
+            key_events.keys_loaded(state.name, state.local_loaded_at)
             self._rebuild(state)
 
     def _rebuild(self, state: _IssuerState, notify: bool = True) -> None:

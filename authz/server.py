@@ -23,7 +23,8 @@ from authz.decision import Decision
 from authz.errors import ConfigError, InternalError, InvalidRequest
 from authz.keys import KeySource, ManagedKeySource
 from authz.keystore import KeyStore
-from authz.request import view
+from authz.observe import Observability
+from authz.request import RequestView, view
 from authz.runtime import ConfigFile, ReloadStatus, Runtime, build_runtime
 from authz.verify import Clock
 
@@ -38,8 +39,9 @@ _REPLY_MARGIN = 0.02
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, runtime: Callable[[], Runtime]) -> None:
+    def __init__(self, runtime: Callable[[], Runtime], observability: Observability) -> None:
         self._runtime = runtime
+        self._observe = observability
 
     async def Check(
         self,
@@ -50,10 +52,15 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     ) -> external_auth_pb2.CheckResponse:
         # One runtime for the whole Check, even if a reload swaps it meanwhile.
         runtime = self._runtime()
+        # The span continues Envoy's trace from the call's metadata (telemetry.py).
+        observation = self._observe.begin(context.invocation_metadata())
+        request_view: RequestView | None = None
         try:
-            remaining = context.time_remaining()
-            budget = math.inf if remaining is None else max(0.0, remaining - _REPLY_MARGIN)
-            decision = await runtime.decider.decide(view(request), budget=budget)
+            with observation:
+                request_view = view(request)
+                remaining = context.time_remaining()
+                budget = math.inf if remaining is None else max(0.0, remaining - _REPLY_MARGIN)
+                decision = await runtime.decider.decide(request_view, budget=budget)
         except Exception as exc:
             # decide() catches its own errors; this guards the request view.
             log.exception("cannot read CheckRequest")
@@ -66,6 +73,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 allowed=False, status=error.status, reason=error.reason, error=error
             )
         _log_decision(decision)
+        self._observe.finish(observation, request_view, decision)
         return response.build(decision, runtime.config.realm)
 
 
@@ -103,7 +111,11 @@ class AuthzServer:
         clock: Clock | None = None,
         *,
         config_file: ConfigFile | None = None,
+        observability: Observability | None = None,
     ) -> None:
+        self.observability = (
+            observability if observability is not None else Observability.from_config(config)
+        )
         self._injected_keys = keys
         self._clock = clock
         self.runtime = self._build(config, None)
@@ -117,7 +129,7 @@ class AuthzServer:
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         # The generated *_pb2_grpc module carries no type hints.
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
-            AuthorizationService(lambda: self.runtime), self._server
+            AuthorizationService(lambda: self.runtime, self.observability), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = 0
@@ -146,11 +158,15 @@ class AuthzServer:
             self.port = self._server.add_insecure_port(address)
         except RuntimeError as exc:
             raise ConfigError(f"listen {address}: cannot bind: {exc}") from None
+        self.observability.start()
         await self._server.start()
         await self._start_keys(self.runtime.keys)
         await self._update_health()
         self._watcher = asyncio.create_task(self._watch(), name="authz-watch")
-        log.info("listening on %s", self.address)
+        log.info("listening on %s", self.address, extra={"address": self.address})
+        if self.observability.metrics_address is not None:
+            address = self.observability.metrics_address
+            log.info("metrics on http://%s/metrics", address, extra={"metrics_address": address})
 
     async def _start_keys(self, keys: KeySource) -> None:
         if isinstance(keys, ManagedKeySource):
@@ -190,6 +206,8 @@ class AuthzServer:
         await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
         if isinstance(self.runtime.keys, ManagedKeySource):
             await self.runtime.keys.close()
+        # Every Check has been answered: now the audit trail can be completed.
+        await self.observability.stop()
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
@@ -250,6 +268,7 @@ class AuthzServer:
         for name in ("listen", "grace_period_seconds"):
             if getattr(config, name) != getattr(self.config, name):
                 log.warning("configuration reload: %s changes only on restart", name)
+        self.observability.config_version = config.version  # audit records name it
         previous, self.runtime = self.runtime, runtime  # one reference swap: a Check sees
         # the old or the new runtime whole; the old key source stops after the swap.
         if previous.keys is not runtime.keys and isinstance(previous.keys, ManagedKeySource):

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 from authz.dev.keys import load_private, write_keypair
-from authz.dev.stack import HttpResponse, Stack
+from authz.dev.stack import HttpResponse, Stack, wait_for
 from authz.dev.tokens import claims_for, mint
 
 __all__ = ["main"]
@@ -141,6 +141,7 @@ def run(workdir: Path, once: bool) -> int:
                 f"decision={entry['authz_decision'] or '(ext_authz off)'} "
                 f"reason={entry['authz_reason'] or '-'} sub={entry['authz_sub'] or '-'}"
             )
+        _show_audit(stack, 6)  # every request but the health probe (ext_authz off there)
         if once:
             return 0
         print("\nThe stack keeps running. Try it:")
@@ -159,6 +160,23 @@ def run(workdir: Path, once: bool) -> int:
             stop.wait()
     print("stopped")
     return 0
+
+
+def _show_audit(stack: Stack, count: int) -> None:
+    """authz's own audit trail (its stdout): one record per decision, no token in it."""
+
+    def records() -> list[dict[str, object]] | None:
+        text = stack.authz.stdout.read_text() if stack.authz.stdout.exists() else ""
+        found = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        return found if len(found) >= count else None
+
+    print("\nauthz's audit trail (one JSON line per decision; see README, Observability):")
+    for record in wait_for("audit records", records, 10, stack.authz.log):
+        print(
+            f"   {record['status']} {record['path']!s:<12} decision={record['decision']} "
+            f"reason={record['reason']} sub={record['subject'] or '-'} "
+            f"token_fp={record['token_fp'] or '-'}"
+        )
 
 
 def main() -> int:

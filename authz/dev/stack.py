@@ -7,6 +7,7 @@ races for a port. Readiness is polled, never slept for.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -101,20 +102,28 @@ def http_request(
 
 
 class AuthzProcess:
-    """`authz serve` as a child process; its address is read from its log."""
+    """`authz serve` as a child process; its address is read from its log.
 
-    def __init__(self, config: Path, log: Path) -> None:
+    Its logs (stderr) go to ``log``; its stdout, where audit records go by
+    default, to ``stdout``. ``env`` is added to this process's environment.
+    """
+
+    def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
         self.config = config
         self.log = log
+        self.stdout = log.with_suffix(".stdout")
         self.address = ""
+        self._env = dict(env or {})
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30) -> AuthzProcess:
-        with self.log.open("wb") as sink:  # a fresh log: old lines would mislead the polls
+        # Fresh files: old lines would mislead the polls.
+        with self.log.open("wb") as sink, self.stdout.open("wb") as out:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "authz.cli", "serve", "-c", str(self.config)],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
+                stdout=out,
+                stderr=sink,
+                env={**os.environ, **self._env},
             )
         self.address = wait_for("authz to listen", self._listening, timeout, self.log)
         return self
@@ -123,10 +132,17 @@ class AuthzProcess:
         assert self._process is not None
         if self._process.poll() is not None:
             raise StackError(f"authz exited with {self._process.returncode}\n{self._tail()}")
+        return self.logged("address")
+
+    def logged(self, field: str) -> str | None:
+        """The value of ``field`` in the first JSON log line that has it."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        for line in text.splitlines():  # the whole log: decisions may follow at once
-            if " listening on " in line:
-                return line.rsplit(" listening on ", 1)[1].strip()
+        for line in text.splitlines():
+            if line.startswith("{") and f'"{field}"' in line:
+                with contextlib.suppress(ValueError):  # a line still being written
+                    value = json.loads(line).get(field)
+                    if isinstance(value, str):
+                        return value
         return None
 
     def _tail(self) -> str:
@@ -162,14 +178,20 @@ class AuthzProcess:
 
 
 def render_envoy_config(
-    template: Path, authz: tuple[str, int], upstream: tuple[str, int]
+    template: Path,
+    authz: tuple[str, int],
+    upstream: tuple[str, int],
+    otel_collector: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """``template`` with loopback port 0 for Envoy and the given authz/upstream endpoints."""
+    """``template`` with loopback port 0 for Envoy and the given authz/upstream
+    endpoints (and the OTLP collector's, for a template with tracing)."""
     config: dict[str, Any] = yaml.safe_load(template.read_text())
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     for listener in config["static_resources"]["listeners"]:
         listener["address"]["socket_address"]["port_value"] = 0
     endpoints = {"authz": authz, "upstream": upstream}
+    if otel_collector is not None:
+        endpoints["otel_collector"] = otel_collector
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"] in endpoints:
             host, port = endpoints[cluster["name"]]
@@ -285,12 +307,18 @@ class Stack:
     """The sample upstream, authz and Envoy, started in that order; ``close`` stops all."""
 
     def __init__(
-        self, workdir: Path, authz_config: Path, envoy_template: Path = ENVOY_GATEWAY
+        self,
+        workdir: Path,
+        authz_config: Path,
+        envoy_template: Path = ENVOY_GATEWAY,
+        otel_collector: tuple[str, int] | None = None,
+        authz_env: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = workdir
         self.upstream = EchoUpstream()
-        self.authz = AuthzProcess(authz_config, workdir / "authz.log")
+        self.authz = AuthzProcess(authz_config, workdir / "authz.log", authz_env)
         self._envoy_template = envoy_template
+        self._otel_collector = otel_collector
         self.envoy: EnvoyProcess | None = None
 
     def start(self) -> Stack:
@@ -300,7 +328,10 @@ class Stack:
             self.authz.start()
             host = self.authz.address.rsplit(":", 1)[0].strip("[]")
             config = render_envoy_config(
-                self._envoy_template, (host, self.authz.port), ("127.0.0.1", self.upstream.port)
+                self._envoy_template,
+                (host, self.authz.port),
+                ("127.0.0.1", self.upstream.port),
+                self._otel_collector,
             )
             self.envoy = EnvoyProcess(config, self.workdir).start()
         except BaseException:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,7 @@ def test_demo_shows_allowed_and_denied_requests(tmp_path: Path) -> None:
     ):
         assert f"reason={reason}" in out
     assert (tmp_path / "alice.token").read_text().count(".") == 2
+    # authz's audit trail: one record per decision, with a fingerprint, never the token.
+    assert "decision=allow reason=allowed sub=alice token_fp=" in out
+    assert len(re.findall(r"token_fp=[0-9a-f]{16}\b", out)) == 5  # missing_token has none
+    assert (tmp_path / "alice.token").read_text().strip() not in out

@@ -47,3 +47,5 @@ def test_wheel_contains_the_generated_code(tmp_path: Path) -> None:
     assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2_grpc.py" in names
     assert "authz/_proto/envoy/config/core/v3/base_pb2.py" in names
     assert not any(name.startswith("envoy/") for name in names)
+    # The audit record's schema ships with the code that writes the records.
+    assert "authz/audit_record.schema.json" in names

@@ -1,0 +1,352 @@
+"""Metrics: what was decided, how fast, and how the audit trail and keys are doing.
+
+Instruments are OpenTelemetry's; where they go is configuration
+(``telemetry.metrics``): a Prometheus scrape endpoint, an OTLP push, both, or
+nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
+
+====================================  =========  ====================================
+``authz_decisions_total``             counter    decision, reason, issuer, route
+``authz_check_duration_seconds``      histogram  decision
+``authz_audit_records_total``         counter    outcome (written | dropped), reason
+``authz_audit_write_errors_total``    counter    sink (stdout | file)
+``authz_key_fetches_total``           counter    issuer, result
+``authz_key_age_seconds``             gauge      issuer
+``authz_key_cache_lookups_total``     counter    issuer, result (hit | miss)
+====================================  =========  ====================================
+
+Every label set is bounded: ``reason`` is one of the error classes' reasons,
+``issuer`` a configured issuer or ``unknown`` (the ``iss`` of a token that was
+not verified is attacker-chosen), ``route`` a configured route name or
+``none``. Never a path, a subject or a token.
+
+Key metrics are fed by the key-handling code through ``key_events`` (a
+``KeyEventHub``): it calls ``key_events.key_fetch(issuer, "ok")`` and so on,
+and every running server's ``Metrics`` listens. See ``KeyEvents``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import Protocol, TypeVar
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from opentelemetry.metrics import CallbackOptions, MeterProvider, NoOpMeterProvider, Observation
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from authz.errors import AuthzError, ConfigError
+
+__all__ = [
+    "AUDIT_RECORDS",
+    "AUDIT_WRITE_ERRORS",
+    "CHECK_DURATION",
+    "DECISIONS",
+    "DURATION_BUCKETS",
+    "FETCH_RESULTS",
+    "KEY_AGE",
+    "KEY_CACHE_LOOKUPS",
+    "KEY_FETCHES",
+    "KeyEventHub",
+    "KeyEvents",
+    "Labels",
+    "Metrics",
+    "MetricsEndpoint",
+    "key_events",
+    "known_reasons",
+    "noop_provider",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# OpenTelemetry instrument names; the Prometheus names add the unit and _total.
+DECISIONS = "authz.decisions"
+CHECK_DURATION = "authz.check.duration"
+AUDIT_RECORDS = "authz.audit.records"
+AUDIT_WRITE_ERRORS = "authz.audit.write_errors"
+KEY_FETCHES = "authz.key.fetches"
+KEY_AGE = "authz.key.age"
+KEY_CACHE_LOOKUPS = "authz.key.cache.lookups"
+
+# Seconds. Envoy gives up on a Check after 250 ms (envoy/gateway.yaml), so the
+# buckets are fine below that and coarse above.
+DURATION_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+)
+# What a key fetch may end as; anything else is counted as "other".
+FETCH_RESULTS = frozenset({"ok", "not_modified", "error", "timeout", "invalid", "rate_limited"})
+UNKNOWN = "unknown"
+NO_ROUTE = "none"
+OTHER = "other"
+_MAX_ROUTE_LABEL = 64
+
+
+def known_reasons() -> frozenset[str]:
+    """``allowed`` and the reason of every AuthzError class defined so far."""
+    reasons = {"allowed"}
+    pending: list[type[AuthzError]] = [AuthzError]
+    while pending:
+        cls = pending.pop()
+        reasons.add(cls.reason)
+        pending.extend(cls.__subclasses__())
+    return frozenset(reasons)
+
+
+class Labels:
+    """Maps decision data to bounded label values."""
+
+    def __init__(self, issuers: Iterable[str]) -> None:
+        self._issuers = frozenset(issuers)
+        self._reasons = known_reasons()
+
+    def issuer(self, issuer: str | None) -> str:
+        return issuer if issuer in self._issuers else UNKNOWN
+
+    def reason(self, reason: str) -> str:
+        return reason if reason in self._reasons else OTHER
+
+    @staticmethod
+    def route(route: str) -> str:
+        # Route names come from the configuration; the cap is a second fence.
+        return route[:_MAX_ROUTE_LABEL] if route else NO_ROUTE
+
+    @staticmethod
+    def fetch_result(result: str) -> str:
+        return result if result in FETCH_RESULTS else OTHER
+
+
+class KeyEvents(Protocol):
+    """What key-handling code reports, per configured issuer.
+
+    - ``key_fetch(issuer, result)``: a fetch of the issuer's keys (JWKS URL,
+      OIDC discovery, file re-read) ended; ``result`` is one of FETCH_RESULTS.
+    - ``keys_loaded(issuer, loaded_at)``: the key set in use now was obtained
+      at ``loaded_at`` (Unix time); the age gauge counts from there, so a key
+      set kept through an IdP outage visibly ages.
+    - ``key_cache(issuer, hit)``: a key lookup was answered from the cache
+      (``hit``) or needed a fetch.
+    """
+
+    def key_fetch(self, issuer: str, result: str) -> None: ...
+
+    def keys_loaded(self, issuer: str, loaded_at: float) -> None: ...
+
+    def key_cache(self, issuer: str, hit: bool) -> None: ...
+
+
+class KeyEventHub:
+    """Hands key events to every subscriber; a failing subscriber is logged, never raised.
+
+    Key-handling code needs no reference to a server: it calls the module's
+    ``key_events``, and each running server's ``Metrics`` subscribes while it runs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: tuple[KeyEvents, ...] = ()
+
+    def subscribe(self, listener: KeyEvents) -> Callable[[], None]:
+        """Start delivering to ``listener``; the returned function stops it."""
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._listeners = tuple(item for item in self._listeners if item is not listener)
+
+        return unsubscribe
+
+    def key_fetch(self, issuer: str, result: str) -> None:
+        for listener in self._listeners:
+            self._deliver(listener.key_fetch, issuer, result)
+
+    def keys_loaded(self, issuer: str, loaded_at: float) -> None:
+        for listener in self._listeners:
+            self._deliver(listener.keys_loaded, issuer, loaded_at)
+
+    def key_cache(self, issuer: str, hit: bool) -> None:
+        for listener in self._listeners:
+            self._deliver(listener.key_cache, issuer, hit)
+
+    @staticmethod
+    def _deliver(method: Callable[[str, T], None], issuer: str, value: T) -> None:
+        try:
+            method(issuer, value)
+        except Exception:
+            # Metrics must never break key handling.
+            log.exception("key metrics listener failed")
+
+
+key_events = KeyEventHub()
+
+
+class Metrics:
+    """The service's instruments. ``provider`` decides where the numbers go."""
+
+    def __init__(
+        self,
+        provider: MeterProvider,
+        issuers: Iterable[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.labels = Labels(issuers)
+        self._clock = clock
+        self._loaded_at: dict[str, float] = {}
+        meter = provider.get_meter("authz")
+        self._decisions = meter.create_counter(
+            DECISIONS, unit="{decision}", description="Check decisions"
+        )
+        self._duration = meter.create_histogram(
+            CHECK_DURATION,
+            unit="s",
+            description="Time to answer a Check, from receipt to response",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self._audit = meter.create_counter(
+            AUDIT_RECORDS, unit="{record}", description="Audit records written or dropped"
+        )
+        self._audit_errors = meter.create_counter(
+            AUDIT_WRITE_ERRORS, unit="{record}", description="Audit records a sink failed to take"
+        )
+        self._fetches = meter.create_counter(
+            KEY_FETCHES, unit="{fetch}", description="Key set fetches by result"
+        )
+        self._cache = meter.create_counter(
+            KEY_CACHE_LOOKUPS, unit="{lookup}", description="Key lookups by cache result"
+        )
+        meter.create_observable_gauge(
+            KEY_AGE,
+            callbacks=[self._observe_key_age],
+            unit="s",
+            description="Age of the key set in use, per issuer",
+        )
+        # Zero series up front, so "no drops" is a 0 and not a missing series.
+        self._audit.add(0, {"outcome": "written", "reason": "none"})
+        for reason in ("queue_full", "shutdown"):
+            self._audit.add(0, {"outcome": "dropped", "reason": reason})
+
+    def decision(
+        self, *, allowed: bool, reason: str, issuer: str | None, route: str, seconds: float
+    ) -> None:
+        decision = "allow" if allowed else "deny"
+        self._decisions.add(
+            1,
+            {
+                "decision": decision,
+                "reason": self.labels.reason(reason),
+                "issuer": self.labels.issuer(issuer),
+                "route": self.labels.route(route),
+            },
+        )
+        self._duration.record(seconds, {"decision": decision})
+
+    # The audit writer's counters (audit.AuditCounters).
+    def audit_written(self, count: int) -> None:
+        self._audit.add(count, {"outcome": "written", "reason": "none"})
+
+    def audit_dropped(self, reason: str, count: int) -> None:
+        self._audit.add(count, {"outcome": "dropped", "reason": reason})
+
+    def audit_write_failed(self, sink: str, count: int) -> None:
+        self._audit_errors.add(count, {"sink": sink})
+
+    # KeyEvents.
+    def key_fetch(self, issuer: str, result: str) -> None:
+        self._fetches.add(
+            1, {"issuer": self.labels.issuer(issuer), "result": self.labels.fetch_result(result)}
+        )
+
+    def keys_loaded(self, issuer: str, loaded_at: float) -> None:
+        self._loaded_at[self.labels.issuer(issuer)] = loaded_at
+
+    def key_cache(self, issuer: str, hit: bool) -> None:
+        self._cache.add(
+            1, {"issuer": self.labels.issuer(issuer), "result": "hit" if hit else "miss"}
+        )
+
+    def _observe_key_age(self, options: CallbackOptions) -> Iterator[Observation]:
+        now = self._clock()
+        for issuer, loaded_at in tuple(self._loaded_at.items()):
+            yield Observation(max(0.0, now - loaded_at), {"issuer": issuer})
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes are not worth a log line each."""
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+@dataclass
+class MetricsEndpoint:
+    """The Prometheus scrape endpoint (any path answers): an HTTP server in its own thread.
+
+    prometheus-client renders the registry; the server is wsgiref's, run here
+    rather than by ``prometheus_client.start_http_server`` so that ``stop``
+    returns promptly (a short poll interval) instead of after up to 0.5 s.
+    """
+
+    registry: CollectorRegistry
+    listen: str
+    _server: WSGIServer | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> str:
+        """Bind and serve; the bound HOST:PORT (the real port when 0 was asked for)."""
+        host, _, port = self.listen.rpartition(":")
+        bare_host = host.strip("[]")
+        server_class = _Server6 if ":" in bare_host else _Server
+        try:
+            server = make_server(
+                bare_host,
+                int(port),
+                make_wsgi_app(self.registry),
+                server_class=server_class,
+                handler_class=_QuietHandler,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"telemetry.metrics.listen {self.listen}: cannot bind: {exc}"
+            ) from None
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="authz-metrics", daemon=True
+        )
+        self._thread.start()
+        return f"{host}:{server.server_port}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._server = self._thread = None
+
+
+def noop_provider() -> MeterProvider:
+    """Instruments that record nothing: metrics are configured off."""
+    return NoOpMeterProvider()

@@ -1,0 +1,114 @@
+"""The ``telemetry:`` and ``audit:`` sections of the configuration file.
+
+Kept apart from ``config.py`` so that the observability settings can grow
+without touching the core file; ``config.Config`` holds one field for each.
+
+::
+
+    telemetry:
+      service_name: authz                 # default: OTEL_SERVICE_NAME, else "authz"
+      tracing:
+        endpoint: http://collector:4317   # OTLP/gRPC; default: the OTEL_EXPORTER_OTLP_* variables
+        root_sample_ratio: 1.0            # Checks without a trace parent; default: the SDK's
+      metrics:
+        listen: 0.0.0.0:9464              # Prometheus scrape endpoint; default: off
+        otlp_endpoint: http://collector:4317  # push metrics too; default: off
+        otlp_interval_seconds: 60
+    audit:
+      stdout: true                        # one JSON line per decision on stdout
+      file: /var/log/authz/audit.jsonl    # and/or appended to a file
+      queue_size: 10000                   # records waiting for the writer; beyond: dropped, counted
+      shutdown_timeout_seconds: 5         # how long stop() may take to write what is queued
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["AuditConfig", "MetricsConfig", "TelemetryConfig", "TracingConfig"]
+
+_LISTEN_TCP = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
+_ENDPOINT = re.compile(r"^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?/?$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _check_endpoint(value: str | None) -> str | None:
+    if value is not None and not _ENDPOINT.match(value):
+        raise ValueError("expected an OTLP/gRPC endpoint: http://HOST:PORT or https://HOST:PORT")
+    return value
+
+
+class TracingConfig(_Model):
+    # None: the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT
+    # decide; with neither (nor OTEL_TRACES_EXPORTER=otlp), tracing is off.
+    endpoint: str | None = None
+    # Only for a Check that arrives without a trace parent: with one, the
+    # parent's sampled flag decides (parent-based sampling). None: the SDK's
+    # OTEL_TRACES_SAMPLER, whose default is parentbased_always_on.
+    root_sample_ratio: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        return _check_endpoint(value)
+
+
+class MetricsConfig(_Model):
+    # Off unless set: an extra open port should be a decision, and several
+    # instances on one host would otherwise fight over a default port.
+    listen: str | None = None
+    otlp_endpoint: str | None = None
+    otlp_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        match = _LISTEN_TCP.match(value)
+        if not match or not 0 <= int(match["port"]) <= 65535:
+            raise ValueError("expected HOST:PORT or [IPv6]:PORT (port 0: any free port)")
+        return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _otlp_endpoint(cls, value: str | None) -> str | None:
+        return _check_endpoint(value)
+
+
+class TelemetryConfig(_Model):
+    service_name: str | None = Field(default=None, min_length=1, max_length=200)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+
+class AuditConfig(_Model):
+    """Where audit records go. Both sinks may be on; at least one must be."""
+
+    stdout: bool = True
+    file: Path | None = None
+    queue_size: int = Field(default=10_000, ge=1, le=1_000_000)
+    shutdown_timeout_seconds: float = Field(default=5.0, ge=0, le=300)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_from_string(cls, data: Any) -> Any:
+        # Strict mode refuses str for Path; YAML only has strings.
+        if isinstance(data, dict) and isinstance(data.get("file"), str):
+            data = {**data, "file": Path(data["file"])}
+        return data
+
+    @model_validator(mode="after")
+    def _some_sink(self) -> AuditConfig:
+        if not self.stdout and self.file is None:
+            raise ValueError(
+                "audit needs a sink: stdout: true, or a file (an audit trail cannot be off)"
+            )
+        return self

@@ -1,0 +1,339 @@
+"""Every decision visible: the span, the metric and the audit record of each Check.
+
+``server.Check`` calls ``begin`` when a Check arrives, runs the decision inside
+``observation`` (so the decision's phases land on the span, see
+``authz.steps``), and calls ``finish`` with the decision. ``finish`` never
+raises: a broken exporter, counter or sink is logged (at most every 10 s per
+kind) and the Check is answered all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
+
+from authz.audit import AuditSink, AuditWriter, FileSink, decision_record, redact, stdout_sink
+from authz.config import Config
+from authz.decision import Decision
+from authz.errors import ConfigError
+from authz.metrics import Metrics, MetricsEndpoint, key_events, noop_provider
+from authz.observability_config import MetricsConfig
+from authz.request import RequestView
+from authz.telemetry import (
+    ATTR_ALG,
+    ATTR_DECISION,
+    ATTR_ISSUER,
+    ATTR_KID,
+    ATTR_METHOD,
+    ATTR_PATH,
+    ATTR_REASON,
+    ATTR_ROUTE,
+    ATTR_STATUS,
+    Tracing,
+    otlp_wanted,
+    parent_context,
+    resource,
+    trace_id_from,
+)
+
+__all__ = ["CheckObservation", "Observability", "build_meter_provider"]
+
+log = logging.getLogger(__name__)
+
+_COMPLAIN_EVERY = 10.0
+# How long stop() waits for span and metric exporters to flush.
+EXPORT_SHUTDOWN_SECONDS = 5.0
+
+
+class CheckObservation:
+    """One Check in flight: its span, the trace it belongs to and its start time.
+
+    As a context manager it makes the span current, so ``steps.step`` events
+    and log lines find it. A Check cancelled mid-way (the server's grace period
+    ran out) ends its span as an error; it made no decision, so it has no audit
+    record.
+    """
+
+    __slots__ = ("_token", "ended", "parent_trace_id", "span", "started")
+
+    def __init__(self, span: Span, parent_trace_id: str | None = None) -> None:
+        self.span = span
+        # Only without tracing: Envoy's trace id, read cheaply for the audit record.
+        self.parent_trace_id = parent_trace_id
+        self.started = time.perf_counter()
+        self.ended = False
+        self._token: object | None = None
+
+    def __enter__(self) -> CheckObservation:
+        if self.span.is_recording():
+            self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+        if exc is not None and not isinstance(exc, Exception) and not self.ended:
+            self.ended = True
+            self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            self.span.end()
+
+    def ids(self) -> tuple[str | None, str | None]:
+        """(trace id, our span id) as hex. Without tracing the trace id is still
+        Envoy's (from the metadata); the span id is ours only if it is recorded."""
+        context = self.span.get_span_context()
+        if not context.is_valid:
+            return self.parent_trace_id, None
+        span_id = f"{context.span_id:016x}" if self.span.is_recording() else None
+        return f"{context.trace_id:032x}", span_id
+
+
+class Observability:
+    """Tracing, metrics and the audit trail of one server."""
+
+    def __init__(
+        self,
+        *,
+        tracing: Tracing,
+        metrics: Metrics,
+        audit: AuditWriter,
+        config_version: str = "",
+        endpoint: MetricsEndpoint | None = None,
+        meter_provider: MeterProvider | None = None,
+        audit_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.tracing = tracing
+        self.metrics = metrics
+        self.audit = audit
+        # Stamped on every record; a configuration reload must set it anew.
+        self.config_version = config_version
+        self._endpoint = endpoint
+        self._meter_provider = meter_provider
+        self._audit_timeout = audit_timeout
+        self._clock = clock
+        self._complained: dict[str, float] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self.metrics_address: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Config, environ: Mapping[str, str] | None = None) -> Observability:
+        env = os.environ if environ is None else environ
+        the_resource = resource(config.telemetry)
+        provider, endpoint = build_meter_provider(config.telemetry.metrics, the_resource, env)
+        metrics = Metrics(provider, (issuer.issuer for issuer in config.issuers))
+        sinks: list[AuditSink] = []
+        if config.audit.stdout:
+            sinks.append(stdout_sink())
+        if config.audit.file is not None:
+            sinks.append(FileSink(config.resolve(config.audit.file)))
+        return cls(
+            tracing=Tracing.from_config(config.telemetry, the_resource, env),
+            metrics=metrics,
+            audit=AuditWriter(sinks, config.audit.queue_size, metrics),
+            config_version=config.version,
+            endpoint=endpoint,
+            meter_provider=provider,
+            audit_timeout=config.audit.shutdown_timeout_seconds,
+        )
+
+    def start(self) -> None:
+        """Open the audit sinks and the metrics endpoint; errors here stop start-up."""
+        try:
+            self.audit.start()
+        except OSError as exc:
+            raise ConfigError(f"audit: cannot open a sink: {exc}") from None
+        if self._endpoint is not None:
+            self.metrics_address = self._endpoint.start()
+        self._unsubscribe = key_events.subscribe(self.metrics)
+
+    def begin(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> CheckObservation:
+        if self.tracing.enabled:
+            return CheckObservation(self.tracing.start_check(parent_context(metadata)))
+        # Tracing off: no context to build, just the trace id for the audit record.
+        return CheckObservation(INVALID_SPAN, trace_id_from(metadata))
+
+    def finish(
+        self, observation: CheckObservation, request: RequestView | None, decision: Decision
+    ) -> None:
+        """Span attributes and end, metric, audit record. Never raises."""
+        seconds = time.perf_counter() - observation.started
+        token = decision.token
+        issuer = token.issuer if token is not None else None
+        ids: tuple[str | None, str | None] = (None, None)
+        try:
+            ids = observation.ids()  # before the span ends: an ended span is not "recording"
+            self._end_span(observation, request, decision)
+        except Exception:
+            self._complain("span")
+        try:
+            self.metrics.decision(
+                allowed=decision.allowed,
+                reason=decision.reason,
+                issuer=issuer,
+                route=decision.route,
+                seconds=seconds,
+            )
+        except Exception:
+            self._complain("metrics")
+        try:
+            self.audit.record(self._record(ids, request, decision, seconds))
+        except Exception:
+            self._complain("audit record")
+
+    def _end_span(
+        self, observation: CheckObservation, request: RequestView | None, decision: Decision
+    ) -> None:
+        span = observation.span
+        observation.ended = True
+        if span.is_recording():
+            attributes: dict[str, str | int] = {
+                ATTR_DECISION: "allow" if decision.allowed else "deny",
+                ATTR_REASON: decision.reason,
+                ATTR_STATUS: decision.status,
+            }
+            token = decision.token
+            if token is not None:
+                attributes[ATTR_ISSUER] = token.issuer
+                attributes[ATTR_ALG] = token.algorithm
+                if token.kid is not None:
+                    attributes[ATTR_KID] = redact(token.kid, 128)
+            if decision.route:
+                attributes[ATTR_ROUTE] = decision.route
+            if request is not None:
+                attributes[ATTR_METHOD] = redact(request.method, 32)
+                attributes[ATTR_PATH] = redact(request.path_without_query)
+            span.set_attributes(attributes)
+            # A deny is the service working; only failing to decide is an error.
+            if decision.status >= 500:
+                span.set_status(Status(StatusCode.ERROR, decision.reason))
+        span.end()
+
+    def _record(
+        self,
+        ids: tuple[str | None, str | None],
+        request: RequestView | None,
+        decision: Decision,
+        seconds: float,
+    ) -> dict[str, Any]:
+        token = decision.token
+        jti = token.claims.get("jti") if token is not None else None
+        trace_id, span_id = ids
+        return decision_record(
+            at=self._clock(),
+            allowed=decision.allowed,
+            status=decision.status,
+            reason=decision.reason,
+            issuer=token.issuer if token is not None else None,
+            subject=token.subject if token is not None else None,
+            jti=jti if isinstance(jti, str) else None,
+            token_fp=decision.token_fingerprint,
+            route=decision.route,
+            method=request.method if request else "",
+            path=request.path if request else "",
+            host=request.host if request else "",
+            source=request.source_address if request else "",
+            request_id=request.request_id if request else "",
+            trace_id=trace_id,
+            span_id=span_id,
+            latency_seconds=seconds,
+            config_version=self.config_version,
+        )
+
+    def _complain(self, what: str) -> None:
+        now = time.monotonic()
+        if now - self._complained.get(what, -_COMPLAIN_EVERY) >= _COMPLAIN_EVERY:
+            self._complained[what] = now
+            log.exception("observability: %s failed; the Check was answered", what)
+
+    async def stop(self) -> None:
+        """Write every queued audit record, flush spans and metrics; bounded in time."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        written = await asyncio.to_thread(self.audit.close, self._audit_timeout)
+        if not written:
+            log.error("audit: some records were not written before shutdown")
+        if self._endpoint is not None:
+            self._endpoint.stop()
+        await asyncio.to_thread(_bounded, self._shutdown_exporters, EXPORT_SHUTDOWN_SECONDS)
+
+    def _shutdown_exporters(self) -> None:
+        self.tracing.shutdown()
+        if isinstance(self._meter_provider, SdkMeterProvider):
+            self._meter_provider.shutdown()
+
+
+def _bounded(work: Callable[[], None], seconds: float) -> None:
+    """Run ``work`` in a daemon thread for at most ``seconds``: an unreachable
+    collector may delay exit by that much, never hang it."""
+
+    def run() -> None:
+        try:
+            work()
+        except Exception:
+            log.exception("telemetry shutdown failed")
+
+    thread = threading.Thread(target=run, name="authz-telemetry-shutdown", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        log.warning("telemetry exporters did not flush within %.1fs; continuing", seconds)
+
+
+def build_meter_provider(
+    config: MetricsConfig, the_resource: Resource, environ: Mapping[str, str]
+) -> tuple[MeterProvider, MetricsEndpoint | None]:
+    """The SDK provider with a Prometheus reader and/or an OTLP push reader, or a no-op."""
+    from opentelemetry.sdk.metrics.export import MetricReader
+
+    readers: list[MetricReader] = []
+    endpoint: MetricsEndpoint | None = None
+    if config.listen is not None:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry
+
+        # A registry of our own, not prometheus_client's global one: several
+        # servers in one process (tests) must not see each other's numbers.
+        registry = CollectorRegistry(auto_describe=False)
+        readers.append(
+            PrometheusMetricReader(
+                disable_target_info=True, scope_info_enabled=False, registry=registry
+            )
+        )
+        endpoint = MetricsEndpoint(registry, config.listen)
+    push, otlp_endpoint = otlp_wanted("metrics", config.otlp_endpoint, environ)
+    if push:
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        readers.append(
+            PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=otlp_endpoint),
+                export_interval_millis=config.otlp_interval_seconds * 1000,
+            )
+        )
+    if not readers:
+        return noop_provider(), None
+    provider = SdkMeterProvider(
+        metric_readers=readers, resource=the_resource, shutdown_on_exit=False
+    )
+    return provider, endpoint

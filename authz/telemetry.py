@@ -1,0 +1,236 @@
+"""Tracing: one SERVER span per Check that continues Envoy's trace.
+
+Envoy's OpenTelemetry tracer opens a CLIENT span for the ext_authz call
+(``async envoy.service.auth.v3.Authorization.Check egress``) and sends its
+context as ``traceparent``/``tracestate`` in the *gRPC metadata* of the Check.
+``parent_context`` reads exactly those, so our span is that span's child. A
+``traceparent`` inside the CheckRequest's HTTP headers is the end client's and
+is deliberately ignored: trusting it would let any client graft our spans onto
+a trace of its choosing and detach them from Envoy's.
+
+Export is OTLP over gRPC. Whether it is on, and where it goes:
+
+1. ``OTEL_SDK_DISABLED=true``, or ``OTEL_TRACES_EXPORTER`` without ``otlp``
+   (e.g. ``none``): off, whatever the file says (an operator's kill switch).
+2. ``telemetry.tracing.endpoint`` in the file: on, to that endpoint.
+3. ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``
+   set, or ``OTEL_TRACES_EXPORTER=otlp``: on, configured by the environment.
+4. Otherwise off: the tracer is OpenTelemetry's no-op and a Check pays for
+   reading two metadata entries.
+
+Headers, TLS, compression, timeouts and the batch processor's delays are the
+exporter's own ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` variables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from importlib import metadata as package_metadata
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from authz.observability_config import TelemetryConfig
+
+__all__ = [
+    "ATTR_ALG",
+    "ATTR_DECISION",
+    "ATTR_ISSUER",
+    "ATTR_KID",
+    "ATTR_METHOD",
+    "ATTR_PATH",
+    "ATTR_REASON",
+    "ATTR_ROUTE",
+    "ATTR_STATUS",
+    "CHECK_SPAN",
+    "Tracing",
+    "otlp_wanted",
+    "parent_context",
+    "resource",
+    "trace_id_from",
+]
+
+log = logging.getLogger(__name__)
+
+# OpenTelemetry's RPC conventions: span name "{rpc.service}/{rpc.method}".
+RPC_SERVICE = "envoy.service.auth.v3.Authorization"
+CHECK_SPAN = f"{RPC_SERVICE}/Check"
+_RPC_ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": RPC_SERVICE, "rpc.method": "Check"}
+
+ATTR_DECISION = "authz.decision"
+ATTR_REASON = "authz.reason"
+ATTR_STATUS = "authz.status"
+ATTR_ISSUER = "authz.issuer"
+ATTR_ROUTE = "authz.route"
+ATTR_KID = "authz.token.kid"
+ATTR_ALG = "authz.token.alg"
+ATTR_METHOD = "http.request.method"
+ATTR_PATH = "url.path"
+
+_TRACE_KEYS = frozenset({"traceparent", "tracestate"})
+_PROPAGATOR = TraceContextTextMapPropagator()
+_EMPTY = Context()
+
+
+def parent_context(metadata: Iterable[tuple[str, str | bytes]] | None) -> Context:
+    """Envoy's trace context from the Check call's gRPC metadata; empty when absent.
+
+    The first value of each key counts. A malformed ``traceparent`` yields an
+    empty context (a new trace), as the W3C specification asks.
+    """
+    if not metadata:
+        return _EMPTY
+    carrier: dict[str, str] = {}
+    for key, value in metadata:
+        if key in _TRACE_KEYS and key not in carrier and isinstance(value, str):
+            carrier[key] = value
+    if "traceparent" not in carrier:
+        return _EMPTY
+    return _PROPAGATOR.extract(carrier)
+
+
+# W3C trace-context, as OpenTelemetry's propagator reads it: version, trace id,
+# parent id, flags (lower-case hex), and for versions after 00 more fields.
+_TRACEPARENT = re.compile(
+    r"^[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:(-.*)|[ \t]*)$"
+)
+_TRACEPARENT_MAX = 512
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+def trace_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """Envoy's trace id from the metadata, without building a context.
+
+    For the audit record when tracing is off: the same answer as
+    ``parent_context`` (a test holds them to it) for a fraction of the cost.
+    """
+    if not metadata:
+        return None
+    for key, value in metadata:
+        if key == "traceparent":
+            usable = isinstance(value, str) and len(value) <= _TRACEPARENT_MAX
+            match = _TRACEPARENT.match(value) if usable and isinstance(value, str) else None
+            if (
+                match is None
+                or match[1] == "ff"
+                or (match[1] == "00" and match[5])
+                or match[2] == _ZERO_TRACE
+                or match[3] == _ZERO_SPAN
+            ):
+                return None
+            return match[2]
+    return None
+
+
+def _listed(value: str | None, name: str) -> bool:
+    return value is not None and name in {item.strip() for item in value.lower().split(",")}
+
+
+def otlp_wanted(
+    signal: str, config_endpoint: str | None, environ: Mapping[str, str]
+) -> tuple[bool, str | None]:
+    """(export on?, endpoint to pass or None for the environment's) for ``signal``
+    ("traces" or "metrics"), by the precedence in this module's docstring.
+
+    For metrics the generic ``OTEL_EXPORTER_OTLP_ENDPOINT`` alone does not turn
+    pushing on: metrics already have the scrape endpoint, and an endpoint set
+    for traces should not start a second metrics pipeline by surprise.
+    """
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False, None
+    exporter = environ.get(f"OTEL_{signal.upper()}_EXPORTER")
+    if exporter is not None and not _listed(exporter, "otlp"):
+        return False, None
+    if config_endpoint:
+        return True, config_endpoint
+    if _listed(exporter, "otlp") or environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
+        return True, None
+    if signal == "traces" and environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return True, None
+    return False, None
+
+
+def resource(config: TelemetryConfig) -> Resource:
+    """service.name: the file's, else OTEL_SERVICE_NAME/OTEL_RESOURCE_ATTRIBUTES, else "authz"."""
+    detected = Resource.create({SERVICE_VERSION: _version()})
+    name = detected.attributes.get(SERVICE_NAME)
+    if config.service_name:
+        return detected.merge(Resource({SERVICE_NAME: config.service_name}))
+    if not isinstance(name, str) or name.startswith("unknown_service"):
+        return detected.merge(Resource({SERVICE_NAME: "authz"}))
+    return detected
+
+
+def _version() -> str:
+    try:
+        return package_metadata.version("authz")
+    except package_metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Tracing:
+    """The tracer for Checks: an SDK provider exporting spans, or the no-op tracer."""
+
+    def __init__(self, provider: TracerProvider | None) -> None:
+        self._provider = provider
+        self._tracer: Tracer = (
+            provider.get_tracer("authz") if provider is not None else trace.NoOpTracer()
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self._provider is not None
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TelemetryConfig,
+        the_resource: Resource | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Tracing:
+        env = os.environ if environ is None else environ
+        wanted, endpoint = otlp_wanted("traces", config.tracing.endpoint, env)
+        if not wanted:
+            return cls(None)
+        # Imported only when exporting: it pulls in a gRPC client.
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        ratio = config.tracing.root_sample_ratio
+        provider = TracerProvider(
+            # Stopped by Observability.stop, within a bound; an exit hook
+            # could hang on an unreachable collector.
+            shutdown_on_exit=False,
+            resource=the_resource or resource(config),
+            # None: the SDK reads OTEL_TRACES_SAMPLER (default parentbased_always_on).
+            sampler=ParentBased(TraceIdRatioBased(ratio)) if ratio is not None else None,
+        )
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+        where = (
+            endpoint
+            or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            or "http://localhost:4317"
+        )
+        log.info("tracing: exporting spans with OTLP/gRPC to %s", where, extra={"endpoint": where})
+        return cls(provider)
+
+    def start_check(self, parent: Context) -> Span:
+        """The SERVER span of one Check, child of ``parent`` (Envoy's egress span)."""
+        return self._tracer.start_span(
+            CHECK_SPAN, context=parent, kind=SpanKind.SERVER, attributes=_RPC_ATTRIBUTES
+        )
+
+    def shutdown(self) -> None:
+        """Export what is buffered, then stop. Bounded by the exporter's timeout."""
+        if self._provider is not None:
+            self._provider.shutdown()

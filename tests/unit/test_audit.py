@@ -1,0 +1,391 @@
+"""audit: the record, its schema, and a writer that never blocks, raises or loses silently."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from authz.audit import (
+    MAX_FIELD,
+    SCHEMA_PATH,
+    AuditWriter,
+    FileSink,
+    StreamSink,
+    decision_record,
+    redact,
+    timestamp,
+)
+
+TOKEN = (
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0"
+    ".eyJzdWIiOiJhbGljZSIsImlzcyI6Imh0dHBzOi8vaWRwIn0"
+    ".c2lnbmF0dXJlLWJ5dGVzLWhlcmUtYW5kLW1vcmU"
+)
+WAIT = 10.0
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(value)
+    return value
+
+
+def record(**overrides: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "at": 1_767_225_600.5,
+        "allowed": True,
+        "status": 200,
+        "reason": "allowed",
+        "issuer": "https://idp.example",
+        "subject": "alice",
+        "jti": "id-1",
+        "token_fp": "0123456789abcdef",
+        "route": "",
+        "method": "GET",
+        "path": "/orders/7?page=2",
+        "host": "api.example",
+        "source": "10.0.0.7:51234",
+        "request_id": "req-1",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "span_id": "00f067aa0ba902b7",
+        "latency_seconds": 0.0012345,
+        "config_version": "abcdef012345",
+    }
+    fields.update(overrides)
+    return decision_record(**fields)
+
+
+# The record.
+
+
+def test_a_record_has_every_field_and_no_query_string(schema: dict[str, Any]) -> None:
+    built = record()
+    jsonschema.validate(built, schema)
+    assert built == {
+        "type": "decision",
+        "time": "2026-01-01T00:00:00.500Z",
+        "decision": "allow",
+        "status": 200,
+        "reason": "allowed",
+        "issuer": "https://idp.example",
+        "subject": "alice",
+        "jti": "id-1",
+        "token_fp": "0123456789abcdef",
+        "route": None,
+        "method": "GET",
+        "path": "/orders/7",
+        "host": "api.example",
+        "source": "10.0.0.7:51234",
+        "request_id": "req-1",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "span_id": "00f067aa0ba902b7",
+        "latency_ms": 1.234,
+        "config_version": "abcdef012345",
+    }
+
+
+def test_a_deny_without_token_or_trace_is_valid(schema: dict[str, Any]) -> None:
+    built = record(
+        allowed=False,
+        status=401,
+        reason="missing_token",
+        issuer=None,
+        subject=None,
+        jti=None,
+        token_fp="",
+        request_id="",
+        trace_id=None,
+        span_id=None,
+    )
+    jsonschema.validate(built, schema)
+    assert built["token_fp"] is None
+    assert built["request_id"] is None
+
+
+def test_a_token_in_the_path_or_request_id_is_redacted() -> None:
+    built = record(path=f"/callback/{TOKEN}/next?code={TOKEN}", request_id=f"id-{TOKEN}")
+    assert built["path"] == "/callback/[redacted]/next"
+    assert built["request_id"] == "id-[redacted]"
+    assert TOKEN.split(".")[2] not in json.dumps(built)
+
+
+def test_request_controlled_fields_are_capped() -> None:
+    built = record(path="/" + "a" * 5000, host="h" * 5000, request_id="r" * 5000)
+    assert len(built["path"]) == MAX_FIELD + 1  # the cap and an ellipsis
+    assert len(built["host"]) <= 257
+    assert len(built["request_id"]) <= 257
+
+
+def test_redact_leaves_ordinary_text_alone() -> None:
+    assert redact("/orders/eyJ-not-a-token") == "/orders/eyJ-not-a-token"
+    assert redact("x" * 10, limit=4) == "xxxx…"
+
+
+def test_timestamps_are_rfc3339_utc_with_milliseconds() -> None:
+    assert timestamp(0) == "1970-01-01T00:00:00.000Z"
+    assert timestamp(1_700_000_000.9999) == "2023-11-14T22:13:20.999Z"
+
+
+# The schema: strict enough that a secret cannot ride along.
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("token", TOKEN),  # unknown fields are refused
+        ("token_fp", TOKEN),  # a fingerprint is 16 hex digits, nothing else
+        ("path", "/a?access_token=x"),
+        ("decision", "maybe"),
+        ("trace_id", "not-hex"),
+        ("time", "yesterday"),
+    ],
+)
+def test_the_schema_refuses(schema: dict[str, Any], field: str, value: str) -> None:
+    built = {**record(), field: value}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(built, schema)
+
+
+def test_the_schema_accepts_a_dropped_record(schema: dict[str, Any]) -> None:
+    dropped = {
+        "type": "dropped",
+        "time": "2026-01-01T00:00:01.000Z",
+        "count": 3,
+        "first": "2026-01-01T00:00:00.000Z",
+        "last": "2026-01-01T00:00:00.900Z",
+    }
+    jsonschema.validate(dropped, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**dropped, "count": 0}, schema)
+
+
+# The writer.
+
+
+class Counters:
+    def __init__(self) -> None:
+        self.written = 0
+        self.dropped: dict[str, int] = {}
+        self.failed: dict[str, int] = {}
+
+    def audit_written(self, count: int) -> None:
+        self.written += count
+
+    def audit_dropped(self, reason: str, count: int) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def audit_write_failed(self, sink: str, count: int) -> None:
+        self.failed[sink] = self.failed.get(sink, 0) + count
+
+
+class ListSink:
+    def __init__(self, name: str = "list") -> None:
+        self.name = name
+        self.text = ""
+        self.closed = False
+        self.writes = 0
+
+    def write(self, text: str) -> None:
+        self.writes += 1
+        self.text += text
+
+    def close(self) -> None:
+        self.closed = True
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text.splitlines()]
+
+
+class GatedSink(ListSink):
+    """Blocks in ``write`` until ``gate`` is set (bounded, so a broken test cannot hang)."""
+
+    def __init__(self) -> None:
+        super().__init__("gated")
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def write(self, text: str) -> None:
+        self.entered.set()
+        self.gate.wait(WAIT)
+        super().write(text)
+
+
+class FailingSink(ListSink):
+    def write(self, text: str) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def wait_until(what: str, condition: Any) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out: {what}"
+        time.sleep(0.005)  # poll interval
+
+
+def test_records_are_written_in_order_one_line_each_and_close_flushes() -> None:
+    sink, counters = ListSink(), Counters()
+    writer = AuditWriter([sink], 100, counters)
+    writer.start()
+    for index in range(50):
+        writer.record({"n": index, "text": "line\nbreak"})
+    assert writer.close(WAIT)
+    assert [line["n"] for line in sink.lines()] == list(range(50))
+    assert sink.text.count("\n") == 50  # a newline in a value stays escaped
+    assert sink.closed
+    assert counters.written == 50
+    assert counters.dropped == {}
+
+
+def test_a_full_queue_drops_the_new_record_without_waiting_and_says_so_in_the_trail() -> None:
+    sink, counters = GatedSink(), Counters()
+    writer = AuditWriter([sink], 2, counters)
+    writer.start()
+    writer.record({"n": 0})
+    assert sink.entered.wait(WAIT)  # the writer holds record 0, stuck in the sink
+    started = time.monotonic()
+    for index in range(1, 8):
+        writer.record({"n": index})  # 1 and 2 fit in the queue; 3..7 do not
+    assert time.monotonic() - started < 1.0  # never waited for the stuck sink
+    assert counters.dropped == {"queue_full": 5}
+    sink.gate.set()
+    assert writer.close(WAIT)
+    lines = sink.lines()
+    assert [line.get("n") for line in lines if "n" in line] == [0, 1, 2]
+    (gap,) = [line for line in lines if line.get("type") == "dropped"]
+    assert gap["count"] == 5
+    assert gap["first"] <= gap["last"] <= gap["time"]
+
+
+def test_a_failing_sink_is_counted_and_the_other_sink_still_gets_every_record() -> None:
+    good, bad, counters = ListSink("good"), FailingSink("bad"), Counters()
+    writer = AuditWriter([bad, good], 10, counters)
+    writer.start()
+    writer.record({"n": 1})
+    writer.record({"n": 2})
+    assert writer.close(WAIT)
+    assert [line["n"] for line in good.lines()] == [1, 2]
+    assert counters.failed == {"bad": 2}
+    assert counters.written == 2
+
+
+def test_when_every_sink_fails_the_records_count_as_dropped() -> None:
+    counters = Counters()
+    writer = AuditWriter([FailingSink("only")], 10, counters)
+    writer.start()
+    writer.record({"n": 1})
+    assert writer.close(WAIT)
+    assert counters.dropped == {"write_error": 1}
+    assert counters.written == 0
+
+
+def test_record_never_raises() -> None:
+    class BrokenCounters(Counters):
+        def audit_dropped(self, reason: str, count: int) -> None:
+            raise RuntimeError("metrics are down")
+
+    sink = ListSink()
+    writer = AuditWriter([sink], 1, BrokenCounters())
+    writer.record({"n": 1})  # not started: the queue fills
+    writer.record({"n": 2})  # full, and the counter raises: still no exception
+    writer.record({"not json": object()})  # full again
+    writer.start()
+    assert writer.close(WAIT)
+    assert [line.get("n") for line in sink.lines() if "n" in line] == [1]
+
+
+def test_an_unserialisable_record_is_counted_and_the_rest_are_written() -> None:
+    sink, counters = ListSink(), Counters()
+    writer = AuditWriter([sink], 10, counters)
+    writer.start()
+    writer.record({"n": 1})
+    writer.record({"bad": object()})
+    writer.record({"n": 3})
+    assert writer.close(WAIT)
+    assert [line["n"] for line in sink.lines()] == [1, 3]
+    assert counters.dropped == {"error": 1}
+
+
+def test_close_is_bounded_when_a_sink_hangs_and_counts_what_is_left() -> None:
+    sink, counters = GatedSink(), Counters()
+    writer = AuditWriter([sink], 10, counters)
+    writer.start()
+    writer.record({"n": 0})
+    assert sink.entered.wait(WAIT)
+    writer.record({"n": 1})
+    writer.record({"n": 2})
+    started = time.monotonic()
+    assert writer.close(0.2) is False
+    assert time.monotonic() - started < 2.0
+    assert counters.dropped["shutdown"] >= 2
+    sink.gate.set()  # let the thread finish
+
+
+def test_a_record_after_close_is_counted_not_raised() -> None:
+    counters = Counters()
+    writer = AuditWriter([ListSink()], 10, counters)
+    writer.start()
+    assert writer.close(WAIT)
+    writer.record({"n": 1})
+    assert counters.dropped == {"shutdown": 1}
+    assert writer.close(WAIT)  # idempotent
+
+
+def test_close_without_start_closes_the_sinks() -> None:
+    sink = ListSink()
+    assert AuditWriter([sink]).close(WAIT)
+    assert sink.closed
+
+
+# Sinks.
+
+
+def test_the_file_sink_appends_and_reopens_a_rotated_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit" / "audit.jsonl"
+    sink = FileSink(path)
+    writer = AuditWriter([sink], 10)
+    writer.start()
+    assert path.exists()  # opened at start: an unwritable path fails early
+    writer.record({"n": 1})
+    wait_until("first line", lambda: path.read_text() != "")
+    rotated = tmp_path / "audit" / "audit.jsonl.1"
+    path.rename(rotated)  # what logrotate does
+    writer.record({"n": 2})
+    assert writer.close(WAIT)
+    assert [json.loads(line)["n"] for line in rotated.read_text().splitlines()] == [1]
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [2]
+
+
+def test_the_file_sink_appends_to_an_existing_trail(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_text('{"n":0}\n')
+    writer = AuditWriter([FileSink(path)], 10)
+    writer.start()
+    writer.record({"n": 1})
+    assert writer.close(WAIT)
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [0, 1]
+
+
+def test_an_unwritable_file_fails_at_start(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError):  # noqa: PT011 - the OS decides which
+        AuditWriter([FileSink(blocker / "audit.jsonl")]).start()
+
+
+def test_the_stream_sink_follows_a_replaced_stream() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    current = [first]
+    sink = StreamSink(lambda: current[0])
+    sink.write("a\n")
+    current[0] = second
+    sink.write("b\n")
+    sink.close()
+    assert (first.getvalue(), second.getvalue()) == ("a\n", "b\n")

@@ -1,0 +1,238 @@
+"""metrics: bounded labels, the key-events hook, and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+import authz.errors
+from authz.errors import AuthzError, ConfigError
+from authz.metrics import (
+    FETCH_RESULTS,
+    KeyEventHub,
+    Labels,
+    Metrics,
+    MetricsEndpoint,
+    key_events,
+    known_reasons,
+)
+
+ISSUER = "https://idp.example"
+NOW = 1_800_000_000.0
+
+
+def test_known_reasons_are_every_error_class_reason_and_allowed() -> None:
+    reasons = known_reasons()
+    for name in authz.errors.__all__:
+        cls = getattr(authz.errors, name)
+        if isinstance(cls, type) and issubclass(cls, AuthzError):
+            assert cls.reason in reasons
+    assert "allowed" in reasons
+
+
+def test_labels_are_bounded() -> None:
+    labels = Labels([ISSUER])
+    assert labels.issuer(ISSUER) == ISSUER
+    assert labels.issuer("https://attacker.example/anything") == "unknown"
+    assert labels.issuer(None) == "unknown"
+    assert labels.reason("token_expired") == "token_expired"
+    assert labels.reason("made-up by a bug") == "other"
+    assert labels.route("") == "none"
+    assert labels.route("orders") == "orders"
+    assert len(labels.route("r" * 500)) == 64
+    assert {labels.fetch_result(result) for result in FETCH_RESULTS} == FETCH_RESULTS
+    assert labels.fetch_result("exploded") == "other"
+
+
+@dataclass
+class Measured:
+    metrics: Metrics
+    reader: InMemoryMetricReader
+    clock: list[float]
+
+    def points(self) -> dict[str, list[Any]]:
+        data = self.reader.get_metrics_data()
+        assert data is not None
+        found: dict[str, list[Any]] = {}
+        for resource_metrics in data.resource_metrics:
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    found[metric.name] = list(metric.data.data_points)
+        return found
+
+    def series(self, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
+        return {
+            tuple(sorted(dict(point.attributes).items())): getattr(point, "value", None)
+            for point in self.points().get(name, [])
+        }
+
+
+@pytest.fixture
+def measured() -> Iterator[Measured]:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    clock = [NOW]
+    yield Measured(Metrics(provider, [ISSUER], clock=lambda: clock[0]), reader, clock)
+    provider.shutdown()
+
+
+def test_a_flood_of_forged_issuers_and_odd_reasons_stays_a_handful_of_series(
+    measured: Measured,
+) -> None:
+    for index in range(500):
+        measured.metrics.decision(
+            allowed=False,
+            reason=f"reason-{index}" if index % 2 else "unknown_issuer",
+            issuer=f"https://evil.example/{index}",
+            route="",
+            seconds=0.001,
+        )
+    series = measured.series("authz.decisions")
+    assert series == {
+        (("decision", "deny"), ("issuer", "unknown"), ("reason", "other"), ("route", "none")): 250,
+        (
+            ("decision", "deny"),
+            ("issuer", "unknown"),
+            ("reason", "unknown_issuer"),
+            ("route", "none"),
+        ): 250,
+    }
+    (duration,) = measured.points()["authz.check.duration"]
+    assert duration.count == 500
+    assert dict(duration.attributes) == {"decision": "deny"}
+
+
+def test_audit_counters_start_at_zero_and_count(measured: Measured) -> None:
+    series = measured.series("authz.audit.records")
+    assert set(series.values()) == {0}
+    measured.metrics.audit_written(3)
+    measured.metrics.audit_dropped("queue_full", 2)
+    measured.metrics.audit_write_failed("file", 1)
+    series = measured.series("authz.audit.records")
+    assert series[(("outcome", "written"), ("reason", "none"))] == 3
+    assert series[(("outcome", "dropped"), ("reason", "queue_full"))] == 2
+    assert measured.series("authz.audit.write_errors") == {(("sink", "file"),): 1}
+
+
+def test_key_events_reach_every_subscribed_server_until_it_unsubscribes(
+    measured: Measured,
+) -> None:
+    unsubscribe = key_events.subscribe(measured.metrics)
+    try:
+        key_events.key_fetch(ISSUER, "ok")
+        key_events.key_fetch(ISSUER, "timeout")
+        key_events.key_fetch("https://not-configured.example", "ok")
+        key_events.keys_loaded(ISSUER, NOW - 90)
+        key_events.key_cache(ISSUER, True)
+        key_events.key_cache(ISSUER, False)
+    finally:
+        unsubscribe()
+    key_events.key_fetch(ISSUER, "ok")  # after unsubscribing: not counted
+    fetches = measured.series("authz.key.fetches")
+    assert fetches == {
+        (("issuer", ISSUER), ("result", "ok")): 1,
+        (("issuer", ISSUER), ("result", "timeout")): 1,
+        (("issuer", "unknown"), ("result", "ok")): 1,
+    }
+    assert measured.series("authz.key.age") == {(("issuer", ISSUER),): 90.0}
+    measured.clock[0] += 30  # the same key set, half a minute older
+    assert measured.series("authz.key.age") == {(("issuer", ISSUER),): 120.0}
+    assert measured.series("authz.key.cache.lookups") == {
+        (("issuer", ISSUER), ("result", "hit")): 1,
+        (("issuer", ISSUER), ("result", "miss")): 1,
+    }
+
+
+class Exploding:
+    def key_fetch(self, issuer: str, result: str) -> None:
+        raise RuntimeError("listener bug")
+
+    def keys_loaded(self, issuer: str, loaded_at: float) -> None:
+        raise RuntimeError("listener bug")
+
+    def key_cache(self, issuer: str, hit: bool) -> None:
+        raise RuntimeError("listener bug")
+
+
+def test_a_failing_listener_neither_raises_into_key_code_nor_starves_the_others(
+    measured: Measured,
+) -> None:
+    hub = KeyEventHub()
+    hub.subscribe(Exploding())
+    hub.subscribe(measured.metrics)
+    hub.key_fetch(ISSUER, "error")
+    hub.keys_loaded(ISSUER, NOW)
+    hub.key_cache(ISSUER, True)
+    assert measured.series("authz.key.fetches") == {(("issuer", ISSUER), ("result", "error")): 1}
+
+
+# The Prometheus endpoint.
+
+
+@pytest.fixture
+def endpoint() -> Iterator[tuple[Metrics, MetricsEndpoint]]:
+    registry = CollectorRegistry(auto_describe=False)
+    reader = PrometheusMetricReader(
+        disable_target_info=True, scope_info_enabled=False, registry=registry
+    )
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    served = MetricsEndpoint(registry, "127.0.0.1:0")
+    yield Metrics(provider, [ISSUER]), served
+    served.stop()
+    provider.shutdown()
+
+
+def test_the_endpoint_serves_prometheus_text(endpoint: tuple[Metrics, MetricsEndpoint]) -> None:
+    metrics, served = endpoint
+    address = served.start()
+    metrics.decision(allowed=True, reason="allowed", issuer=ISSUER, route="", seconds=0.0003)
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
+        assert reply.headers["content-type"].startswith("text/plain")
+        text = reply.read().decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    (total,) = [s for s in families["authz_decisions"].samples if s.name.endswith("_total")]
+    assert total.labels == {
+        "decision": "allow",
+        "reason": "allowed",
+        "issuer": ISSUER,
+        "route": "none",
+    }
+    assert total.value == 1.0
+    buckets = {
+        s.labels["le"]: s.value
+        for s in families["authz_check_duration_seconds"].samples
+        if s.name.endswith("_bucket")
+    }
+    assert buckets["0.00025"] == 0.0
+    assert buckets["0.0005"] == 1.0
+    assert "authz_audit_records" in families
+
+
+def test_a_taken_port_is_a_configuration_error(endpoint: tuple[Metrics, MetricsEndpoint]) -> None:
+    _, served = endpoint
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        clash = MetricsEndpoint(served.registry, f"127.0.0.1:{port}")
+        with pytest.raises(ConfigError, match=r"telemetry\.metrics\.listen .* cannot bind"):
+            clash.start()
+
+
+def test_stop_releases_the_port(endpoint: tuple[Metrics, MetricsEndpoint]) -> None:
+    _, served = endpoint
+    port = int(served.start().rsplit(":", 1)[1])
+    served.stop()
+    with socket.socket() as again:
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))

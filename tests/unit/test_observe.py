@@ -1,0 +1,164 @@
+"""observe: one Check's span, metric and record; a broken output never breaks the Check."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+from typing import Any
+
+import pytest
+from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from authz.audit import AuditWriter
+from authz.decision import Decision
+from authz.errors import InternalError, MissingCredentials
+from authz.metrics import Metrics
+from authz.observe import Observability
+from authz.request import RequestView
+from authz.telemetry import Tracing
+
+PARENT = (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),)
+REQUEST = RequestView(method="GET", path="/orders/1?x=1", host="api", source_address="1.2.3.4:5")
+
+
+class ListSink:
+    name = "list"
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def close(self) -> None:
+        pass
+
+
+class BrokenMetrics(Metrics):
+    def decision(self, **fields: Any) -> None:
+        raise RuntimeError("meter is gone")
+
+
+def deny(error: Exception) -> Decision:
+    assert isinstance(error, MissingCredentials | InternalError)
+    return Decision(allowed=False, status=error.status, reason=error.reason, error=error)
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+def observability(
+    spans: InMemorySpanExporter, sink: ListSink, metrics: Metrics | None = None
+) -> Observability:
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    writer = AuditWriter([sink], 10)
+    writer.start()
+    return Observability(
+        tracing=Tracing(provider),
+        metrics=metrics or Metrics(NoOpMeterProvider(), ["https://idp"]),
+        audit=writer,
+        config_version="v1",
+    )
+
+
+def records(observed: Observability, sink: ListSink) -> list[dict[str, Any]]:
+    asyncio.run(observed.stop())
+    return [json.loads(line) for line in sink.text.splitlines()]
+
+
+def test_a_check_makes_one_span_and_one_record(spans: InMemorySpanExporter) -> None:
+    sink = ListSink()
+    observed = observability(spans, sink)
+    check = observed.begin(PARENT)
+    with check:
+        pass
+    observed.finish(check, REQUEST, deny(MissingCredentials()))
+    (span,) = spans.get_finished_spans()
+    (record,) = records(observed, sink)
+    assert record["span_id"] == f"{span.context.span_id:016x}"
+    assert record["path"] == "/orders/1"
+    assert record["config_version"] == "v1"
+    assert span.status.status_code is StatusCode.UNSET
+
+
+def test_an_internal_error_marks_the_span(spans: InMemorySpanExporter) -> None:
+    observed = observability(spans, ListSink())
+    check = observed.begin(PARENT)
+    observed.finish(check, None, deny(InternalError("boom")))
+    (span,) = spans.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "internal_error"
+    asyncio.run(observed.stop())
+
+
+def test_a_broken_metric_still_leaves_the_span_and_the_record(
+    spans: InMemorySpanExporter,
+) -> None:
+    sink = ListSink()
+    observed = observability(spans, sink, BrokenMetrics(NoOpMeterProvider(), []))
+    check = observed.begin(PARENT)
+    observed.finish(check, REQUEST, deny(MissingCredentials()))  # does not raise
+    assert len(spans.get_finished_spans()) == 1
+    assert len(records(observed, sink)) == 1
+
+
+def test_a_cancelled_check_ends_its_span_as_an_error_and_has_no_record(
+    spans: InMemorySpanExporter,
+) -> None:
+    sink = ListSink()
+    observed = observability(spans, sink)
+    check = observed.begin(PARENT)
+    with pytest.raises(asyncio.CancelledError), check:
+        raise asyncio.CancelledError
+    (span,) = spans.get_finished_spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == "CancelledError"
+    assert records(observed, sink) == []
+
+
+def test_an_ordinary_exception_leaves_the_span_open_for_the_deny(
+    spans: InMemorySpanExporter,
+) -> None:
+    observed = observability(spans, ListSink())
+    check = observed.begin(PARENT)
+    with pytest.raises(ValueError, match="unreadable"), check:
+        raise ValueError("unreadable")
+    assert spans.get_finished_spans() == ()  # server.Check turns it into a deny
+    observed.finish(check, None, deny(InternalError("ValueError")))
+    assert len(spans.get_finished_spans()) == 1
+    asyncio.run(observed.stop())
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "authz.audit",
+        "authz.logs",
+        "authz.metrics",
+        "authz.observability_config",
+        "authz.observe",
+        "authz.steps",
+        "authz.telemetry",
+    ],
+)
+def test_the_public_surface_is_exactly_what_all_says(module: str) -> None:
+    loaded = importlib.import_module(module)
+    exported = set(loaded.__all__)
+    assert all(hasattr(loaded, name) for name in exported)
+    defined = {
+        name
+        for name, value in vars(loaded).items()
+        if not name.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == module
+    }
+    assert defined <= exported, defined - exported
