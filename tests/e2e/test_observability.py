@@ -316,9 +316,7 @@ def test_no_output_anywhere_holds_a_token_a_signature_or_a_key(traced: Traced) -
     tampered = token.rsplit(".", 1)[0] + "." + token.rsplit(".", 1)[1][::-1]
     assert stack.get("/s-tampered", {"Authorization": f"Bearer {tampered}"}).status == 401
     # Tokens where they do not belong: our outputs must not repeat them.
-    assert (
-        stack.get(f"/q?state={in_query}", {"Authorization": f"Bearer {token}"}).status == 200
-    )
+    assert stack.get(f"/q?state={in_query}", {"Authorization": f"Bearer {token}"}).status == 200
     assert stack.get(f"/p/{in_path}", {"Authorization": f"Bearer {token}"}).status == 200
     for path in ("/q", "/p/[redacted]"):
         traced.audit_for(path)  # on disk, and so are the ones before it
