@@ -106,6 +106,7 @@ class AuthzServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = 0
         self._health_tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
 
     async def start(self) -> None:
         address = self.config.listen
@@ -145,9 +146,22 @@ class AuthzServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, stop accepting, let in-flight Checks finish within ``grace``."""
+    async def stop(self, grace: float | None = None, delay: float | None = None) -> None:
+        """Report NOT_SERVING, keep answering for ``delay``, then stop accepting and
+        let in-flight Checks finish within ``grace`` (defaults: the configuration's
+        ``shutdown_delay_seconds`` and ``grace_period_seconds``).
+
+        The order matters for rolling updates: whoever balances over the replicas
+        sees NOT_SERVING first and stops sending, and only then does the listener
+        close, so no Check is sent to a socket that is gone.
+        """
         await self.health.enter_graceful_shutdown()
+        delay = self.config.shutdown_delay_seconds if delay is None else delay
+        if not self._draining and delay > 0:
+            self._draining = True  # a second stop() (e.g. a second signal) does not wait again
+            log.info("NOT_SERVING; still answering Checks for %.1fs before closing", delay)
+            await asyncio.sleep(delay)
+        self._draining = True
         await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
         if isinstance(self.keys, ManagedKeySource):
             await self.keys.close()
@@ -183,7 +197,11 @@ async def run(config: Config) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
-    log.info("shutting down: draining for up to %.1fs", config.grace_period_seconds)
+    log.info(
+        "shutting down: NOT_SERVING, answering for %.1fs more, then draining for up to %.1fs",
+        config.shutdown_delay_seconds,
+        config.grace_period_seconds,
+    )
     await server.stop()
     log.info("stopped")
     return 0
