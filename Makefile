@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := authz/_proto/envoy/service/auth/v3/external_auth_pb2.py
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# The tag k8s/ deploys (its kustomizations' images: newTag); push it to your
+# registry with IMAGE=registry.example.com/authz:$(VERSION).
+IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup proto test lint typecheck unit demo check-config clean
+.PHONY: all setup proto test lint typecheck unit demo check-config image clean
 
 all: test
 
@@ -41,6 +45,10 @@ test: lint typecheck
 # Runs Envoy + authz + a sample upstream on loopback and shows decisions.
 demo: setup
 	$(BIN)/python -m authz.dev.demo
+
+# The container image (Dockerfile); needs a container engine, not the venv.
+image:
+	docker build -t $(IMAGE) .
 
 check-config: setup
 	$(BIN)/authz check-config $(CONFIG)
