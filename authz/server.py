@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -107,6 +108,7 @@ class AuthzServer:
         self.port = 0
         self._health_tasks: set[asyncio.Task[None]] = set()
         self._draining = False
+        self._stop_now = asyncio.Event()
 
     async def start(self) -> None:
         address = self.config.listen
@@ -157,10 +159,13 @@ class AuthzServer:
         """
         await self.health.enter_graceful_shutdown()
         delay = self.config.shutdown_delay_seconds if delay is None else delay
-        if not self._draining and delay > 0:
-            self._draining = True  # a second stop() (e.g. a second signal) does not wait again
+        if self._draining:
+            self._stop_now.set()  # a second stop() ends the first one's delay
+        elif delay > 0:
+            self._draining = True
             log.info("NOT_SERVING; still answering Checks for %.1fs before closing", delay)
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_now.wait(), delay)
         self._draining = True
         await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
         if isinstance(self.keys, ManagedKeySource):
