@@ -208,8 +208,19 @@ def test_the_dockerfile_has_a_build_stage_and_a_slim_final_stage() -> None:
 
 
 def test_make_image_builds_the_dockerfile() -> None:
+    # As a user runs it: not inside this suite's own make (if any), no IMAGE override.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "IMAGE"}
+    }
     result = subprocess.run(
-        ["make", "-n", "image"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", "image"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     version = re.search(r'^version = "(.+)"$', (REPO_ROOT / "pyproject.toml").read_text(), re.M)
     assert version

@@ -341,7 +341,9 @@ def test_gateway_shutdown_timing_adds_up() -> None:
     (check,) = authz_cluster["health_checks"]
     assert check["grpc_health_check"]["service_name"] == SERVICE_NAME
     assert check["unhealthy_threshold"] == 1
-    noticed_within = seconds(check["interval"]) + seconds(check["timeout"])
+    # Also before the first request: Envoy checks at no_traffic_interval then.
+    slowest = max(seconds(check["interval"]), seconds(check["no_traffic_interval"]))
+    noticed_within = slowest + seconds(check["timeout"])
     assert config.shutdown_delay_seconds > noticed_within
     # And longer than a DNS refresh, so no new connection is made to it either.
     assert config.shutdown_delay_seconds >= seconds(authz_cluster["dns_refresh_rate"])

@@ -70,6 +70,7 @@ def test_sigterm_to_one_replica_fails_no_request(
     statuses: Counter[int] = Counter()
     done = threading.Event()
     loader: threading.Thread | None = None
+    stopper: threading.Thread | None = None
     try:
         leaving.start()
         staying.start()
@@ -138,6 +139,8 @@ def test_sigterm_to_one_replica_fails_no_request(
             loader.join(timeout=10)
         if envoy is not None:
             envoy.stop()
+        if stopper is not None:
+            stopper.join(timeout=30)  # owns leaving.stop(); never two at once
         leaving.stop()
         staying.stop()
         upstream.stop()
