@@ -64,6 +64,13 @@ class Decision:
     # Shadow mode: the reason of the deny this allow would have been, else None.
     # ``detail`` then carries that deny's detail.
     shadow_denied: str | None = None
+    # The configured issuer the token named, also when it failed to verify
+    # ("" when no configured issuer was named): a bounded label.
+    issuer: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.issuer and self.token is not None:
+            object.__setattr__(self, "issuer", self.token.issuer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +326,7 @@ class Decider:
             token_fingerprint=fingerprint(token_text) if token_text else "",
             route=match.route.name if match is not None else "",
             mode=match.route.mode if match is not None else "",
+            issuer=error.issuer,
         )
 
 

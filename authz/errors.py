@@ -92,6 +92,9 @@ class AuthzError(Exception):
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.reason)
         self.detail = detail or self.reason
+        # The configured issuer the token named, once verification chose it:
+        # a deny for a known issuer is attributed to it in metrics and audit.
+        self.issuer = ""
 
 
 class InvalidRequest(AuthzError):
@@ -154,7 +157,7 @@ class UnknownKey(InvalidToken):
 
     def __init__(self, detail: str = "", issuer: str = "") -> None:
         super().__init__(detail)
-        self.issuer = issuer  # whose keys may be refetched
+        self.issuer = issuer  # also: whose keys may be refetched
 
 
 class AlgorithmNotAllowed(InvalidToken):

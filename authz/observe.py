@@ -176,8 +176,7 @@ class Observability:
     ) -> None:
         """Span attributes and end, metric, audit record. Never raises."""
         seconds = time.perf_counter() - observation.started
-        token = decision.token
-        issuer = token.issuer if token is not None else None
+        issuer = decision.issuer or None
         ids: tuple[str | None, str | None] = (None, None)
         try:
             ids = observation.ids()  # before the span ends: an ended span is not "recording"
@@ -210,9 +209,10 @@ class Observability:
                 ATTR_REASON: decision.reason,
                 ATTR_STATUS: decision.status,
             }
+            if decision.issuer:
+                attributes[ATTR_ISSUER] = decision.issuer
             token = decision.token
             if token is not None:
-                attributes[ATTR_ISSUER] = token.issuer
                 attributes[ATTR_ALG] = token.algorithm
                 if token.kid is not None:
                     attributes[ATTR_KID] = redact(token.kid, 128)
@@ -242,7 +242,7 @@ class Observability:
             allowed=decision.allowed,
             status=decision.status,
             reason=decision.reason,
-            issuer=token.issuer if token is not None else None,
+            issuer=decision.issuer or None,
             subject=token.subject if token is not None else None,
             jti=jti if isinstance(jti, str) else None,
             token_fp=decision.token_fingerprint,

@@ -107,10 +107,10 @@ def _metadata(decision: Decision) -> struct_pb2.Struct:
         "status": decision.status,
         "reason": decision.reason,
     }
-    if decision.token is not None:
-        fields["iss"] = decision.token.issuer
-        if decision.token.subject is not None:
-            fields["sub"] = decision.token.subject
+    if decision.issuer:
+        fields["iss"] = decision.issuer
+    if decision.token is not None and decision.token.subject is not None:
+        fields["sub"] = decision.token.subject
     if decision.token_fingerprint:
         fields["token_fp"] = decision.token_fingerprint
     fields.update(_rule_metadata(decision))

@@ -150,6 +150,26 @@ class Verifier:
         issuer = self._issuers.get(issuer_name)
         if issuer is None:
             raise UnknownIssuer("iss is not a configured issuer")
+        try:
+            return self._verify_for(
+                issuer, token, parts, header=header, payload=payload, signature=signature
+            )
+        except AuthzError as error:
+            error.issuer = issuer.issuer
+            raise
+
+    def _verify_for(
+        self,
+        issuer: _Issuer,
+        token: str,
+        parts: list[str],
+        *,
+        header: dict[str, Any],
+        payload: dict[str, Any],
+        signature: bytes,
+    ) -> VerifiedToken:
+        algorithm = header["alg"]
+        kid = header.get("kid")
         if algorithm not in issuer.algorithms:
             raise AlgorithmNotAllowed(f"alg {algorithm[:16]!r} is not allowed for this issuer")
 

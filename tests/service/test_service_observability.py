@@ -334,6 +334,8 @@ def test_metrics_are_recorded_per_decision_with_bounded_labels(
     observed.client.check(check_request({}), timeout=WAIT)
     unknown = signing.token(issuer="https://attacker.example/" + "z" * 40)
     observed.client.check(check_request(_bearer(unknown)), timeout=WAIT)
+    expired = signing.token(ttl=-3600)
+    observed.client.check(check_request(_bearer(expired)), timeout=WAIT)
     data = observed.reader.get_metrics_data()
     assert data is not None
     points: dict[str, list[Any]] = {}
@@ -349,8 +351,10 @@ def test_metrics_are_recorded_per_decision_with_bounded_labels(
         ("allow", "allowed", ISSUER): 1,
         ("deny", "missing_token", "unknown"): 1,
         ("deny", "unknown_issuer", "unknown"): 1,
+        # A token that failed to verify still counts against the issuer it named.
+        ("deny", "token_expired", ISSUER): 1,
     }
-    assert sum(p.count for p in points["authz.check.duration"]) == 3
+    assert sum(p.count for p in points["authz.check.duration"]) == 4
     ages = {p.attributes["issuer"]: p.value for p in points["authz.key.age"]}
     assert set(ages) == {ISSUER}
     assert ages[ISSUER] >= 0

@@ -195,6 +195,8 @@ def test_expired_token(env: Env, decider: Decider, clock: FakeClock) -> None:
     assert decision.detail == "token has expired"
     assert decision.token_fingerprint == fingerprint(token)
     assert decision.token is None
+    # The token failed, but it named a configured issuer: the deny is attributed to it.
+    assert decision.issuer == env.config.issuers[0].issuer
     assert decision.headers_to_set == ()
 
 
