@@ -11,7 +11,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # registry with IMAGE=registry.example.com/authz:$(VERSION).
 IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup proto test lint typecheck unit demo check-config fuzz image clean bench
+.PHONY: all setup proto test lint typecheck unit demo check-config fuzz soak image clean bench
 
 all: test
 
@@ -48,6 +48,13 @@ FUZZ_EXAMPLES ?= 20000
 fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/security/test_fuzz.py \
 		-q -p no:cacheprovider --hypothesis-show-statistics
+
+# Envoy + authz at saturation for SOAK_SECONDS with valid and invalid tokens;
+# checks every answer, audit records = checks, flat memory. Installs wrk.
+SOAK_SECONDS ?= 60
+soak: setup
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m tests.soak.soak --seconds $(SOAK_SECONDS)
 
 # Runs Envoy + authz + a sample upstream on loopback and shows decisions.
 demo: setup

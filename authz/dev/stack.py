@@ -155,6 +155,12 @@ class AuthzProcess:
     def port(self) -> int:
         return int(self.address.rsplit(":", 1)[1])
 
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise StackError("authz is not running")
+        return self._process.pid
+
     def kill(self) -> int:
         """SIGKILL: the process dies mid-request, as in a crash or an OOM kill."""
         if self._process is None:
