@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# Envoy's upstream protos, for the proto cross-check only: kept out of
+	# site-packages because they ship their own (older) opentelemetry.proto modules.
+	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/xds-protos 'xds-protos>=1.70'
 	touch $@
 
 $(GENERATED): $(STAMP) $(PROTOS) protos/compile_protos.py

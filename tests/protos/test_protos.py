@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,12 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
 def test_every_declared_field_matches_upstream() -> None:
     messages, enums = _declared()
     assert "envoy.service.auth.v3.CheckRequest" in messages
+    # make setup installs xds-protos apart from site-packages (it would shadow
+    # opentelemetry-proto's modules); only this child process sees it.
+    upstream_protos = Path(sys.prefix) / "xds-protos"
+    assert (upstream_protos / "envoy" / "service" / "auth").is_dir(), (
+        f"{upstream_protos}: xds-protos is missing; run `make setup`"
+    )
     result = subprocess.run(
         [sys.executable, "-c", UPSTREAM_DUMP],
         input=json.dumps([*messages, *enums]),
@@ -92,6 +99,7 @@ def test_every_declared_field_matches_upstream() -> None:
         text=True,
         timeout=60,
         check=True,
+        env={**os.environ, "PYTHONPATH": str(upstream_protos)},
     )
     upstream = json.loads(result.stdout)
     checked = 0
