@@ -17,12 +17,13 @@ all: test
 
 setup: $(STAMP) $(GENERATED)
 
+# xds-protos (Envoy's upstream protos) serves the proto cross-check only; it
+# goes to its own folder because it ships its own, older opentelemetry.proto
+# modules, which would shadow opentelemetry-proto's in site-packages.
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
-	# Envoy's upstream protos, for the proto cross-check only: kept out of
-	# site-packages because they ship their own (older) opentelemetry.proto modules.
 	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/xds-protos 'xds-protos>=1.70'
 	touch $@
 
