@@ -298,6 +298,9 @@ class Config(_Model):
     shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=300)
     realm: str = Field(default="authz", min_length=1, max_length=200)
     max_token_bytes: int = Field(default=8192, ge=256, le=1_048_576)
+    # Verified tokens remembered, so a repeated token skips the signature check
+    # (see cache.py); 0 turns the cache off.
+    token_cache_entries: int = Field(default=10_000, ge=0, le=10_000_000)
     # Beyond Envoy's own limits: a CheckRequest past these is refused (431) unread.
     max_request_headers: int = Field(default=200, ge=1, le=10_000)
     max_request_header_bytes: int = Field(default=65_536, ge=1024, le=16 * 1_048_576)

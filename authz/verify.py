@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from jwt.algorithms import Algorithm, get_default_algorithms
 
+from authz.cache import CachedToken, VerifiedCache, digest
 from authz.config import Config, IssuerConfig
 from authz.errors import (
     AlgorithmNotAllowed,
@@ -44,6 +45,7 @@ from authz.errors import (
     UnknownKey,
 )
 from authz.keys import KeySource, VerificationKey
+from authz.metrics import key_events
 
 __all__ = ["Clock", "SystemClock", "VerifiedToken", "Verifier", "fingerprint"]
 
@@ -107,11 +109,26 @@ class Verifier:
         self._keys = keys
         self._clock = clock or SystemClock()
         self._max_bytes = config.max_token_bytes
+        size = config.token_cache_entries
+        self._cache: VerifiedCache[VerifiedToken] | None = VerifiedCache(size) if size else None
 
     def verify(self, token: str) -> VerifiedToken:
         """Verify ``token`` or raise an AuthzError; nothing else ever escapes."""
         try:
-            return self._verify(token)
+            cache = self._cache
+            if cache is None:
+                return self._verify(token)[0]
+            key = digest(token)
+            cached = cache.get(key)
+            if cached is not None:
+                if self._still_valid(cached):
+                    key_events.key_cache(cached.token.issuer, True)
+                    return cached.token
+                cache.discard(key)
+            verified, used_key, valid_until = self._verify(token)
+            cache.put(key, CachedToken(verified, valid_until, used_key))
+            key_events.key_cache(verified.issuer, False)
+            return verified
         except AuthzError:
             raise
         except RecursionError:
@@ -120,7 +137,19 @@ class Verifier:
             # Fail closed on anything a library raised that we did not foresee.
             raise InternalError(f"verification failed: {type(exc).__name__}") from exc
 
-    def _verify(self, token: str) -> VerifiedToken:
+    def _still_valid(self, cached: CachedToken[VerifiedToken]) -> bool:
+        """Unexpired, and verified by a key the issuer still has (same object)."""
+        if self._clock.now() >= cached.valid_until:
+            return False
+        token = cached.token
+        keys = self._keys.keys_for(token.issuer)
+        if keys is None:
+            return False
+        if token.kid is not None:
+            return keys.by_kid.get(token.kid) is cached.key
+        return any(key is cached.key for key in keys.without_kid)
+
+    def _verify(self, token: str) -> tuple[VerifiedToken, VerificationKey, float]:
         if len(token) > self._max_bytes:
             raise TokenTooLarge(f"token is {len(token)} bytes; the limit is {self._max_bytes}")
         parts = token.split(".")
@@ -167,7 +196,7 @@ class Verifier:
         header: dict[str, Any],
         payload: dict[str, Any],
         signature: bytes,
-    ) -> VerifiedToken:
+    ) -> tuple[VerifiedToken, VerificationKey, float]:
         algorithm = header["alg"]
         kid = header.get("kid")
         if algorithm not in issuer.algorithms:
@@ -178,13 +207,14 @@ class Verifier:
         if not _ALGORITHMS[algorithm].verify(signing_input, key.key, signature):
             raise SignatureInvalid("signature does not verify")
 
-        self._check_claims(payload, issuer)
+        expires = self._check_claims(payload, issuer)
         subject = payload.get("sub")
         if subject is not None and not isinstance(subject, str):
             raise ClaimInvalid("sub claim is not a string")
-        return VerifiedToken(
+        verified = VerifiedToken(
             issuer=issuer.issuer, subject=subject, claims=payload, kid=kid, algorithm=algorithm
         )
+        return verified, key, expires + issuer.leeway
 
     def _key(self, issuer: str, kid: str | None, algorithm: str) -> VerificationKey:
         keys = self._keys.keys_for(issuer)
@@ -207,7 +237,8 @@ class Verifier:
             raise AlgorithmNotAllowed(f"alg {algorithm} does not fit key {kid!r} ({key.kind})")
         return key
 
-    def _check_claims(self, payload: Mapping[str, Any], issuer: _Issuer) -> None:
+    def _check_claims(self, payload: Mapping[str, Any], issuer: _Issuer) -> float:
+        """Check the time and audience claims; return ``exp``."""
         now = self._clock.now()
         leeway = issuer.leeway
         expires = _time_claim(payload, "exp", required=True)
@@ -228,6 +259,7 @@ class Verifier:
         for name in issuer.required:
             if payload.get(name) is None:
                 raise MissingClaim(f"required claim {name!r} is missing")
+        return expires
 
 
 def _b64decode(segment: str, what: str) -> bytes:
