@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the ext_authz gRPC service")
     serve.add_argument("-c", "--config", required=True, type=Path, help="configuration file")
+    serve.add_argument(
+        "--workers",
+        default="auto",
+        type=_workers_value,
+        help="serving processes sharing the port (default: one per available CPU)",
+    )
     serve.set_defaults(handler=_serve)
 
     check = commands.add_parser("check-config", help="validate a configuration and its keys")
@@ -89,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _workers_value(value: str) -> str:
+    if value != "auto" and not (value.isdigit() and 1 <= int(value) <= 256):
+        raise argparse.ArgumentTypeError("expected a number from 1 to 256, or auto")
+    return value
+
+
 def _serve(args: argparse.Namespace) -> int:
     from authz.runtime import ConfigFile
     from authz.server import run  # grpc is imported only when serving
@@ -96,7 +109,30 @@ def _serve(args: argparse.Namespace) -> int:
     # Read through ConfigFile so the watch compares later changes with exactly this read.
     config_file = ConfigFile(args.config)
     _log_config_loaded(args.config, config_file.config)
+    workers = _worker_count(args.workers, config_file.config)
+    if workers > 1:
+        from authz.workers import supervise
+
+        log_args = ["--log-level", args.log_level, "--log-format", args.log_format]
+        return supervise(args.config, workers, log_args)
     return asyncio.run(run(config_file.config, config_file))
+
+
+def _worker_count(requested: str, config: Config) -> int:
+    from authz.workers import WORKER_INDEX_ENV, available_cpus
+
+    if WORKER_INDEX_ENV in os.environ:
+        return 1  # this process is one of the workers
+    count = available_cpus() if requested == "auto" else int(requested)
+    shared = not config.listen.startswith("unix:") and not config.listen.endswith(":0")
+    if count > 1 and not shared:
+        # Workers share a TCP port; a Unix socket or a random port cannot be shared.
+        if requested != "auto":
+            raise ConfigError(
+                f"--workers {count} needs a fixed TCP port in listen, not {config.listen}"
+            )
+        count = 1
+    return count
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

@@ -299,6 +299,15 @@ def _bounded(work: Callable[[], None], seconds: float) -> None:
         log.warning("telemetry exporters did not flush within %.1fs; continuing", seconds)
 
 
+def _worker_port(listen: str, environ: Mapping[str, str]) -> str:
+    """Worker i of `authz serve --workers N` serves its metrics on the port + i."""
+    index = environ.get("AUTHZ_WORKER_INDEX", "")
+    host, _, port = listen.rpartition(":")
+    if not index.isdigit() or not port.isdigit() or int(port) == 0:
+        return listen
+    return f"{host}:{int(port) + int(index)}"
+
+
 def build_meter_provider(
     config: MetricsConfig, the_resource: Resource, environ: Mapping[str, str]
 ) -> tuple[MeterProvider, MetricsEndpoint | None]:
@@ -319,7 +328,7 @@ def build_meter_provider(
                 disable_target_info=True, scope_info_enabled=False, registry=registry
             )
         )
-        endpoint = MetricsEndpoint(registry, config.listen)
+        endpoint = MetricsEndpoint(registry, _worker_port(config.listen, environ))
     push, otlp_endpoint = otlp_wanted("metrics", config.otlp_endpoint, environ)
     if push:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter

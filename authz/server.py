@@ -28,6 +28,7 @@ from authz.observe import Observability
 from authz.request import RequestView, view
 from authz.runtime import ConfigFile, ReloadStatus, Runtime, build_runtime
 from authz.verify import Clock
+from authz.workers import WORKER_INDEX_ENV
 
 __all__ = ["SERVICE_NAME", "AuthorizationService", "AuthzServer", "run"]
 
@@ -126,8 +127,10 @@ class AuthzServer:
         self.reload_status = ReloadStatus()
         self._watcher: asyncio.Task[None] | None = None
         self.health = health_aio.HealthServicer()
-        # so_reuseport off: a second server on a taken port must fail, not share it.
-        self._server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        # so_reuseport off: a second server on a taken port must fail, not share
+        # it; except among the workers of one `authz serve --workers N`.
+        reuse_port = 1 if WORKER_INDEX_ENV in os.environ else 0
+        self._server = grpc.aio.server(options=[("grpc.so_reuseport", reuse_port)])
         # The generated *_pb2_grpc module carries no type hints.
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
             AuthorizationService(lambda: self.runtime, self.observability), self._server

@@ -1,0 +1,105 @@
+"""Several serving processes on one port: one Python process uses one core.
+
+``authz serve --workers N`` starts N children of itself, each a complete
+server (its own event loop, key store and audit writer) bound to the same TCP
+port with SO_REUSEPORT, so the kernel spreads Envoy's connections over them.
+The parent only supervises:
+
+- SIGTERM/SIGINT are passed to every worker, which drain as one server does
+  (NOT_SERVING, shutdown delay, grace period); the parent exits when all have,
+  with the worst exit status;
+- a worker that dies on its own is started again (at most once a second), so a
+  crash costs one process's connections, not the service.
+
+Health is coherent because every worker reports the same: each answers the
+gRPC health service for itself, and all of them drain on the same signal.
+With a metrics endpoint, worker ``i`` serves it on the configured port + ``i``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+__all__ = ["WORKER_INDEX_ENV", "available_cpus", "supervise"]
+
+log = logging.getLogger(__name__)
+
+WORKER_INDEX_ENV = "AUTHZ_WORKER_INDEX"
+_RESTART_INTERVAL = 1.0
+_PR_SET_PDEATHSIG = 1
+_EXIT_CONFIG = 2  # cli.EXIT_CONFIG
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity, bounded by a cgroup CPU quota."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive its supervisor (killed, OOM): it would keep
+    serving the port outside anyone's control. Linux's PR_SET_PDEATHSIG."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def supervise(config: Path, workers: int, log_args: list[str]) -> int:
+    stopping = False
+    fatal = False
+    children: dict[int, subprocess.Popen[bytes]] = {}
+    last_start: dict[int, float] = {}
+
+    def start(index: int) -> None:
+        env = {**os.environ, WORKER_INDEX_ENV: str(index)}
+        command = [sys.executable, "-m", "authz.cli", *log_args, "serve", "-c", str(config)]
+        # The supervisor is single-threaded here, so preexec_fn is safe.
+        children[index] = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        last_start[index] = time.monotonic()
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    log.info("starting %d workers", workers, extra={"workers": workers})
+    for index in range(workers):
+        start(index)
+    worst = 0
+    while children:
+        for index, child in list(children.items()):
+            code = child.poll()
+            if code is None:
+                continue
+            if stopping:
+                worst = max(worst, abs(code))
+                del children[index]
+            elif code == _EXIT_CONFIG:
+                # A configuration or bind error: every restart would fail alike.
+                log.error("worker %d cannot serve (exit %d); stopping", index, code)
+                fatal = True
+                del children[index]
+                forward(signal.SIGTERM, None)
+            elif time.monotonic() - last_start[index] >= _RESTART_INTERVAL:
+                log.error("worker %d exited with %d; starting it again", index, code)
+                start(index)
+        time.sleep(0.05)  # a supervision interval, not a readiness wait
+    log.info("all workers stopped")
+    return _EXIT_CONFIG if fatal else worst

@@ -1,0 +1,132 @@
+"""`authz serve --workers N`: processes sharing one port, supervised as one server."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
+from tests.service.svc_helpers import (
+    Signing,
+    check_request,
+    config_data,
+    metadata,
+    wait_until_serving,
+    write_config,
+)
+
+WAIT = 20.0
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def _until(what: str, condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)  # poll interval
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def served(tmp_path: Path, signing: Signing) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = _free_port()
+    config = write_config(
+        tmp_path / "authz.yaml", config_data(signing.jwks_file, f"127.0.0.1:{port}")
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "authz.cli", "serve", "-c", str(config), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    target = f"127.0.0.1:{port}"
+    try:
+        wait_until_serving(target, time.monotonic() + WAIT)
+        _until("two workers", lambda: len(_children(process.pid)) == 2)
+        yield process, target
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(WAIT)
+
+
+def _check(target: str, token: str) -> str:
+    with grpc.insecure_channel(target) as channel:
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)  # type: ignore[no-untyped-call]
+        reply = stub.Check(check_request({"authorization": f"Bearer {token}"}), timeout=WAIT)
+        return str(metadata(reply)["reason"])
+
+
+def test_workers_share_the_port_and_stop_together(
+    served: tuple[subprocess.Popen[bytes], str], signing: Signing
+) -> None:
+    process, target = served
+    workers = _children(process.pid)
+    # A new connection per Check: the kernel spreads them over the workers.
+    reasons = {_check(target, signing.token()) for _ in range(20)}
+    assert reasons == {"allowed"}
+    assert _check(target, signing.token(audience="other")) == "audience_mismatch"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(WAIT) == 0
+    assert not any(_alive(pid) for pid in workers)
+
+
+def test_a_crashed_worker_is_started_again(
+    served: tuple[subprocess.Popen[bytes], str], signing: Signing
+) -> None:
+    process, target = served
+    first, second = _children(process.pid)
+    subprocess.run(["kill", "-9", str(first)], check=True)
+    _until(
+        "a replacement worker",
+        lambda: (kids := _children(process.pid)) and len(kids) == 2 and first not in kids,
+    )
+    assert second in _children(process.pid)
+    assert _check(target, signing.token()) == "allowed"
+
+
+def test_workers_die_with_their_supervisor(served: tuple[subprocess.Popen[bytes], str]) -> None:
+    process, target = served
+    workers = _children(process.pid)
+    process.kill()  # no chance to forward anything
+    process.wait(WAIT)
+    _until("the workers to die", lambda: not any(_alive(pid) for pid in workers))
+    host, port = target.rsplit(":", 1)
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect((host, int(port)))
+
+
+def test_workers_need_a_fixed_tcp_port(tmp_path: Path, signing: Signing) -> None:
+    config = write_config(tmp_path / "authz.yaml", config_data(signing.jwks_file, "127.0.0.1:0"))
+    result = subprocess.run(
+        [sys.executable, "-m", "authz.cli", "serve", "-c", str(config), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "needs a fixed TCP port" in result.stderr
