@@ -100,10 +100,11 @@ def test_a_crashed_worker_is_started_again(
     process, target = served
     first, second = _children(process.pid)
     subprocess.run(["kill", "-9", str(first)], check=True)
-    _until(
-        "a replacement worker",
-        lambda: (kids := _children(process.pid)) and len(kids) == 2 and first not in kids,
-    )
+    def replaced() -> bool:
+        workers = _children(process.pid)
+        return len(workers) == 2 and first not in workers
+
+    _until("a replacement worker", replaced)
     assert second in _children(process.pid)
     assert _check(target, signing.token()) == "allowed"
 
