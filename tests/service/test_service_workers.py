@@ -100,6 +100,7 @@ def test_a_crashed_worker_is_started_again(
     process, target = served
     first, second = _children(process.pid)
     subprocess.run(["kill", "-9", str(first)], check=True)
+
     def replaced() -> bool:
         workers = _children(process.pid)
         return len(workers) == 2 and first not in workers
