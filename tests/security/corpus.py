@@ -174,14 +174,15 @@ _LOOKALIKE_AUDIENCES = {
     "cyrillic-a": "\u0430pi",
     "list-of-others": ["x", "ap"],
 }
+# Named by the advisory each is the regression test for, where there is one.
 _CONFUSION_SECRETS: dict[str, Callable[[Material], bytes]] = {
-    "rsa-pem": lambda m: _pem(m.rsa),
+    "CVE-2017-11424-rsa-pem": lambda m: _pem(m.rsa),
     "rsa-pem-no-trailing-newline": lambda m: _pem(m.rsa).rstrip(b"\n"),
     "rsa-der": lambda m: _der(m.rsa),
-    "rsa-jwk": lambda m: json.dumps(public_jwk(m.rsa, "rsa-1", "RS256")).encode(),
+    "CVE-2016-10555-rsa-jwk": lambda m: json.dumps(public_jwk(m.rsa, "rsa-1", "RS256")).encode(),
     "whole-jwks": lambda m: json.dumps(m.jwks()).encode(),
     "ec-pem": lambda m: _pem(m.ec),
-    "ed25519-pem": lambda m: _pem(m.ed),
+    "CVE-2022-29217-ed25519-pem": lambda m: _pem(m.ed),
     "ed25519-raw": lambda m: m.ed.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     ),
@@ -220,7 +221,7 @@ CASES: list[Case] = [
     ],
     *[
         _bad(
-            f"alg-{spelling}-with-a-real-signature",
+            f"CVE-2015-9235-alg-{spelling}-with-a-real-signature",
             lambda m, s=spelling: bearer(  # type: ignore[misc]
                 _replace_segment(_valid(m), 0, b64url(_json({"alg": s, "kid": "rsa-1"})))
             ),
@@ -250,7 +251,9 @@ CASES: list[Case] = [
     # HMAC keyed with a public key (CVE-2016-10555, CVE-2017-11424, CVE-2022-29217).
     *[
         _bad(
-            f"hs256-keyed-with-{name}",
+            f"hs256-keyed-with-{name}"
+            if not name.startswith("CVE")
+            else f"{name[:14]}-hs256-keyed-with-{name[15:]}",
             lambda m, secret=secret: bearer(  # type: ignore[misc]
                 hs({"alg": "HS256", "kid": "rsa-1"}, claims(), secret(m))
             ),
@@ -332,7 +335,7 @@ CASES: list[Case] = [
     # Keys named or carried by the token itself are never trusted
     # (CVE-2018-0114 for jwk; jku/x5u would be SSRF and key injection).
     _bad(
-        "jwk-header-with-the-attackers-key",
+        "CVE-2018-0114-jwk-header-with-the-attackers-key",
         lambda m: bearer(
             sign(
                 {"alg": "RS256", "kid": "rsa-1", "jwk": public_jwk(m.attacker, "rsa-1", "RS256")},
