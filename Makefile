@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 GENERATED := authz/_proto/envoy/service/auth/v3/external_auth_pb2.py
 
-.PHONY: all setup proto test lint typecheck unit demo check-config fuzz clean
+.PHONY: all setup proto test lint typecheck unit demo check-config fuzz bench clean
 
 all: test
 
@@ -45,6 +45,14 @@ fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/security/test_fuzz.py \
 		-q -p no:cacheprovider --hypothesis-show-statistics
 
+# Side by side through Envoy to a direct response: no auth, Envoy's jwt_authn, a bare
+# grpc.aio allow-all floor, authz with one token and with a distinct token per request.
+# Prints the table and the issue 6 targets; writes bench-results/ and docs/bench.{md,png}.
+# BENCH_SECONDS (10) per measured run; see `python -m tests.bench.run --help`.
+bench: setup
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m tests.bench.run
+
 # Runs Envoy + authz + a sample upstream on loopback and shows decisions.
 demo: setup
 	$(BIN)/python -m authz.dev.demo
@@ -53,4 +61,4 @@ check-config: setup
 	$(BIN)/authz check-config $(CONFIG)
 
 clean:
-	rm -rf $(VENV) authz/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo .hypothesis
+	rm -rf $(VENV) authz/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo .hypothesis bench-results
