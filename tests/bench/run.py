@@ -435,7 +435,8 @@ def check_answers(url: str, variant: Variant, context: Context) -> dict[str, int
 class Counters:
     service: ProcSample | None
     envoy: ProcSample
-    machine_busy: float  # CPU seconds, all CPUs, user+nice+system+irq+softirq
+    machine_busy: float  # CPU seconds, all CPUs, user+nice+system (what processes use)
+    machine_irq: float  # irq+softirq: mostly loopback networking, for nobody in particular
     machine_steal: float
     own: float  # this process's CPU seconds
 
@@ -450,7 +451,8 @@ class Counters:
         return cls(
             service=sample(service_pid) if service_pid is not None else None,
             envoy=sample(envoy_pid),
-            machine_busy=(user + nice + system + irq + softirq) / ticks,
+            machine_busy=(user + nice + system) / ticks,
+            machine_irq=(irq + softirq) / ticks,
             machine_steal=steal / ticks,
             own=own.user + own.system,
         )
@@ -491,6 +493,7 @@ def other_load(before: Counters, after: Counters, run: Run) -> dict[str, float]:
         "busy_cores": round(busy / seconds, 2),
         "ours_cores": round(ours / seconds, 2),
         "other_cores": round(max(0.0, busy - ours) / seconds, 2),
+        "irq_cores": round((after.machine_irq - before.machine_irq) / seconds, 2),
         "steal_cores": round((after.machine_steal - before.machine_steal) / seconds, 2),
     }
 

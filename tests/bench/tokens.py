@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 import json
 import multiprocessing
+import signal
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +44,17 @@ _KEY: rsa.RSAPrivateKey | None = None
 
 def _load_key(path: Path) -> None:
     global _KEY  # noqa: PLW0603 -- one key per pool worker, loaded once
+    # Ctrl-C reaches the whole process group: the parent alone handles it (and
+    # terminates the pool), so workers do not print a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     key = load_private(path)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise TypeError(f"{path}: the benchmark signs RS256 and needs an RSA key")
     _KEY = key
 
 
-def _mint_range(spec: TokenSpec, start: int, stop: int, issued_at: int) -> list[str]:
+def _mint_range(job: tuple[TokenSpec, int, int, int]) -> list[str]:
+    spec, start, stop, issued_at = job
     assert _KEY is not None
     header = _b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": spec.kid}).encode())
     tokens = []
@@ -80,21 +84,14 @@ def mint_file(spec: TokenSpec, count: int, out: Path, workers: int) -> float:
     started = time.monotonic()
     issued_at = int(time.time())
     size = max(500, count // (workers * 8))
+    jobs = [(spec, start, stop, issued_at) for start, stop in _chunks(count, size)]
     # spawn, not fork: a clean interpreter per worker whatever threads this one has.
     context = multiprocessing.get_context("spawn")
+    # Leaving the block terminates the workers, also on Ctrl-C or an error.
     with (
-        ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_load_key, initargs=(spec.private_key,)
-        ) as pool,
+        context.Pool(workers, initializer=_load_key, initargs=(spec.private_key,)) as pool,
         out.open("w") as sink,
     ):
-        ranges = list(_chunks(count, size))
-        for tokens in pool.map(
-            _mint_range,
-            [spec] * len(ranges),
-            [start for start, _ in ranges],
-            [stop for _, stop in ranges],
-            [issued_at] * len(ranges),
-        ):
+        for tokens in pool.imap(_mint_range, jobs):
             sink.write("\n".join(tokens) + "\n")
     return time.monotonic() - started
