@@ -111,10 +111,13 @@ def run_wrk(
             feed.offset, restarted = 0, 1
         command += ["--", str(feed.path), str(feed.offset), str(threads)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with pinned(cpus):
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=seconds + 60, check=False
-        )
+    try:
+        with pinned(cpus):
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=seconds + 60, check=False
+            )
+    except subprocess.TimeoutExpired:
+        raise StackError(f"wrk did not finish within {seconds + 60:.0f} s") from None
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if log is not None:
         with log.open("a") as sink:

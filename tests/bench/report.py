@@ -239,7 +239,8 @@ def _header_lines(document: dict[str, Any]) -> list[str]:
     machine, settings = document["machine"], document["settings"]
     return [
         f"{document['generated_at']}  authz {machine['authz_commit']}",
-        f"machine: {machine['cpu_model']}, {machine['cpus']} CPUs, {machine['memory_mib']} MiB, "
+        f"machine: {machine['cpu_model']}, {machine['cpus']} "
+        f"{'virtual ' if machine.get('virtual_machine') else ''}CPUs, {machine['memory_mib']} MiB, "
         f"{machine['kernel']}; Python {machine['python']}, Envoy {machine['envoy']}, "
         f"{machine['wrk']}",
         f"load: wrk {settings['connections']} connections / {settings['threads']} threads for "
@@ -247,6 +248,11 @@ def _header_lines(document: dict[str, Any]) -> list[str]:
         f"concurrency 1: {settings['c1_seconds']:g} s; Envoy --concurrency "
         f"{settings['envoy_concurrency']}",
         f"pinning: {settings['pinning']}",
+        *(
+            [f"profiled with py-spy ({settings['profiled']}): figures include its overhead"]
+            if settings.get("profiled")
+            else []
+        ),
         f"load average: {machine['loadavg_start']} (start), "
         f"{machine.get('loadavg_end', '?')} (end)",
     ]

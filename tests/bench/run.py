@@ -114,7 +114,7 @@ class Settings:
     tokens: int
     variants: tuple[Variant, ...]
     pin: str
-    profile: bool
+    profile: str  # "" (off), "python" or "native" (py-spy --native: C frames too)
     out: Path
     docs: Path | None
     strict: bool
@@ -160,9 +160,13 @@ class Settings:
         )
         parser.add_argument(
             "--profile",
-            action="store_true",
-            default=env("BENCH_PROFILE", "0") == "1",
-            help="py-spy record the service during each measured run (env BENCH_PROFILE=1)",
+            choices=["", "python", "native"],
+            default={"1": "python", "0": ""}.get(
+                env("BENCH_PROFILE", "0"), env("BENCH_PROFILE", "")
+            ),
+            help="py-spy record the service during each measured run: python frames, or "
+            "native (with gRPC's C frames; pauses the process to sample, so slower) "
+            "(env BENCH_PROFILE=1|native)",
         )
         parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench-results")
         parser.add_argument(
@@ -246,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     machine["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     document: dict[str, Any] = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "make bench",
+        "command": " ".join(["python -m tests.bench.run", *(argv or sys.argv[1:])]).strip(),
+        "environment": {
+            name: value for name, value in os.environ.items() if name.startswith("BENCH_")
+        },
         "settings": {
             "seconds": settings.seconds,
             "warmup_seconds": settings.warmup_seconds,
@@ -263,12 +270,16 @@ def main(argv: list[str] | None = None) -> int:
         "checks": report.checks(results, settings.seconds),
         "elapsed_seconds": round(time.monotonic() - started, 1),
     }
-    paths = report.write_all(document, settings.out, settings.docs)
+    # docs/ shows complete, unprofiled runs only: a partial run must not replace them.
+    complete = len(settings.variants) == len(VARIANTS) and not settings.profile
+    paths = report.write_all(document, settings.out, settings.docs if complete else None)
     print()
     print(report.table(document))
     print(f"\nresults: {paths['json']}\nchart:   {paths['png']}")
-    if settings.docs is not None:
+    if "docs_md" in paths:
         print(f"docs:    {paths['docs_md']} and {paths['docs_png']}")
+    elif settings.docs is not None:
+        print("docs:    not updated (only a run of every variant, unprofiled, updates docs/)")
     print(f"elapsed: {document['elapsed_seconds']} s")
     broken = [result["key"] for result in results if not result["ok"]]
     if broken:
@@ -561,7 +572,8 @@ def start_profiler(
                 "100",
                 "--format",
                 "raw",
-                "--nonblocking",
+                # Native unwinding needs the process paused for each sample.
+                *(["--native"] if settings.profile == "native" else ["--nonblocking"]),
                 "--subprocesses",
                 "--output",
                 str(raw),
@@ -591,11 +603,12 @@ def finish_profiler(
 
 
 def machine_info() -> dict[str, Any]:
-    model = "unknown"
+    model, flags = "unknown", ""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
+        if line.startswith("model name") and model == "unknown":
             model = line.split(":", 1)[1].strip()
-            break
+        elif line.startswith("flags") and not flags:
+            flags = line.split(":", 1)[1]
     memory = next(
         (
             line.split()[1]
@@ -627,6 +640,8 @@ def machine_info() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
         "memory_mib": int(memory) // 1024,
+        # Virtual CPUs may share physical cores with each other or with other guests.
+        "virtual_machine": "hypervisor" in flags.split(),
         "kernel": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "envoy": envoy.split("version:", 1)[-1].strip().split("/")[1] if "/" in envoy else envoy,
