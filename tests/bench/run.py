@@ -380,6 +380,7 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
         end = access.settle(main_run.requests, since=mark)
         main_log = access.window(mark, end)
 
+        c1_before = Counters.read(service_pid, envoy_pid)
         c1_run = load(1, 1, settings.c1_seconds)
         end_c1 = access.settle(c1_run.requests, since=end)
         c1_log = access.window(end, end_c1)
@@ -399,7 +400,10 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
         "envoy_authz_us": {"c16": main_log.authz_latency_us, "c1": c1_log.authz_latency_us},
         "service_process": usage(before.service, after.service, final.service, main_run),
         "envoy_process": usage(before.envoy, after.envoy, final.envoy, main_run),
-        "machine_cpu": other_load(before, after, main_run),
+        "machine_cpu": {
+            "c16": other_load(before, after, main_run),
+            "c1": other_load(c1_before, final, c1_run),
+        },
         "profile": profile,
     }
     problems, warnings = judge(
@@ -513,7 +517,7 @@ def judge(
     variant: Variant,
     runs: tuple[Run, Run, Run],
     windows: tuple[LogWindow, LogWindow],
-    other: dict[str, float],
+    other: dict[str, dict[str, float]],
 ) -> tuple[list[str], list[str]]:
     """Problems make a run invalid (errors); warnings qualify its figures."""
     problems: list[str] = []
@@ -539,11 +543,12 @@ def judge(
                 problems.append(f"{label}: authz decisions {window.decisions}")
         if variant.envoy == "ext_authz" and not window.authz_latency_us:
             warnings.append(f"{label}: no ext_authz latency in Envoy's access log")
-    if other["other_cores"] > 0.15 or other["steal_cores"] > 0.05:
-        warnings.append(
-            f"other processes used {other['other_cores']} cores (steal {other['steal_cores']}) "
-            "during the measured run: figures disturbed"
-        )
+    for label, load in other.items():
+        if load["other_cores"] > 0.15 or load["steal_cores"] > 0.05:
+            warnings.append(
+                f"{label}: other processes used {load['other_cores']} cores "
+                f"(steal {load['steal_cores']}) during the run: figures disturbed"
+            )
     return problems, warnings
 
 
