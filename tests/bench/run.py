@@ -237,15 +237,19 @@ def main(argv: list[str] | None = None) -> int:
     context = prepare(settings, cpus, workdir)
 
     results: list[dict[str, Any]] = []
-    for variant in settings.variants:
-        print(f"\n({variant.key}) {variant.name} ...", flush=True)
-        try:
-            result = measure(variant, context)
-        except StackError as error:
-            print(f"    FAILED: {error}", file=sys.stderr)
-            result = failed_result(variant, str(error))
-        results.append(result)
-        print(f"    {report.one_line(result)}", flush=True)
+    try:
+        for variant in settings.variants:
+            print(f"\n({variant.key}) {variant.name} ...", flush=True)
+            try:
+                result = measure(variant, context)
+            except StackError as error:
+                print(f"    FAILED: {error}", file=sys.stderr)
+                result = failed_result(variant, str(error))
+            results.append(result)
+            print(f"    {report.one_line(result)}", flush=True)
+    finally:
+        if context.feed is not None:
+            context.feed.path.unlink(missing_ok=True)  # tens of MB, minted anew each run
 
     machine["loadavg_end"] = Path("/proc/loadavg").read_text().strip()
     document: dict[str, Any] = {
@@ -412,6 +416,9 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
     result["problems"] = problems
     result["warnings"] = warnings
     result["ok"] = not problems
+    if result["ok"]:
+        # Hundreds of MB for the fast variants; kept only to investigate a failed run.
+        access.path.unlink()
     return result
 
 
