@@ -492,7 +492,7 @@ def usage(
         "cpu_cores": round(cpu / run.duration_s, 3) if run.duration_s else 0.0,
         "rss_before_mib": round(before.rss_kib / 1024, 1),
         "rss_after_mib": round(after.rss_kib / 1024, 1),
-        "rss_growth_mib": round((after.rss_kib - before.rss_kib) / 1024, 1),
+        "rss_growth_mib": round((after.rss_kib - before.rss_kib) / 1024, 1) + 0.0,  # not -0.0
         "peak_rss_mib": round(final.peak_rss_kib / 1024, 1),
     }
 
