@@ -11,7 +11,7 @@ VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 # registry with IMAGE=registry.example.com/authz:$(VERSION).
 IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup proto test lint typecheck unit demo check-config fuzz soak image clean bench
+.PHONY: all setup proto test lint typecheck unit demo check-config fuzz soak image clean bench bench-check
 
 all: test
 
@@ -59,14 +59,22 @@ SOAK_SECONDS ?= 60
 soak: setup
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m tests.soak.soak --seconds $(SOAK_SECONDS)
+# Side by side through Envoy to a direct response: no auth, Envoy's jwt_authn, a bare
+# grpc.aio allow-all floor, authz with one token and with a distinct token per request.
+# Prints the table and the issue 6 targets; writes bench-results/ and docs/bench.{md,png}.
+# BENCH_SECONDS (10) per measured run; see `python -m tests.bench.run --help`.
+bench: setup
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python -m tests.bench.run
 
 # Runs Envoy + authz + a sample upstream on loopback and shows decisions.
 demo: setup
 	$(BIN)/python -m authz.dev.demo
 
-# Not part of `make test`: what observability costs a Check (tracing off vs on).
-bench: setup
+# Not part of `make test`: what observability costs a Check, in process (tracing off vs on).
+bench-check: setup
 	$(BIN)/python -m tests.bench.bench_check
+
 # The container image (Dockerfile); needs a container engine, not the venv.
 image:
 	docker build -t $(IMAGE) .
@@ -75,4 +83,4 @@ check-config: setup
 	$(BIN)/authz check-config $(CONFIG)
 
 clean:
-	rm -rf $(VENV) authz/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo .hypothesis
+	rm -rf $(VENV) authz/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo .hypothesis bench-results
