@@ -72,12 +72,21 @@ def pinned(cpus: frozenset[int]) -> Iterator[None]:
 class FloorProcess(AuthzProcess):
     """The allow-all floor server (tests/bench/floor.py), started like ``authz serve``.
 
-    It prints the same ``listening on`` line, so AuthzProcess's port discovery,
-    liveness check and SIGTERM-then-wait stop apply unchanged.
+    It prints a plain ``listening on HOST:PORT`` line (authz logs its address as
+    a JSON field instead); liveness check and SIGTERM-then-wait stop are shared.
     """
 
     def __init__(self, log: Path) -> None:
         super().__init__(config=Path(os.devnull), log=log)
+
+    def _listening(self) -> str | None:
+        if self._process is not None and self._process.poll() is not None:
+            raise StackError(f"the floor exited with {self._process.returncode}")
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        for line in text.splitlines():
+            if " listening on " in line:
+                return line.rsplit(" listening on ", 1)[1].strip()
+        return None
 
     def start(self, timeout: float = 30) -> FloorProcess:
         with self.log.open("wb") as sink:
