@@ -36,7 +36,13 @@ from socketserver import ThreadingMixIn
 from typing import Protocol, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from opentelemetry.metrics import CallbackOptions, MeterProvider, NoOpMeterProvider, Observation
+from opentelemetry.metrics import (
+    CallbackOptions,
+    Meter,
+    MeterProvider,
+    NoOpMeterProvider,
+    Observation,
+)
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from authz.errors import AuthzError, ConfigError
@@ -197,6 +203,33 @@ class KeyEventHub:
 key_events = KeyEventHub()
 
 
+Attributes = tuple[tuple[str, str], ...]
+_MEMO_LIMIT = 10_000
+
+
+class _Tally:
+    """A counter kept in a dict and reported through an observable counter.
+
+    The SDK's synchronous counter hashes and validates its attributes on every
+    ``add``, which cost more than the rest of a cached Check; here an add is a
+    dict update and the SDK reads the totals only when it collects. For the
+    event loop's own counters: one thread adds.
+    """
+
+    def __init__(self, meter: Meter, name: str, unit: str, description: str) -> None:
+        self._counts: dict[Attributes, int] = {}
+        meter.create_observable_counter(
+            name, callbacks=[self._observe], unit=unit, description=description
+        )
+
+    def add(self, amount: int, attributes: Attributes) -> None:
+        self._counts[attributes] = self._counts.get(attributes, 0) + amount
+
+    def _observe(self, options: CallbackOptions) -> Iterator[Observation]:
+        for attributes, count in tuple(self._counts.items()):
+            yield Observation(count, dict(attributes))
+
+
 class Metrics:
     """The service's instruments. ``provider`` decides where the numbers go."""
 
@@ -210,9 +243,14 @@ class Metrics:
         self._clock = clock
         self._loaded_at: dict[str, float] = {}
         meter = provider.get_meter("authz")
-        self._decisions = meter.create_counter(
-            DECISIONS, unit="{decision}", description="Check decisions"
-        )
+        self._decisions = _Tally(meter, DECISIONS, "{decision}", "Check decisions")
+        # Raw (decision, reason, issuer, route) -> label attributes; every part
+        # is from a bounded set, and the memo is bounded all the same.
+        self._decision_labels: dict[tuple[str, str, str | None, str], Attributes] = {}
+        self._duration_attributes = {
+            "allow": {"decision": "allow"},
+            "deny": {"decision": "deny"},
+        }
         self._duration = meter.create_histogram(
             CHECK_DURATION,
             unit="s",
@@ -228,9 +266,8 @@ class Metrics:
         self._fetches = meter.create_counter(
             KEY_FETCHES, unit="{fetch}", description="Key set fetches by result"
         )
-        self._cache = meter.create_counter(
-            KEY_CACHE_LOOKUPS, unit="{lookup}", description="Key lookups by cache result"
-        )
+        self._cache = _Tally(meter, KEY_CACHE_LOOKUPS, "{lookup}", "Key lookups by cache result")
+        self._cache_labels: dict[tuple[str, bool], Attributes] = {}
         meter.create_observable_gauge(
             KEY_AGE,
             callbacks=[self._observe_key_age],
@@ -246,16 +283,19 @@ class Metrics:
         self, *, allowed: bool, reason: str, issuer: str | None, route: str, seconds: float
     ) -> None:
         decision = "allow" if allowed else "deny"
-        self._decisions.add(
-            1,
-            {
-                "decision": decision,
-                "reason": self.labels.reason(reason),
-                "issuer": self.labels.issuer(issuer),
-                "route": self.labels.route(route),
-            },
-        )
-        self._duration.record(seconds, {"decision": decision})
+        raw = (decision, reason, issuer, route)
+        attributes = self._decision_labels.get(raw)
+        if attributes is None:
+            attributes = (
+                ("decision", decision),
+                ("reason", self.labels.reason(reason)),
+                ("issuer", self.labels.issuer(issuer)),
+                ("route", self.labels.route(route)),
+            )
+            if len(self._decision_labels) < _MEMO_LIMIT:
+                self._decision_labels[raw] = attributes
+        self._decisions.add(1, attributes)
+        self._duration.record(seconds, self._duration_attributes[decision])
 
     # The audit writer's counters (audit.AuditCounters).
     def audit_written(self, count: int) -> None:
@@ -277,9 +317,15 @@ class Metrics:
         self._loaded_at[self.labels.issuer(issuer)] = loaded_at
 
     def key_cache(self, issuer: str, hit: bool) -> None:
-        self._cache.add(
-            1, {"issuer": self.labels.issuer(issuer), "result": "hit" if hit else "miss"}
-        )
+        attributes = self._cache_labels.get((issuer, hit))
+        if attributes is None:
+            attributes = (
+                ("issuer", self.labels.issuer(issuer)),
+                ("result", "hit" if hit else "miss"),
+            )
+            if len(self._cache_labels) < _MEMO_LIMIT:
+                self._cache_labels[(issuer, hit)] = attributes
+        self._cache.add(1, attributes)
 
     def _observe_key_age(self, options: CallbackOptions) -> Iterator[Observation]:
         now = self._clock()
