@@ -4,46 +4,27 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import TYPE_CHECKING
 
 import pytest
 from google.rpc import code_pb2
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-
-if TYPE_CHECKING:
-    from tests.service.svc_helpers import (
-        AUDIENCE,
-        ISSUER,
-        KID,
-        REALM,
-        WAIT,
-        Client,
-        Signing,
-        body,
-        check_request,
-        deny_headers,
-        fingerprint,
-        metadata,
-        ok_headers,
-    )
-else:
-    from svc_helpers import (
-        AUDIENCE,
-        ISSUER,
-        KID,
-        REALM,
-        WAIT,
-        Client,
-        Signing,
-        body,
-        check_request,
-        deny_headers,
-        fingerprint,
-        metadata,
-        ok_headers,
-    )
+from tests.service.svc_helpers import (
+    AUDIENCE,
+    ISSUER,
+    KID,
+    REALM,
+    WAIT,
+    Client,
+    Signing,
+    body,
+    check_request,
+    deny_headers,
+    fingerprint,
+    metadata,
+    ok_headers,
+)
 
 CheckResponse = external_auth_pb2.CheckResponse
 

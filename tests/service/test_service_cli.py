@@ -10,52 +10,31 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import yaml
 from google.rpc import code_pb2
 
-if TYPE_CHECKING:
-    from tests.service.svc_helpers import (
-        AUDIENCE,
-        ISSUER,
-        KID,
-        SERVICE_NAME,
-        SERVING,
-        WAIT,
-        Client,
-        ServerFactory,
-        Signing,
-        check_request,
-        config_data,
-        fingerprint,
-        metadata,
-        ok_headers,
-        wait_until_serving,
-        write_config,
-    )
-else:
-    from svc_helpers import (
-        AUDIENCE,
-        ISSUER,
-        KID,
-        SERVICE_NAME,
-        SERVING,
-        WAIT,
-        Client,
-        ServerFactory,
-        Signing,
-        check_request,
-        config_data,
-        fingerprint,
-        metadata,
-        ok_headers,
-        wait_until_serving,
-        write_config,
-    )
-
 from authz.config import load_config
+from tests.service.svc_helpers import (
+    AUDIENCE,
+    ISSUER,
+    KID,
+    SERVICE_NAME,
+    SERVING,
+    WAIT,
+    Client,
+    ServerFactory,
+    Signing,
+    check_request,
+    config_data,
+    fingerprint,
+    metadata,
+    ok_headers,
+    wait_until_serving,
+    write_config,
+)
 
 EXIT_CONFIG = 2
 

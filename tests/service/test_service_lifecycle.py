@@ -6,58 +6,33 @@ import socket
 import stat
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from google.rpc import code_pb2
 
 from authz.errors import ConfigError
-
-if TYPE_CHECKING:
-    from tests.service.svc_helpers import (
-        ISSUER,
-        NOT_SERVING,
-        REALM,
-        SERVICE_NAME,
-        SERVING,
-        WAIT,
-        Client,
-        ConfigFactory,
-        GatedClock,
-        LoopThread,
-        NoKeys,
-        RunningServer,
-        ServerFactory,
-        Signing,
-        body,
-        check_request,
-        deny_headers,
-        metadata,
-        ok_headers,
-    )
-else:
-    from svc_helpers import (
-        ISSUER,
-        NOT_SERVING,
-        REALM,
-        SERVICE_NAME,
-        SERVING,
-        WAIT,
-        Client,
-        ConfigFactory,
-        GatedClock,
-        LoopThread,
-        NoKeys,
-        RunningServer,
-        ServerFactory,
-        Signing,
-        body,
-        check_request,
-        deny_headers,
-        metadata,
-        ok_headers,
-    )
+from tests.service.svc_helpers import (
+    ISSUER,
+    NOT_SERVING,
+    REALM,
+    SERVICE_NAME,
+    SERVING,
+    WAIT,
+    Client,
+    ConfigFactory,
+    GatedClock,
+    LoopThread,
+    NoKeys,
+    RunningServer,
+    ServerFactory,
+    Signing,
+    body,
+    check_request,
+    deny_headers,
+    metadata,
+    ok_headers,
+)
 
 
 def bearer(token: str) -> dict[str, str]:
