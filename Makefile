@@ -71,9 +71,11 @@ bench: setup
 demo: setup
 	$(BIN)/python -m authz.dev.demo
 
-# Not part of `make test`: what observability costs a Check, in process (tracing off vs on).
+# Not part of `make test`, in process: what observability costs a Check (tracing
+# off vs on), and the cold verification path against the raw signature check.
 bench-check: setup
 	$(BIN)/python -m tests.bench.bench_check
+	$(BIN)/python -m tests.bench.verify_cost
 
 # The container image (Dockerfile); needs a container engine, not the venv.
 image:

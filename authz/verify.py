@@ -13,7 +13,6 @@ error tree in ``verify`` and nowhere else.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
@@ -23,6 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from jwt.algorithms import Algorithm, get_default_algorithms
 
 from authz.cache import CachedToken, VerifiedCache, digest
@@ -52,11 +54,21 @@ __all__ = ["Clock", "SystemClock", "VerifiedToken", "Verifier", "fingerprint"]
 # Largest time claim accepted: 9999-12-31T23:59:59Z. Larger values are
 # nonsense at best and an overflow lever at worst.
 MAX_TIMESTAMP = 253_402_300_799
-_B64URL_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_B64URL_VALUE = {character: value for value, character in enumerate(_B64URL)}
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_UNUSED_BITS = {0: 0, 2: 0b1111, 3: 0b11}
+_PADDING = {0: b"", 2: b"==", 3: b"="}
 # Header parameters whose semantics this verifier does not implement; RFC 7515
 # §4.1.11 requires rejecting a token that marks any of them critical.
 _UNSUPPORTED_HEADER = ("crit", "b64", "zip", "enc")
 _ALGORITHMS: Mapping[str, Algorithm] = get_default_algorithms()
+_PKCS1V15 = padding.PKCS1v15()
+_RSA_PKCS1_HASHES: Mapping[str, hashes.HashAlgorithm] = {
+    "RS256": hashes.SHA256(),
+    "RS384": hashes.SHA384(),
+    "RS512": hashes.SHA512(),
+}
 
 
 class Clock(Protocol):
@@ -204,7 +216,7 @@ class Verifier:
 
         key = self._key(issuer.issuer, kid, algorithm)
         signing_input = token[: len(parts[0]) + 1 + len(parts[1])].encode("ascii")
-        if not _ALGORITHMS[algorithm].verify(signing_input, key.key, signature):
+        if not _signature_ok(algorithm, key.key, signing_input, signature):
             raise SignatureInvalid("signature does not verify")
 
         expires = self._check_claims(payload, issuer)
@@ -262,27 +274,44 @@ class Verifier:
         return expires
 
 
+def _signature_ok(algorithm: str, key: Any, signing_input: bytes, signature: bytes) -> bool:
+    """The signature check. RS256/384/512, the common case, call cryptography
+    directly with padding and hash made once; the key type was bound at load
+    time. Every other algorithm goes through PyJWT's algorithm object."""
+    hash_algorithm = _RSA_PKCS1_HASHES.get(algorithm)
+    if hash_algorithm is None:
+        return bool(_ALGORITHMS[algorithm].verify(signing_input, key, signature))
+    try:
+        key.verify(signature, signing_input, _PKCS1V15, hash_algorithm)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def _b64decode(segment: str, what: str) -> bytes:
     raw = segment.encode("ascii", "replace")
     # Only the canonical, unpadded base64url form is accepted (RFC 7515 §2):
     # one token must have exactly one spelling.
-    if not raw or not _B64URL_ALPHABET.issuperset(raw) or len(raw) % 4 == 1:
+    size = len(raw)
+    # translate() deleting every alphabet byte leaves only the strangers (in C).
+    if not raw or raw.translate(None, _B64URL) or size % 4 == 1:
         raise TokenMalformed(f"{what} is not unpadded base64url")
+    # The last character of a segment whose length is not a multiple of 4 has
+    # unused low bits; canonical means they are zero (4 bits, or 2).
+    unused = _UNUSED_BITS[size % 4]
+    if unused and _B64URL_VALUE[raw[-1]] & unused:
+        raise TokenMalformed(f"{what} is not canonical base64url")
     try:
-        decoded = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        return binascii.a2b_base64(raw.translate(_URLSAFE_TO_STANDARD) + _PADDING[size % 4])
     except (binascii.Error, ValueError):
         raise TokenMalformed(f"{what} is not base64url") from None
-    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != raw:
-        raise TokenMalformed(f"{what} is not canonical base64url")
-    return decoded
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise TokenMalformed("JSON object has a duplicate member")
-        result[name] = value
+    # dict() in C, then one comparison: a shorter dict means a repeated member.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise TokenMalformed("JSON object has a duplicate member")
     return result
 
 
@@ -297,15 +326,17 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise TokenMalformed(f"{what} is not UTF-8") from None
     try:
-        value = json.loads(
-            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
-        )
+        value = _DECODER.decode(text)
     except ValueError:
         # JSONDecodeError, and ValueError for integers past Python's digit limit.
         raise TokenMalformed(f"{what} is not JSON") from None
     if not isinstance(value, dict):
         raise TokenMalformed(f"{what} is not a JSON object")
     return value
+
+
+# One decoder, made once: json.loads would build a new one per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
 
 
 def _time_claim(payload: Mapping[str, Any], name: str, *, required: bool) -> float | None:
