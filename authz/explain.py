@@ -28,6 +28,7 @@ from authz import response
 from authz.config import Config
 from authz.decision import Decision, Step
 from authz.keys import KeySource
+from authz.keystore import KeyStore
 from authz.policy import Check
 from authz.request import RequestView
 from authz.runtime import build_runtime
@@ -58,7 +59,19 @@ def explain(
     """Decide ``request`` as the service would, print each step to ``out``."""
     runtime = build_runtime(config, keys, clock)
     trace: list[Step] = []
-    decision = asyncio.run(runtime.decider.decide(request, trace))
+
+    async def decide() -> Decision:
+        store = runtime.keys
+        if isinstance(store, KeyStore):
+            # As the service would have them: remote keys fetched, not absent.
+            await store.fetch_all()
+        try:
+            return await runtime.decider.decide(request, trace)
+        finally:
+            if isinstance(store, KeyStore):
+                await store.close()
+
+    decision = asyncio.run(decide())
     now = clock.now() if clock is not None else time.time()
 
     _line(out, "request", f"{request.method} {request.host or '-'} {request.path}")

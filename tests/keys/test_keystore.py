@@ -412,3 +412,18 @@ def test_a_configmap_style_symlink_swap_is_seen(
 )
 def test_next_delay(ok: bool, failures: int, max_age: float | None, expected: float) -> None:
     assert next_delay(FetchConfig(), ok, failures, max_age) == expected
+
+
+def test_explain_fetches_remote_keys_as_the_service_would(
+    idp: FakeIdP, test_ca: LoopbackCA, signing_keys: dict[str, PrivateKey]
+) -> None:
+    import io
+
+    from authz.explain import explain
+
+    config = _jwks_uri(idp, test_ca)
+    token = mint(signing_keys["k1"], "RS256", claims_for("alice", idp.issuer, "api"), "k1")
+    out = io.StringIO()
+    decision = explain(config, RequestView(headers={"authorization": (f"Bearer {token}",)}), out)
+    assert decision.allowed, out.getvalue()
+    assert idp.count(JWKS_PATH) == 1
