@@ -21,7 +21,7 @@ from pathlib import Path
 
 from authz.errors import ConfigError, TokenRevoked
 from authz.verify import VerifiedToken
-from authz.watch import file_signature
+from authz.watch import file_signature, read_text
 
 __all__ = ["DenyList", "RevocationList", "parse_deny_list"]
 
@@ -103,15 +103,5 @@ class RevocationList:
         return len(self._entries)
 
     def _read(self) -> DenyList:
-        try:
-            with self.path.open("rb") as handle:
-                data = handle.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            raise ConfigError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
-        if len(data) > MAX_FILE_BYTES:
-            raise ConfigError(f"{self.path}: larger than {MAX_FILE_BYTES} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{self.path}: not UTF-8: {exc}") from None
+        text, _ = read_text(self.path, MAX_FILE_BYTES)
         return parse_deny_list(text, str(self.path))

@@ -27,12 +27,11 @@ from pathlib import Path
 
 from authz.config import Config, parse_config
 from authz.decision import Decider
-from authz.errors import ConfigError
 from authz.keys import KeySource, ManagedKeySource
 from authz.keystore import KeyStore
 from authz.revocation import RevocationList
 from authz.verify import Clock, Verifier
-from authz.watch import file_signature
+from authz.watch import file_signature, read_text
 
 __all__ = ["ConfigFile", "ReloadStatus", "Runtime", "build_runtime"]
 
@@ -102,17 +101,7 @@ class ConfigFile:
         return self._parse(text)
 
     def _read(self) -> tuple[str, str]:
-        try:
-            with self.path.open("rb") as handle:
-                data = handle.read(MAX_CONFIG_BYTES + 1)
-        except OSError as exc:
-            raise ConfigError(f"{self.path}: cannot read: {exc.strerror or exc}") from None
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{self.path}: larger than {MAX_CONFIG_BYTES} bytes")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{self.path}: cannot read: {exc}") from None
+        text, data = read_text(self.path, MAX_CONFIG_BYTES)
         return text, hashlib.sha256(data).hexdigest()
 
     def _parse(self, text: str) -> Config:

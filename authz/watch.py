@@ -15,7 +15,9 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-__all__ = ["FileSignature", "file_signature"]
+from authz.errors import ConfigError
+
+__all__ = ["FileSignature", "file_signature", "read_text"]
 
 
 class FileSignature(NamedTuple):
@@ -34,3 +36,19 @@ def file_signature(path: Path) -> FileSignature | None:
     except OSError:
         return None
     return FileSignature(real, stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+def read_text(path: Path, limit: int) -> tuple[str, bytes]:
+    """A watched file's UTF-8 text and its bytes, at most ``limit`` bytes; ConfigError
+    naming the file otherwise (a reload must report, not crash)."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise ConfigError(f"{path}: larger than {limit} bytes")
+    try:
+        return data.decode("utf-8"), data
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8: {exc}") from None
