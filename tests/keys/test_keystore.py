@@ -119,8 +119,22 @@ def test_discovery_naming_another_issuer_is_refused(idp: FakeIdP, test_ca: Loopb
     asyncio.run(scenario())
 
 
-def test_rotated_key_is_accepted_on_first_use(
-    idp: FakeIdP, test_ca: LoopbackCA, signing_keys: dict[str, PrivateKey]
+@pytest.mark.parametrize(
+    ("seconds_since_fetch", "reason", "fetches"),
+    [
+        (31, "allowed", 2),  # past the cooldown: one refetch finds the new key
+        (10, "unknown_key", 1),  # still cooling down: denied without a fetch
+    ],
+    ids=["rotated-key-accepted-on-first-use", "within-cooldown-denied-without-fetch"],
+)
+def test_an_unknown_kid_refetches_once_per_cooldown(
+    idp: FakeIdP,
+    test_ca: LoopbackCA,
+    signing_keys: dict[str, PrivateKey],
+    *,
+    seconds_since_fetch: float,
+    reason: str,
+    fetches: int,
 ) -> None:
     clock = FakeClock()
 
@@ -131,33 +145,11 @@ def test_rotated_key_is_accepted_on_first_use(
         try:
             await store.fetch_all()
             idp.jwks = jwks(signing_keys, "k1", "k2")  # the IdP publishes k2
-            clock.advance(31)  # past the cooldown since the last fetch
+            clock.advance(seconds_since_fetch)
             decision = await decider.decide(_request(signing_keys["k2"], idp.issuer, "k2"))
-            assert decision.allowed, decision.detail
-            assert idp.count(JWKS_PATH) == 2
-        finally:
-            await store.close()
-
-    asyncio.run(scenario())
-
-
-def test_unknown_kid_within_cooldown_is_denied_without_a_fetch(
-    idp: FakeIdP, test_ca: LoopbackCA, signing_keys: dict[str, PrivateKey]
-) -> None:
-    clock = FakeClock()
-
-    async def scenario() -> None:
-        config = _jwks_uri(idp, test_ca, fetch="unknown_kid_cooldown_seconds: 30")
-        store = KeyStore(config, clock=clock)
-        decider = Decider(config, Verifier(config, store), refetch=store.refetch)
-        try:
-            await store.fetch_all()
-            idp.jwks = jwks(signing_keys, "k1", "k2")
-            clock.advance(10)  # still cooling down
-            decision = await decider.decide(_request(signing_keys["k2"], idp.issuer, "k2"))
-            assert not decision.allowed
-            assert decision.reason == "unknown_key"
-            assert idp.count(JWKS_PATH) == 1
+            assert decision.reason == reason, decision.detail
+            assert decision.allowed == (reason == "allowed")
+            assert idp.count(JWKS_PATH) == fetches
         finally:
             await store.close()
 
