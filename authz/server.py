@@ -28,7 +28,7 @@ from authz.observe import Observability
 from authz.request import RequestView, view
 from authz.runtime import ConfigFile, ReloadStatus, Runtime, build_runtime
 from authz.verify import Clock
-from authz.workers import WORKER_INDEX_ENV
+from authz.workers import WORKER_INDEX_ENV, unblock_stop_signals
 
 __all__ = ["SERVICE_NAME", "AuthorizationService", "AuthzServer", "run"]
 
@@ -329,12 +329,15 @@ def _remove_stale_socket(path: Path) -> None:
 
 async def run(config: Config, config_file: ConfigFile | None = None) -> int:
     """Serve until SIGTERM or SIGINT, then drain gracefully; the exit status."""
-    server = AuthzServer(config, config_file=config_file)
-    await server.start()
+    # Handlers first: a stop requested while the server starts is a clean stop
+    # once it has started, never the default action's death.
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    unblock_stop_signals()  # a worker starts with them blocked (workers.py)
+    server = AuthzServer(config, config_file=config_file)
+    await server.start()
     await stopping.wait()
     log.info(
         "shutting down: NOT_SERVING, answering for %.1fs more, then draining for up to %.1fs",

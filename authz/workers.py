@@ -50,53 +50,100 @@ def available_cpus() -> int:
     return max(1, cpus)
 
 
-def _die_with_parent() -> None:
-    """A worker must not outlive its supervisor (killed, OOM): it would keep
-    serving the port outside anyone's control. Linux's PR_SET_PDEATHSIG."""
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _prepare_worker() -> None:
+    """Runs in the child between fork and exec.
+
+    A worker must not outlive its supervisor (killed, OOM): it would keep
+    serving the port outside anyone's control, hence Linux's PR_SET_PDEATHSIG.
+    The stop signals are blocked (the mask survives exec) until the worker has
+    installed its handlers (``unblock_stop_signals``): a SIGTERM forwarded while
+    it is still importing stays pending and then drains it like any other,
+    instead of killing it with the default action.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+
+def unblock_stop_signals() -> None:
+    """Called once the serving process handles SIGTERM/SIGINT itself; a no-op
+    where they were never blocked. A signal that arrived meanwhile is delivered now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+def _exit_status(code: int, forwarded: int | None) -> int:
+    """A worker's exit status as the supervisor reports it: ended by the very
+    signal the supervisor forwarded is a clean stop (it was asked to stop)."""
+    if forwarded is not None and code == -forwarded:
+        return 0
+    return abs(code)
+
+
+def _forward(
+    signals: list[int],
+    children: dict[int, subprocess.Popen[bytes]],
+    sent: dict[int, int | None],
+) -> None:
+    for signum in signals:
+        for index, child in children.items():
+            if child.poll() is None:
+                child.send_signal(signum)
+                sent[index] = signum
 
 
 def supervise(config: Path, workers: int, log_args: list[str]) -> int:
-    stopping = False
+    # The handler only records the request; the loop below forwards it. Sending
+    # from the handler could miss a worker that start() is creating right then.
+    requested: list[int] = []
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        requested.append(signum)
+
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, request_stop)
+
     fatal = False
     children: dict[int, subprocess.Popen[bytes]] = {}
     last_start: dict[int, float] = {}
+    # The last stop signal each worker was sent (None: not asked to stop yet).
+    sent: dict[int, int | None] = {}
 
     def start(index: int) -> None:
         env = {**os.environ, WORKER_INDEX_ENV: str(index)}
         command = [sys.executable, "-m", "authz.cli", *log_args, "serve", "-c", str(config)]
         # The supervisor is single-threaded here, so preexec_fn is safe.
-        children[index] = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        children[index] = subprocess.Popen(command, env=env, preexec_fn=_prepare_worker)  # noqa: PLW1509
         last_start[index] = time.monotonic()
+        sent[index] = None
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
     log.info("starting %d workers", workers, extra={"workers": workers})
     for index in range(workers):
+        if requested:
+            break
         start(index)
     worst = 0
+    forwarded = 0  # how many of the requested signals every worker has been sent
     while children:
+        if forwarded < len(requested):
+            # A second SIGINT is passed on too: it ends a worker's drain delay.
+            _forward(requested[forwarded:], children, sent)
+            forwarded = len(requested)
         for index, child in list(children.items()):
             code = child.poll()
             if code is None:
                 continue
-            if stopping:
-                worst = max(worst, abs(code))
+            if requested:
+                worst = max(worst, _exit_status(code, sent[index]))
                 del children[index]
             elif code == _EXIT_CONFIG:
                 # A configuration or bind error: every restart would fail alike.
                 log.error("worker %d cannot serve (exit %d); stopping", index, code)
                 fatal = True
                 del children[index]
-                forward(signal.SIGTERM, None)
+                requested.append(int(signal.SIGTERM))
             elif time.monotonic() - last_start[index] >= _RESTART_INTERVAL:
                 log.error("worker %d exited with %d; starting it again", index, code)
                 start(index)

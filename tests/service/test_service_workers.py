@@ -146,3 +146,27 @@ def test_workers_need_a_fixed_tcp_port(tmp_path: Path, signing: Signing) -> None
     )
     assert result.returncode == 2
     assert "needs a fixed TCP port" in result.stderr
+
+
+def test_a_stop_while_workers_start_is_clean(tmp_path: Path, signing: Signing) -> None:
+    """SIGTERM as soon as the workers exist, while they are still importing:
+    each stops cleanly once it can, and the supervisor exits 0."""
+    config = write_config(
+        tmp_path / "authz.yaml", config_data(signing.jwks_file, f"127.0.0.1:{_free_port()}")
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "authz.cli", "serve", "-c", str(config), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # The supervisor installs its handlers before it starts any worker.
+        _until("two workers", lambda: len(_children(process.pid)) == 2)
+        workers = _children(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(WAIT) == 0
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(WAIT)
