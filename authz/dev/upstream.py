@@ -10,26 +10,43 @@ import argparse
 import json
 import signal
 import threading
+from collections import deque
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 __all__ = ["EchoUpstream", "main"]
 
 
+# Requests kept for received(); bounded, as the example services in k8s/ run this.
+KEPT = 1000
+
+
+class _EchoServer(ThreadingHTTPServer):
+    """Keeps what it received, so a test can show that a request never arrived."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        super().__init__(address, _EchoHandler)
+        self.lock = threading.Lock()
+        self.received: deque[dict[str, Any]] = deque(maxlen=KEPT)
+
+
 class _EchoHandler(BaseHTTPRequestHandler):
     server_version = "sample-upstream"
+    server: _EchoServer
 
     def _answer(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         if length:
             self.rfile.read(length)
-        body = json.dumps(
-            {
-                "method": self.command,
-                "path": self.path,
-                "headers": {name.lower(): value for name, value in self.headers.items()},
-            }
-        ).encode()
+        request = {
+            "method": self.command,
+            "path": self.path,
+            "headers": {name.lower(): value for name, value in self.headers.items()},
+        }
+        with self.server.lock:
+            self.server.received.append(request)
+        body = json.dumps(request).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -46,7 +63,7 @@ class EchoUpstream:
     """The echo service on 127.0.0.1, in a background thread."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = ThreadingHTTPServer((host, port), _EchoHandler)
+        self._server = _EchoServer((host, port))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -55,6 +72,12 @@ class EchoUpstream:
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
+
+    def received(self) -> list[dict[str, Any]]:
+        """The requests answered so far (method, path, headers), oldest first; the
+        last ``KEPT`` of them."""
+        with self._server.lock:
+            return list(self._server.received)
 
     def start(self) -> EchoUpstream:
         self._thread.start()

@@ -212,6 +212,7 @@ def test_n_requests_make_exactly_n_audit_records_with_the_right_fields(traced: T
     schema = json.loads(SCHEMA_PATH.read_text())
     config_text = (traced.workdir / "authz.yaml").read_text()
     sent: dict[str, tuple[int, str, str]] = {}  # path -> (status, reason, token_fp)
+    upstream_ids: dict[str, str] = {}  # path -> the x-request-id the upstream received
     run = uuid.uuid4().hex[:8]
     for index in range(12):
         path = f"/audit/{run}/{index}"
@@ -227,6 +228,8 @@ def test_n_requests_make_exactly_n_audit_records_with_the_right_fields(traced: T
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         reply = traced.stack.get(f"{path}?q={index}", {**headers, "x-request-id": f"rid-{index}"})
         assert reply.status == expected[0]
+        if reply.status == 200:
+            upstream_ids[path] = reply.json()["headers"]["x-request-id"]
         sent[path] = (*expected, _fingerprint(token) if token else "")
 
     def complete() -> list[dict[str, Any]] | None:
@@ -236,6 +239,7 @@ def test_n_requests_make_exactly_n_audit_records_with_the_right_fields(traced: T
     records = OtlpReceiver.poll("12 audit records", complete)
     assert len(records) == len(sent)  # exactly one per decision
     assert sorted(r["path"] for r in records) == sorted(sent)
+    assert len({r["request_id"] for r in records}) == len(records)
     for record in records:
         jsonschema.validate(record, schema)
         status, reason, token_fp = sent[record["path"]]
@@ -247,7 +251,11 @@ def test_n_requests_make_exactly_n_audit_records_with_the_right_fields(traced: T
         assert record["method"] == "GET"
         assert record["host"] == f"127.0.0.1:{traced.stack.envoy.listener_port}"  # type: ignore[union-attr]
         assert record["source"].startswith("127.0.0.1:")
-        assert record["request_id"] == f"rid-{index}"
+        # Envoy's request id, not the client's (the edge replaces it).
+        assert record["request_id"] != f"rid-{index}"
+        assert uuid.UUID(record["request_id"])
+        if status == 200:
+            assert record["request_id"] == upstream_ids[record["path"]]
         assert record["config_version"] == config_version(config_text)
         assert record["latency_ms"] >= 0
         if status == 200:
