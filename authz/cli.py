@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check_config)
 
     _add_explain(commands)
+    _add_check_envoy(commands)
 
     keys = commands.add_parser("keys", help="development keys").add_subparsers(
         dest="keys_command", required=True
@@ -275,6 +276,32 @@ def _explain(args: argparse.Namespace) -> int:
     clock = FixedClock(args.at) if args.at is not None else None
     decision = explain(config, request, sys.stdout, clock=clock)
     return 0 if decision.allowed else 1
+
+
+def _add_check_envoy(commands: Any) -> None:
+    check = commands.add_parser(
+        "check-envoy",
+        help="report Envoy settings that are unsafe or inconsistent with authz",
+        description="Read Envoy configs (YAML or JSON with static_resources, or a Kubernetes "
+        "ConfigMap holding one; - for stdin) and print each unsafe or inconsistent setting "
+        "as FILE:LINE: what: why. Exit status: 0 none, 1 some, 2 a file (or -c) unusable.",
+    )
+    check.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    check.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="authz's configuration: also check the identity namespace, the timeout against "
+        "its key refetch wait, header limits, and routes where ext_authz is off",
+    )
+    check.set_defaults(handler=_check_envoy)
+
+
+def _check_envoy(args: argparse.Namespace) -> int:
+    from authz.envoy_check import run
+
+    config = load_config(args.config) if args.config is not None else None
+    return run(args.files, config, sys.stdout, sys.stderr, stdin=sys.stdin)
 
 
 def _keys_generate(args: argparse.Namespace) -> int:
