@@ -4,11 +4,21 @@ A claim is read by its path (``sub``, ``realm_access.roles``) and may be a
 string, a number, a boolean or a list of those. A list is joined with ","
 and no item may contain one, so the upstream can split it again; ``scope``
 reads the OAuth ``scope`` string or ``scp`` array alike, joined with spaces.
-A value with control characters, or one larger than ``max_header_bytes``, is
-refused rather than passed on or cut short, and so is a set of headers larger
-than ``max_total_bytes``: the allow then becomes a 401 ``claim_invalid``. An
-absent claim sets no header; the client's copy of every header in the
-namespace is removed all the same (see decision.py).
+The rules compared the claim's exact value; the upstream reads the header
+after HTTP has trimmed it and its framework has decoded it. So a value is
+carried only if both read the same: visible ASCII and interior spaces, no
+leading or trailing whitespace (RFC 9110 §5.5 trims it), no control character
+(a CR/LF could start another header, a NUL ends a C string), nothing outside
+ASCII (Envoy passes the UTF-8 bytes on; frameworks decode header bytes as
+Latin-1, or refuse them). A list item is also refused when it is empty or
+holds the joiner ",", so ``["a,b"]`` cannot become two roles upstream. Such a
+value, or one larger than ``max_header_bytes``, is refused rather than passed
+on, changed or cut short, and so is a set of headers larger than
+``max_total_bytes``: the allow then becomes a 401 ``claim_invalid`` whose
+detail names the claim and the problem, never the value. Claims outside
+visible ASCII can still reach the upstream intact in ``payload_header``. An
+absent claim (or an empty string) sets no header; the client's copy of every
+header in the namespace is removed all the same (see decision.py).
 
 ``payload_header`` carries the whole verified payload: the token's payload
 segment exactly as signed (base64url of the JSON), like Envoy's
@@ -32,8 +42,10 @@ __all__ = ["MAX_HEADER_VALUE", "IdentityPlan", "identity_headers", "scopes"]
 
 # The default of identity.max_header_bytes.
 MAX_HEADER_VALUE = 4096
-# Visible ASCII, space and any non-ASCII character; no CTLs (RFC 9110 §5.5).
-_SAFE_VALUE = re.compile(r"[^\x00-\x1f\x7f]*")
+# What a header value may hold so that the upstream reads exactly what the
+# rules checked: visible ASCII and spaces (and no space at either end).
+_CARRIED = re.compile(r"[\x20-\x7e]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCOPE = ("scope",)
 
 
@@ -110,14 +122,20 @@ class IdentityPlan:
         for header, path in self.headers:
             label = ".".join(path)
             if path == _SCOPE:
-                value = " ".join(scopes(claims))
+                value = _scope_value(claims)
             else:
                 value = _render(claim_value(claims, path), label)
             if not value:
                 continue
-            size = len(value.encode("utf-8", "surrogatepass"))
-            if size > self.max_header_bytes or not _SAFE_VALUE.fullmatch(value):
-                raise ClaimInvalid(f"claim {label!r} cannot be carried in header {header!r}")
+            problem = _problem(value)
+            if problem:
+                raise ClaimInvalid(f"claim {label!r} (header {header!r}) {problem}")
+            size = len(value)  # ASCII only, by now
+            if size > self.max_header_bytes:
+                raise ClaimInvalid(
+                    f"claim {label!r} (header {header!r}) is {size} bytes; "
+                    f"the limit is {self.max_header_bytes}"
+                )
             total += len(header) + size
             result.append((header, value))
         if self.payload_header and token_text:
@@ -142,6 +160,28 @@ def _payload_segment(token_text: str) -> str:
     return token_text.split(".")[1]
 
 
+def _problem(text: str) -> str:
+    """What keeps ``text`` from reaching the upstream as it is; "" if nothing."""
+    if _CARRIED.fullmatch(text):
+        if text != text.strip(" "):
+            return "has leading or trailing whitespace"
+        return ""
+    if _CONTROL.search(text):
+        return "has a control character"
+    return "has a character outside visible ASCII"
+
+
+def _scope_value(claims: Mapping[str, Any]) -> str:
+    # The scopes are re-joined with single spaces, so extra spaces between or
+    # around them change nothing; any other separator (a tab, a line break, a
+    # Unicode space) would be read as one by the rules but not by every
+    # upstream, and is refused like any control or non-ASCII character.
+    scope = claims.get("scope")
+    if isinstance(scope, str) and not _CARRIED.fullmatch(scope):
+        raise ClaimInvalid(f"claim 'scope' {_problem(scope)}")
+    return " ".join(scopes(claims))
+
+
 def _render(value: Any, claim: str) -> str:
     if value is None:
         return ""
@@ -153,8 +193,15 @@ def _render(value: Any, claim: str) -> str:
         isinstance(item, str | int | float) and not isinstance(item, bool) for item in value
     ):
         items = [str(item) for item in value]
-        # A list is joined with "," so no item may contain one.
-        if any("," in item for item in items):
-            raise ClaimInvalid(f"claim {claim!r} has a list item containing ','")
+        # The upstream splits the header at "," and may trim each item: an empty
+        # item, a "," inside one, or spaces around one would change the list.
+        for item in items:
+            if not item:
+                raise ClaimInvalid(f"claim {claim!r} has an empty list item")
+            if "," in item:
+                raise ClaimInvalid(f"claim {claim!r} has a list item containing ','")
+            problem = _problem(item)
+            if problem:
+                raise ClaimInvalid(f"claim {claim!r} has a list item that {problem}")
         return ",".join(items)
     raise ClaimInvalid(f"claim {claim!r} is not a scalar or a list of scalars")
