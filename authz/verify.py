@@ -223,6 +223,10 @@ class Verifier:
         subject = payload.get("sub")
         if subject is not None and not isinstance(subject, str):
             raise ClaimInvalid("sub claim is not a string")
+        # RFC 7519 §4.1.7: a string. The revocation list holds strings, so a
+        # number would never match "jti:123" and a revoked token would pass.
+        if payload.get("jti") is not None and not isinstance(payload["jti"], str):
+            raise ClaimInvalid("jti claim is not a string")
         verified = VerifiedToken(
             issuer=issuer.issuer, subject=subject, claims=payload, kid=kid, algorithm=algorithm
         )

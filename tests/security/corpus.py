@@ -587,6 +587,14 @@ CASES: list[Case] = [
             ("iss-number", {"iss": 1}, "claim_invalid"),
             ("iss-missing", {"iss": _DROP}, "missing_claim"),
             ("sub-object", {"sub": {"id": "admin"}}, "claim_invalid"),
+            # A jti the revocation list ("jti:123", strings) could never match.
+            ("jti-number", {"jti": 123}, "claim_invalid"),
+            ("jti-object", {"jti": {"a": 1}}, "claim_invalid"),
+            # Identity values the upstream would read otherwise than the rules did.
+            ("sub-padded", {"sub": " alice "}, "claim_invalid"),
+            ("sub-line-break", {"sub": "alice\r\nx-auth-roles: admin"}, "claim_invalid"),
+            ("sub-non-ascii", {"sub": "alic\u00e9"}, "claim_invalid"),
+            ("scope-tab-separated", {"scope": "orders:read\tadmin"}, "claim_invalid"),
             ("expired", {"exp": int(time.time()) - 3600, "iat": 1}, "token_expired"),
             ("not-yet-valid", {"nbf": int(time.time()) + 3600}, "token_not_yet_valid"),
             ("issued-in-the-future", {"iat": int(time.time()) + 3600}, "issued_in_future"),

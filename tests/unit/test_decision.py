@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -22,6 +23,7 @@ from authz.errors import (
 )
 from authz.keys import IssuerKeys, StaticKeySource
 from authz.request import RequestView
+from authz.revocation import RevocationList
 from authz.verify import VerifiedToken, Verifier, fingerprint
 
 ISS = "https://idp.example"
@@ -219,6 +221,25 @@ def test_unusable_identity_claim_denies(env: Env, decider: Decider) -> None:
     assert (decision.status, decision.reason) == (401, "claim_invalid")
     assert isinstance(decision.error, ClaimInvalid)
     assert decision.headers_to_set == ()
+
+
+def test_a_numeric_jti_cannot_slip_past_a_revoked_jti(
+    env: Env, clock: FakeClock, tmp_path: Path
+) -> None:
+    # "jti:123" lists the string "123"; a token carrying the number 123 would
+    # never match it, so a non-string jti is refused before revocation is asked.
+    revoked = tmp_path / "revoked.txt"
+    revoked.write_text("jti:123\n")
+    decider = Decider(
+        env.config, Verifier(env.config, env.keys, clock), revocations=RevocationList(revoked)
+    )
+    decision = _decide(decider, _request(_token(env, jti=123)))
+    assert (decision.allowed, decision.status, decision.reason) == (False, 401, "claim_invalid")
+    assert decision.detail == "jti claim is not a string"
+    assert decision.headers_to_set == ()
+    # The string form of the same id is revoked, as listed.
+    decision = _decide(decider, _request(_token(env, jti="123")))
+    assert (decision.allowed, decision.status, decision.reason) == (False, 401, "token_revoked")
 
 
 def test_keys_unavailable(env: Env) -> None:

@@ -298,6 +298,24 @@ def test_subject_must_be_a_string(env: Env, verifier: Verifier) -> None:
     assert_rejected(verifier, rs256(env, claims(sub=42)), ClaimInvalid)
 
 
+@pytest.mark.parametrize("jti", [123, 1.5, True, {"a": 1}, ["id-1"]])
+def test_jti_must_be_a_string(env: Env, verifier: Verifier, jti: object) -> None:
+    # RFC 7519 §4.1.7; a number would never match the revocation list's "jti:123".
+    error = assert_rejected(verifier, rs256(env, claims(jti=jti)), ClaimInvalid)
+    assert error.reason == "claim_invalid"
+    assert error.detail == "jti claim is not a string"
+
+
+@pytest.mark.parametrize("jti", ["id-1", "123", ""])
+def test_a_string_jti_is_accepted(env: Env, verifier: Verifier, jti: str) -> None:
+    assert verifier.verify(rs256(env, claims(jti=jti))).claims["jti"] == jti
+
+
+def test_jti_is_optional(env: Env, verifier: Verifier) -> None:
+    assert "jti" not in verifier.verify(rs256(env, claims())).claims
+    assert verifier.verify(rs256(env, claims(jti=None))).claims["jti"] is None
+
+
 # --- time claims ---------------------------------------------------------------
 
 
