@@ -38,6 +38,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from authz.decision import Unenforced
+
 __all__ = [
     "MAX_FIELD",
     "SCHEMA_PATH",
@@ -112,6 +114,8 @@ def decision_record(
     span_id: str | None,
     latency_seconds: float,
     config_version: str,
+    shadow: Sequence[Unenforced] = (),
+    dry_run: Unenforced | None = None,
 ) -> dict[str, Any]:
     """One audit record (see the schema). Request-controlled strings are redacted."""
     return {
@@ -134,6 +138,19 @@ def decision_record(
         "span_id": span_id,
         "latency_ms": round(latency_seconds * 1000, 3),
         "config_version": config_version,
+        "shadow": [_unenforced(outcome) for outcome in shadow] or None,
+        "dry_run": None if dry_run is None else _unenforced(dry_run),
+    }
+
+
+def _unenforced(outcome: Unenforced) -> dict[str, Any]:
+    return {
+        "route": outcome.route or None,
+        "would": outcome.would,
+        "status": outcome.status,
+        "reason": outcome.reason,
+        # A deny's detail may quote the request (a path): redacted like one.
+        "detail": redact(outcome.detail, 512),
     }
 
 

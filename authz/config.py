@@ -313,6 +313,9 @@ class Config(_Model):
     routes: Annotated[list[RouteConfig], Field(min_length=1)] | None = None
     roles_claim: ClaimPath = "roles"
     revocation: RevocationConfig | None = None
+    # Report every decision, enforce none: a deny is answered as an allow that
+    # records the deny it would have been (see decision.py). Never a default.
+    dry_run: bool = False
     # How often the config and revocation files are checked for changes; 0: never.
     watch_interval_seconds: float = Field(default=2.0, ge=0, le=3600)
     # The directory of the file, to resolve relative key paths; not a YAML key.

@@ -7,11 +7,18 @@ without keys) -> revocation (401 token_revoked) -> requirements (403) ->
 identity. Anything unexpected becomes a 503 deny with reason
 ``internal_error``; nothing here ever allows by default.
 
-A route in shadow mode turns a deny from its own phases into an allow that
-records the deny it would have been (``Decision.shadow_denied``): the rule is
-evaluated and reported but not enforced. Identity headers then go upstream
-only from a token that verified and is not revoked. An internal error is
-never shadowed.
+A route in shadow mode (``shadow: true``) that takes a request is evaluated
+completely and reported (``Decision.shadows``: would it allow or deny, and
+why), then the request goes on to the routes after it, as if the shadow route
+were absent: the routes after it decide, and a request none of them takes is
+``no_route``. A rule being rolled out can therefore neither open nor close
+anything, and identity headers come only from the route that decides.
+
+A dry run (``dry_run: true`` in the configuration) enforces nothing: a deny
+becomes an allow that records the deny it would have been
+(``Decision.dry_run``). Identity headers then go upstream only from a token
+that verified and is not revoked. An answer of 503 (authz could not decide)
+is never turned into an allow, in a dry run or by a shadow route.
 
 ``decide`` can record every phase into a trace for ``authz explain``: the
 same code decides for the service and explains for the operator.
@@ -41,9 +48,28 @@ from authz.revocation import RevocationList
 from authz.steps import step
 from authz.verify import VerifiedToken, fingerprint
 
-__all__ = ["Decider", "Decision", "Refetch", "Step", "TokenVerifier"]
+__all__ = ["DRY_RUN", "Decider", "Decision", "Refetch", "Step", "TokenVerifier", "Unenforced"]
 
 log = logging.getLogger(__name__)
+
+# The reason of a dry run's allow in place of a deny.
+DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True, slots=True)
+class Unenforced:
+    """An outcome that was evaluated and reported but did not decide the answer:
+    a shadow route's (allow or deny), or the deny a dry run let through."""
+
+    route: str
+    allowed: bool
+    status: int
+    reason: str
+    detail: str = ""
+
+    @property
+    def would(self) -> str:
+        return "allow" if self.allowed else "deny"
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +87,10 @@ class Decision:
     # The route that decided ("" when the configuration has no routes, or none matched).
     route: str = ""
     mode: str = ""
-    # Shadow mode: the reason of the deny this allow would have been, else None.
-    # ``detail`` then carries that deny's detail.
-    shadow_denied: str | None = None
+    # What each shadow route that took the request would have decided, in order.
+    shadows: tuple[Unenforced, ...] = ()
+    # A dry run's allow in place of a deny: the deny it would have been.
+    dry_run: Unenforced | None = None
     # The configured issuer the token named, also when it failed to verify
     # ("" when no configured issuer was named): a bounded label.
     issuer: str = ""
@@ -111,58 +138,59 @@ class Decider:
         self._revocations = revocations
         self._namespace = config.identity.namespace
         self._identity_names = self.policy.identity_names
+        self._dry_run = config.dry_run
+        # Where a request a shadow route takes goes on: the routes after it.
+        routes = self.policy.routes
+        self._after = {
+            route.index: Policy(routes[route.index + 1 :], explicit=True)
+            for route in routes
+            if route.shadow
+        }
 
     async def decide(
         self, request: RequestView, trace: list[Step] | None = None, *, budget: float = math.inf
     ) -> Decision:
         """Decide one request; ``budget`` is how long it may wait (Envoy's deadline)."""
         match: Match | None = None
-        token: VerifiedToken | None = None
-        token_text = ""
-        stage = "request"
+        memo = _Memo()
+        progress = _Progress()
+        shadows: list[Unenforced] = []
         try:
             # Each phase is an event on the Check's span (authz.steps).
             with step("extract"):
                 self._check_size(request)
-                stage = "route"
-                match = self._match(request, trace)
-                route = match.route
-                stage = "credentials"
-                token_text = self._credential(request, route, trace)
-            if token_text:
-                stage = "token"
-                with step("verify"):
-                    token = await self._verify(token_text, budget)
-                _note(trace, "token", "ok", f"verified: issuer {token.issuer}")
-                stage = "revocation"
-                with step("policy"):
-                    self._check_revocation(token, trace)
-                    stage = "requirements"
-                    self._authorize(route, token, trace)
-            stage = "identity"
-            with step("identity"):
-                headers = self._identity(route, token, token_text)
+                progress.stage = "route"
+                match = self._match(self.policy, request, trace)
+            while match.route.shadow:
+                shadows.append(await self._shadow(request, match.route, memo, trace, budget=budget))
+                after, match = self._after[match.route.index], None
+                match = self._match(after, request, trace)
+            route = match.route
+            headers = await self._evaluate(request, route, memo, progress, trace, budget=budget)
         except AuthzError as error:
-            if stage != "requirements":  # the requirements step already shows its checks
-                _note(trace, stage, "fail", f"{error.reason}: {error.detail}")
-            if match is not None and match.route.shadow:
-                return self._shadow_allow(
-                    request, match.route, token, token_text, error=error, trace=trace
+            if progress.stage != "requirements":  # the requirements step already shows its checks
+                _note(trace, progress.stage, "fail", f"{error.reason}: {error.detail}")
+            # A dry run lifts denies, never a 503: authz could not decide, and an
+            # allow then would be failing open on an outage or a bug, which no
+            # rehearsal of the rules is meant to do.
+            if self._dry_run and error.status < 500:
+                return self._dry_run_allow(
+                    request, match, error, progress, shadows=shadows, trace=trace
                 )
-            return self._deny(error, token_text, match, token)
+            return self._deny(error, progress, match, shadows)
         except Exception as exc:
             log.exception("internal error while deciding")
-            _note(trace, stage, "fail", f"internal error: {type(exc).__name__}")
-            return self._deny(InternalError(f"{type(exc).__name__}"), token_text, match, token)
+            _note(trace, progress.stage, "fail", f"internal error: {type(exc).__name__}")
+            return self._deny(InternalError(f"{type(exc).__name__}"), progress, match, shadows)
         _note(trace, "identity", "ok", f"{len(headers)} header(s) to set")
-        return self._allow(request, route, token, token_text, headers=headers)
+        return self._allow(request, route, progress, headers, shadows)
 
     # --- phases ------------------------------------------------------------------------
 
-    def _match(self, request: RequestView, trace: list[Step] | None) -> Match:
+    def _match(self, policy: Policy, request: RequestView, trace: list[Step] | None) -> Match:
         skipped: list[tuple[Route, str]] | None = [] if trace is not None else None
         try:
-            match = self.policy.match(request, skipped)
+            match = policy.match(request, skipped)
         finally:
             for route, condition in skipped or ():
                 _note(trace, "route", "skip", f"{route.name}: {condition} does not match")
@@ -173,23 +201,72 @@ class Decider:
             _note(trace, "route", "ok", f"{name}: {match.route.mode}{shadow}{params}")
         return match
 
-    def _credential(self, request: RequestView, route: Route, trace: list[Step] | None) -> str:
+    async def _evaluate(
+        self,
+        request: RequestView,
+        route: Route,
+        memo: _Memo,
+        progress: _Progress,
+        trace: list[Step] | None,
+        *,
+        budget: float,
+    ) -> tuple[tuple[str, str], ...]:
+        """The phases of ``route`` for ``request``: the identity headers to set, or the
+        AuthzError that denies. ``progress`` keeps what a deny reports."""
+        progress.stage = "credentials"
+        with step("credentials"):
+            token_text = progress.token_text = self._credential(request, route, memo, trace)
+        token: VerifiedToken | None = None
+        if token_text:
+            progress.stage = "token"
+            with step("verify"):
+                token = progress.token = await self._verified(token_text, memo, budget)
+            _note(trace, "token", "ok", f"verified: issuer {token.issuer}")
+            progress.stage = "revocation"
+            with step("policy"):
+                self._check_revocation(token, trace)
+                progress.stage = "requirements"
+                self._authorize(route, token, trace)
+        progress.stage = "identity"
+        with step("identity"):
+            return self._identity(route, token, token_text)
+
+    def _credential(
+        self, request: RequestView, route: Route, memo: _Memo, trace: list[Step] | None
+    ) -> str:
         """The bearer token, or "" where the route lets the request in without one."""
         if route.mode == PUBLIC:
             _note(trace, "credentials", "skip", "public route: no token examined")
             return ""
-        try:
-            token_text = bearer(request, self._config.max_token_bytes)
-        except MissingCredentials as missing:
-            if route.mode != OPTIONAL:
-                raise
-            _note(trace, "credentials", "skip", f"optional route, no token: {missing.detail}")
+        if memo.credential is None:
+            try:
+                memo.credential = bearer(request, self._config.max_token_bytes)
+            except AuthzError as error:
+                memo.credential = error
+        credential = memo.credential
+        if isinstance(credential, MissingCredentials) and route.mode == OPTIONAL:
+            _note(trace, "credentials", "skip", f"optional route, no token: {credential.detail}")
             return ""
+        if isinstance(credential, AuthzError):
+            raise credential
         if trace is not None:  # not worth a hash on the hot path
             _note(
-                trace, "credentials", "ok", f"bearer token, fingerprint {fingerprint(token_text)}"
+                trace, "credentials", "ok", f"bearer token, fingerprint {fingerprint(credential)}"
             )
-        return token_text
+        return credential
+
+    async def _verified(self, token_text: str, memo: _Memo, budget: float) -> VerifiedToken:
+        # Verification does not depend on the route: a shadow route and the
+        # route after it share one, so a shadow rule costs no second signature
+        # check and no second key refetch.
+        if memo.verified is None:
+            try:
+                memo.verified = await self._verify(token_text, budget)
+            except AuthzError as error:
+                memo.verified = error
+        if isinstance(memo.verified, AuthzError):
+            raise memo.verified
+        return memo.verified
 
     def _check_revocation(self, token: VerifiedToken, trace: list[Step] | None) -> None:
         if self._revocations is None:
@@ -213,30 +290,97 @@ class Decider:
             return ()
         return tuple(route.identity.render(token.claims, token_text))
 
+    async def _shadow(
+        self,
+        request: RequestView,
+        route: Route,
+        memo: _Memo,
+        trace: list[Step] | None,
+        *,
+        budget: float,
+    ) -> Unenforced:
+        """What ``route`` would decide; it decides nothing, whatever happens here."""
+        progress = _Progress()
+        try:
+            await self._evaluate(request, route, memo, progress, trace, budget=budget)
+            outcome = Unenforced(route.name, True, 200, "allowed")
+        except AuthzError as error:
+            if progress.stage != "requirements":
+                _note(trace, progress.stage, "fail", f"{error.reason}: {error.detail}")
+            outcome = _would_deny(route.name, error)
+        except Exception as exc:
+            # Reported like any would-be deny; the routes after it still decide
+            # (and fail the same way if the fault is theirs too).
+            log.exception("internal error while evaluating shadow route %s", route.name)
+            _note(trace, progress.stage, "fail", f"internal error: {type(exc).__name__}")
+            outcome = _would_deny(route.name, InternalError(type(exc).__name__))
+        verdict = "allow" if outcome.allowed else f"deny {outcome.status} {outcome.reason}"
+        _note(
+            trace,
+            "shadow",
+            "info",
+            f"{route.name} would {verdict}; not enforced: the routes after it decide",
+        )
+        return outcome
+
     # --- outcomes ----------------------------------------------------------------------
 
     def _allow(
         self,
         request: RequestView,
         route: Route,
-        token: VerifiedToken | None,
-        token_text: str,
-        *,
+        progress: _Progress,
         headers: tuple[tuple[str, str], ...],
-        shadow: AuthzError | None = None,
+        shadows: list[Unenforced],
     ) -> Decision:
         return Decision(
             allowed=True,
             status=200,
             reason="allowed",
-            detail=shadow.detail if shadow is not None else "",
-            token=token,
-            token_fingerprint=fingerprint(token_text) if token_text else "",
+            token=progress.token,
+            token_fingerprint=fingerprint(progress.token_text) if progress.token_text else "",
             headers_to_set=headers,
             headers_to_remove=self._headers_to_remove(request, route, headers),
             route=route.name,
             mode=route.mode,
-            shadow_denied=shadow.reason if shadow is not None else None,
+            shadows=tuple(shadows),
+        )
+
+    def _dry_run_allow(
+        self,
+        request: RequestView,
+        match: Match | None,
+        error: AuthzError,
+        progress: _Progress,
+        *,
+        shadows: list[Unenforced],
+        trace: list[Step] | None,
+    ) -> Decision:
+        route = match.route if match is not None else None
+        token = progress.token
+        headers: tuple[tuple[str, str], ...] = ()
+        # Identity only from a token that verified and is not revoked: a failed
+        # requirement does not make the identity less true; anything else does.
+        if isinstance(error, Forbidden) and token is not None and route is not None:
+            try:
+                headers = self._identity(route, token, progress.token_text)
+            except AuthzError:
+                headers = ()
+        _note(trace, "dry run", "info", f"would deny {error.status} {error.reason}; allowed")
+        name = route.name if route is not None else ""
+        return Decision(
+            allowed=True,
+            status=200,
+            reason=DRY_RUN,
+            token=token,
+            token_fingerprint=fingerprint(progress.token_text) if progress.token_text else "",
+            headers_to_set=headers,
+            headers_to_remove=self._headers_to_remove(request, route, headers),
+            route=name,
+            mode=route.mode if route is not None else "",
+            shadows=tuple(shadows),
+            dry_run=_would_deny(name, error),
+            issuer=error.issuer,
         )
 
     def _check_size(self, request: RequestView) -> None:
@@ -268,37 +412,8 @@ class Decider:
                 raise
             return self._verifier.verify(token_text)
 
-    def _shadow_allow(
-        self,
-        request: RequestView,
-        route: Route,
-        token: VerifiedToken | None,
-        token_text: str,
-        *,
-        error: AuthzError,
-        trace: list[Step] | None,
-    ) -> Decision:
-        headers: tuple[tuple[str, str], ...] = ()
-        # Identity only from a token that verified and is not revoked: a failed
-        # requirement does not make the identity less true; anything else does.
-        if isinstance(error, Forbidden) and token is not None:
-            try:
-                headers = self._identity(route, token, token_text)
-            except AuthzError:
-                headers = ()
-        log.info(
-            "shadow route=%s would deny status=%d reason=%s detail=%r token_fp=%s",
-            route.name,
-            error.status,
-            error.reason,
-            error.detail,
-            fingerprint(token_text) if token_text else "-",
-        )
-        _note(trace, "shadow", "info", f"would deny {error.status} {error.reason}; allowed")
-        return self._allow(request, route, token, token_text, headers=headers, shadow=error)
-
     def _headers_to_remove(
-        self, request: RequestView, route: Route, headers: tuple[tuple[str, str], ...]
+        self, request: RequestView, route: Route | None, headers: tuple[tuple[str, str], ...]
     ) -> tuple[str, ...]:
         # Remove every client-sent header in the identity namespace, and every
         # configured identity header (in case Envoy's allowed_headers hid the
@@ -306,13 +421,13 @@ class Decider:
         setting = {name for name, _ in headers}
         names = {name for name in request.headers if name.startswith(self._namespace)}
         names.update(self._identity_names)
-        if route.identity.strip_authorization:
+        if route is not None and route.identity.strip_authorization:
             names.add("authorization")
         return tuple(sorted(names - setting))
 
     @staticmethod
     def _deny(
-        error: AuthzError, token_text: str, match: Match | None, token: VerifiedToken | None
+        error: AuthzError, progress: _Progress, match: Match | None, shadows: list[Unenforced]
     ) -> Decision:
         return Decision(
             allowed=False,
@@ -322,12 +437,39 @@ class Decider:
             error=error,
             # A token that verified (then was revoked or lacked a requirement)
             # names who was denied, for logs and access logs.
-            token=token,
-            token_fingerprint=fingerprint(token_text) if token_text else "",
+            token=progress.token,
+            token_fingerprint=fingerprint(progress.token_text) if progress.token_text else "",
             route=match.route.name if match is not None else "",
             mode=match.route.mode if match is not None else "",
             issuer=error.issuer,
+            shadows=tuple(shadows),
         )
+
+
+class _Progress:
+    """How far the evaluation of one route got: what its deny reports."""
+
+    __slots__ = ("stage", "token", "token_text")
+
+    def __init__(self) -> None:
+        self.stage = "request"
+        self.token_text = ""
+        self.token: VerifiedToken | None = None
+
+
+class _Memo:
+    """What one Check learns once, for every route it evaluates: the bearer
+    credential and the token's verification (an outcome or the error)."""
+
+    __slots__ = ("credential", "verified")
+
+    def __init__(self) -> None:
+        self.credential: str | AuthzError | None = None
+        self.verified: VerifiedToken | AuthzError | None = None
+
+
+def _would_deny(route: str, error: AuthzError) -> Unenforced:
+    return Unenforced(route, False, error.status, error.reason, error.detail)
 
 
 def _note(trace: list[Step] | None, phase: str, outcome: str, text: str) -> None:

@@ -182,8 +182,13 @@ def _when(value: Any, now: float) -> str:
 def _print_answer(out: TextIO, decision: Decision, config: Config) -> None:
     reply = response.build(decision, config.realm)
     if decision.allowed:
-        shadow = f" (shadow: would deny {decision.shadow_denied})" if decision.shadow_denied else ""
-        _line(out, "answer", f"ALLOW{shadow}")
+        dry_run = decision.dry_run
+        unenforced = (
+            f" (dry run: would deny {dry_run.status} {dry_run.reason}: {dry_run.detail})"
+            if dry_run is not None
+            else ""
+        )
+        _line(out, "answer", f"ALLOW{unenforced}")
         for option in reply.ok_response.headers:
             _line(out, "", f"set     {option.header.key}: {option.header.value}")
         removed = ", ".join(reply.ok_response.headers_to_remove) or "-"
@@ -194,6 +199,11 @@ def _print_answer(out: TextIO, decision: Decision, config: Config) -> None:
         for option in denied.headers:
             _line(out, "", f"{option.header.key}: {option.header.value}")
         _line(out, "", f"body: {denied.body}")
+    for shadow in decision.shadows:
+        verdict = (
+            "allow" if shadow.allowed else f"deny {shadow.status} {shadow.reason}: {shadow.detail}"
+        )
+        _line(out, "shadow", f"{shadow.route} would {verdict} (not enforced)")
     metadata = json_format.MessageToDict(reply.dynamic_metadata)
     _line(out, "", f"metadata {json.dumps(metadata, sort_keys=True)}")
 

@@ -6,6 +6,7 @@ nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
 
 ====================================  =========  ====================================
 ``authz_decisions_total``             counter    decision, reason, issuer, route
+``authz_shadow_decisions_total``      counter    source (route | dry_run), route, would, reason
 ``authz_check_duration_seconds``      histogram  decision
 ``authz_audit_records_total``         counter    outcome (written | dropped), reason
 ``authz_audit_write_errors_total``    counter    sink (stdout | file)
@@ -13,6 +14,12 @@ nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
 ``authz_key_age_seconds``             gauge      issuer
 ``authz_key_cache_lookups_total``     counter    issuer, result (hit | miss)
 ====================================  =========  ====================================
+
+``authz_decisions_total`` counts what the client got. What was evaluated but
+not enforced goes to ``authz_shadow_decisions_total``: each shadow route that
+took a request (``source="route"``, ``would`` allow or deny), and in a dry run
+each decision (``source="dry_run"``; a would-be deny was answered as an allow
+with reason ``dry_run``).
 
 Every label set is bounded: ``reason`` is one of the error classes' reasons,
 ``issuer`` a configured issuer or ``unknown`` (the ``iss`` of a token that was
@@ -57,6 +64,7 @@ __all__ = [
     "KEY_AGE",
     "KEY_CACHE_LOOKUPS",
     "KEY_FETCHES",
+    "SHADOW_DECISIONS",
     "KeyEventHub",
     "KeyEvents",
     "Labels",
@@ -72,6 +80,7 @@ T = TypeVar("T")
 
 # OpenTelemetry instrument names; the Prometheus names add the unit and _total.
 DECISIONS = "authz.decisions"
+SHADOW_DECISIONS = "authz.shadow.decisions"
 CHECK_DURATION = "authz.check.duration"
 AUDIT_RECORDS = "authz.audit.records"
 AUDIT_WRITE_ERRORS = "authz.audit.write_errors"
@@ -105,8 +114,9 @@ _MAX_ROUTE_LABEL = 64
 
 
 def known_reasons() -> frozenset[str]:
-    """``allowed`` and the reason of every AuthzError class defined so far."""
-    reasons = {"allowed"}
+    """``allowed``, ``dry_run`` and the reason of every AuthzError class defined so far."""
+    # "dry_run" is decision.DRY_RUN, written out: decision imports verify, which imports this.
+    reasons = {"allowed", "dry_run"}
     pending: list[type[AuthzError]] = [AuthzError]
     while pending:
         cls = pending.pop()
@@ -244,6 +254,10 @@ class Metrics:
         self._loaded_at: dict[str, float] = {}
         meter = provider.get_meter("authz")
         self._decisions = _Tally(meter, DECISIONS, "{decision}", "Check decisions")
+        self._shadow = _Tally(
+            meter, SHADOW_DECISIONS, "{decision}", "Decisions evaluated and reported, not enforced"
+        )
+        self._shadow_labels: dict[tuple[str, str, bool, str], Attributes] = {}
         # Raw (decision, reason, issuer, route) -> label attributes; every part
         # is from a bounded set, and the memo is bounded all the same.
         self._decision_labels: dict[tuple[str, str, str | None, str], Attributes] = {}
@@ -296,6 +310,21 @@ class Metrics:
                 self._decision_labels[raw] = attributes
         self._decisions.add(1, attributes)
         self._duration.record(seconds, self._duration_attributes[decision])
+
+    def shadow_decision(self, *, source: str, route: str, allowed: bool, reason: str) -> None:
+        """One outcome that was reported, not enforced (``source``: route or dry_run)."""
+        raw = (source, route, allowed, reason)
+        attributes = self._shadow_labels.get(raw)
+        if attributes is None:
+            attributes = (
+                ("source", source),
+                ("route", self.labels.route(route)),
+                ("would", "allow" if allowed else "deny"),
+                ("reason", self.labels.reason(reason)),
+            )
+            if len(self._shadow_labels) < _MEMO_LIMIT:
+                self._shadow_labels[raw] = attributes
+        self._shadow.add(1, attributes)
 
     # The audit writer's counters (audit.AuditCounters).
     def audit_written(self, count: int) -> None:

@@ -24,6 +24,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
 
 from authz.audit import AuditSink, AuditWriter, FileSink, decision_record, redact, stdout_sink
 from authz.config import Config
@@ -35,12 +36,18 @@ from authz.request import RequestView
 from authz.telemetry import (
     ATTR_ALG,
     ATTR_DECISION,
+    ATTR_DRY_RUN_REASON,
+    ATTR_DRY_RUN_STATUS,
     ATTR_ISSUER,
     ATTR_KID,
     ATTR_METHOD,
     ATTR_PATH,
     ATTR_REASON,
     ATTR_ROUTE,
+    ATTR_SHADOW_REASON,
+    ATTR_SHADOW_ROUTE,
+    ATTR_SHADOW_STATUS,
+    ATTR_SHADOW_WOULD,
     ATTR_STATUS,
     Tracing,
     otlp_wanted,
@@ -120,12 +127,15 @@ class Observability:
         meter_provider: MeterProvider | None = None,
         audit_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        dry_run: bool = False,
     ) -> None:
         self.tracing = tracing
         self.metrics = metrics
         self.audit = audit
         # Stamped on every record; a configuration reload must set it anew.
         self.config_version = config_version
+        # In a dry run every decision is also counted as a would-be outcome.
+        self._dry_run = dry_run
         self._endpoint = endpoint
         self._meter_provider = meter_provider
         self._audit_timeout = audit_timeout
@@ -153,7 +163,13 @@ class Observability:
             endpoint=endpoint,
             meter_provider=provider,
             audit_timeout=config.audit.shutdown_timeout_seconds,
+            dry_run=config.dry_run,
         )
+
+    def apply(self, config: Config) -> None:
+        """A reloaded configuration's settings that observation follows."""
+        self.config_version = config.version
+        self._dry_run = config.dry_run
 
     def start(self) -> None:
         """Open the audit sinks and the metrics endpoint; errors here stop start-up."""
@@ -191,6 +207,7 @@ class Observability:
                 route=decision.route,
                 seconds=seconds,
             )
+            self._count_unenforced(decision)
         except Exception:
             self._complain("metrics")
         try:
@@ -198,13 +215,28 @@ class Observability:
         except Exception:
             self._complain("audit record")
 
+    def _count_unenforced(self, decision: Decision) -> None:
+        for shadow in decision.shadows:
+            self.metrics.shadow_decision(
+                source="route", route=shadow.route, allowed=shadow.allowed, reason=shadow.reason
+            )
+        if self._dry_run:
+            # Every decision of a dry run, so would-be denies have their share.
+            would = decision.dry_run
+            self.metrics.shadow_decision(
+                source="dry_run",
+                route=decision.route,
+                allowed=would is None and decision.allowed,
+                reason=decision.reason if would is None else would.reason,
+            )
+
     def _end_span(
         self, observation: CheckObservation, request: RequestView | None, decision: Decision
     ) -> None:
         span = observation.span
         observation.ended = True
         if span.is_recording():
-            attributes: dict[str, str | int] = {
+            attributes: dict[str, AttributeValue] = {
                 ATTR_DECISION: "allow" if decision.allowed else "deny",
                 ATTR_REASON: decision.reason,
                 ATTR_STATUS: decision.status,
@@ -218,6 +250,7 @@ class Observability:
                     attributes[ATTR_KID] = redact(token.kid, 128)
             if decision.route:
                 attributes[ATTR_ROUTE] = decision.route
+            _unenforced_attributes(attributes, decision)
             if request is not None:
                 attributes[ATTR_METHOD] = redact(request.method, 32)
                 attributes[ATTR_PATH] = redact(request.path_without_query)
@@ -256,6 +289,8 @@ class Observability:
             span_id=span_id,
             latency_seconds=seconds,
             config_version=self.config_version,
+            shadow=decision.shadows,
+            dry_run=decision.dry_run,
         )
 
     def _complain(self, what: str) -> None:
@@ -280,6 +315,18 @@ class Observability:
         self.tracing.shutdown()
         if isinstance(self._meter_provider, SdkMeterProvider):
             self._meter_provider.shutdown()
+
+
+def _unenforced_attributes(attributes: dict[str, AttributeValue], decision: Decision) -> None:
+    shadows = decision.shadows
+    if shadows:
+        attributes[ATTR_SHADOW_ROUTE] = [shadow.route for shadow in shadows]
+        attributes[ATTR_SHADOW_WOULD] = [shadow.would for shadow in shadows]
+        attributes[ATTR_SHADOW_STATUS] = [shadow.status for shadow in shadows]
+        attributes[ATTR_SHADOW_REASON] = [shadow.reason for shadow in shadows]
+    if decision.dry_run is not None:
+        attributes[ATTR_DRY_RUN_STATUS] = decision.dry_run.status
+        attributes[ATTR_DRY_RUN_REASON] = decision.dry_run.reason
 
 
 def _bounded(work: Callable[[], None], seconds: float) -> None:

@@ -120,11 +120,16 @@ def _metadata(decision: Decision) -> struct_pb2.Struct:
 
 
 def _rule_metadata(decision: Decision) -> dict[str, str]:
-    """The route that decided, and a shadow route's would-be deny, for access logs."""
+    """The route that decided, the first shadow route that would have denied, and
+    a dry run's would-be deny, for access logs."""
     fields: dict[str, str] = {}
     if decision.route:
         fields["route"] = decision.route
         fields["mode"] = decision.mode
-    if decision.shadow_denied is not None:
-        fields["shadow_denied"] = decision.shadow_denied
+    denied = next((shadow for shadow in decision.shadows if not shadow.allowed), None)
+    if denied is not None:
+        fields["shadow_route"] = denied.route
+        fields["shadow_denied"] = denied.reason
+    if decision.dry_run is not None:
+        fields["dry_run_denied"] = decision.dry_run.reason
     return fields

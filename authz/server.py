@@ -97,6 +97,23 @@ def _log_decision(decision: Decision) -> None:
             decision.detail,
             decision.token_fingerprint or "-",
         )
+    for shadow in decision.shadows:
+        if not shadow.allowed:
+            decisions_log.info(
+                "shadow route=%s would deny status=%d reason=%s detail=%r",
+                shadow.route,
+                shadow.status,
+                shadow.reason,
+                shadow.detail,
+            )
+    if decision.dry_run is not None:
+        decisions_log.info(
+            "dry run: would deny status=%d reason=%s detail=%r route=%s",
+            decision.dry_run.status,
+            decision.dry_run.reason,
+            decision.dry_run.detail,
+            decision.dry_run.route or "-",
+        )
 
 
 class AuthzServer:
@@ -170,6 +187,7 @@ class AuthzServer:
         await self._update_health()
         self._watcher = asyncio.create_task(self._watch(), name="authz-watch")
         log.info("listening on %s", self.address, extra={"address": self.address})
+        _warn_dry_run(self.config)
         if self.observability.metrics_address is not None:
             address = self.observability.metrics_address
             log.info("metrics on http://%s/metrics", address, extra={"metrics_address": address})
@@ -290,7 +308,7 @@ class AuthzServer:
         for name in ("listen", "grace_period_seconds"):
             if getattr(config, name) != getattr(self.config, name):
                 log.warning("configuration reload: %s changes only on restart", name)
-        self.observability.config_version = config.version  # audit records name it
+        self.observability.apply(config)  # audit records name its version
         previous, self.runtime = self.runtime, runtime  # one reference swap: a Check sees
         # the old or the new runtime whole; the old key source stops after the swap.
         if previous.keys is not runtime.keys and isinstance(previous.keys, ManagedKeySource):
@@ -302,7 +320,17 @@ class AuthzServer:
             config_file.path,
             len(runtime.decider.policy.routes) if config.routes else 0,
         )
+        _warn_dry_run(config)
         await self._update_health()
+
+
+def _warn_dry_run(config: Config) -> None:
+    if config.dry_run:
+        log.warning(
+            "DRY RUN: nothing is enforced; every deny is answered as an allow and "
+            "recorded as a would-be deny (dry_run: true in the configuration)",
+            extra={"dry_run": True},
+        )
 
 
 def _same_issuers(old: Config, new: Config) -> bool:

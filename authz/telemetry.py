@@ -44,12 +44,18 @@ from authz.observability_config import TelemetryConfig
 __all__ = [
     "ATTR_ALG",
     "ATTR_DECISION",
+    "ATTR_DRY_RUN_REASON",
+    "ATTR_DRY_RUN_STATUS",
     "ATTR_ISSUER",
     "ATTR_KID",
     "ATTR_METHOD",
     "ATTR_PATH",
     "ATTR_REASON",
     "ATTR_ROUTE",
+    "ATTR_SHADOW_REASON",
+    "ATTR_SHADOW_ROUTE",
+    "ATTR_SHADOW_STATUS",
+    "ATTR_SHADOW_WOULD",
     "ATTR_STATUS",
     "CHECK_SPAN",
     "Tracing",
@@ -74,6 +80,14 @@ ATTR_ROUTE = "authz.route"
 ATTR_KID = "authz.token.kid"
 ATTR_ALG = "authz.token.alg"
 ATTR_METHOD = "http.request.method"
+# Outcomes reported, not enforced. Shadow attributes are arrays, one item per
+# shadow route that took the request, in route order.
+ATTR_SHADOW_ROUTE = "authz.shadow.route"
+ATTR_SHADOW_WOULD = "authz.shadow.would"
+ATTR_SHADOW_STATUS = "authz.shadow.status"
+ATTR_SHADOW_REASON = "authz.shadow.reason"
+ATTR_DRY_RUN_STATUS = "authz.dry_run.status"
+ATTR_DRY_RUN_REASON = "authz.dry_run.reason"
 ATTR_PATH = "url.path"
 
 _TRACE_KEYS = frozenset({"traceparent", "tracestate"})

@@ -7,6 +7,8 @@ headers the README says each upstream receives are the headers it receives.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -76,6 +78,21 @@ class Shop:
             return None
 
         return wait_for(f"access log entry {field}={value}", entry, 15, envoy.log)
+
+    def audit_record(self, path: str) -> dict[str, Any]:
+        """The last audit record (authz's stdout) of a request for ``path``; polled."""
+        authz = self.stack.authz
+
+        def record() -> dict[str, Any] | None:
+            found = None
+            for line in authz.stdout.read_text().splitlines():
+                with contextlib.suppress(ValueError):  # a line still being written
+                    item = json.loads(line)
+                    if item.get("type") == "decision" and item.get("path") == path:
+                        found = item
+            return found
+
+        return wait_for(f"audit record of {path}", record, 15, authz.log)
 
 
 @pytest.fixture(scope="module")
@@ -246,14 +263,46 @@ def test_an_encoded_slash_is_refused_by_envoy(shop: Shop, path: str) -> None:
 # --- shadow and revocation ------------------------------------------------------------
 
 
-def test_shadow_route_allows_and_records_the_would_be_deny(shop: Shop) -> None:
+def test_shadow_route_opens_nothing_and_reports_its_would_be_deny(shop: Shop) -> None:
+    # orders-admin is a shadow route: without a token /orders/admin/* is what
+    # orders-read makes it, a 401, and the shadow route's verdict is reported.
+    reply = shop.get("/orders/admin/x")
+    assert reply.status == 401
+    assert reply.headers["www-authenticate"] == 'Bearer realm="shop"'
+    entry = shop.access_log_entry("path", "/orders/admin/x")
+    assert (entry["authz_decision"], entry["authz_reason"], entry["authz_route"]) == (
+        "deny",
+        "missing_token",
+        "orders-read",
+    )
+    assert (entry["authz_shadow_route"], entry["authz_shadow_denied"]) == (
+        "orders-admin",
+        "missing_token",
+    )
+    record = shop.audit_record("/orders/admin/x")
+    assert (record["decision"], record["status"], record["route"]) == ("deny", 401, "orders-read")
+    assert record["shadow"] == [
+        {
+            "route": "orders-admin",
+            "would": "deny",
+            "status": 401,
+            "reason": "missing_token",
+            "detail": "no Authorization header",
+        }
+    ]
+
+
+def test_shadow_route_would_deny_what_the_enforced_route_allows(shop: Shop) -> None:
     reply = shop.get("/orders/admin/stats", shop.token())
     assert reply.status == 200
-    assert reply.json()["headers"]["x-auth-subject"] == "alice"
+    # The identity is the deciding route's (orders-read), not the shadow route's.
+    assert reply.json()["headers"]["x-auth-scopes"] == "orders:read"
     entry = shop.access_log_entry("request_id", reply.json()["headers"]["x-request-id"])
-    assert entry["authz_decision"] == "allow"
-    assert entry["authz_route"] == "orders-admin"
-    assert entry["authz_shadow_denied"] == "role_missing"
+    assert (entry["authz_decision"], entry["authz_route"]) == ("allow", "orders-read")
+    assert (entry["authz_shadow_route"], entry["authz_shadow_denied"]) == (
+        "orders-admin",
+        "role_missing",
+    )
     log = shop.stack.authz.log.read_text()
     assert "shadow route=orders-admin would deny status=403 reason=role_missing" in log
 

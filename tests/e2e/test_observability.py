@@ -176,7 +176,13 @@ def test_allowed_request_is_one_trace_from_envoy_through_authz_to_upstream(
     assert attributes["url.path"] == "/orders/allowed"
     assert check.span.status.code == check.span.status.STATUS_CODE_UNSET
     steps = [event.name for event in check.span.events]
-    assert steps == ["authz.extract", "authz.verify", "authz.policy", "authz.identity"]
+    assert steps == [
+        "authz.extract",
+        "authz.credentials",
+        "authz.verify",
+        "authz.policy",
+        "authz.identity",
+    ]
     assert egress.attributes["ext_authz_status"] == "ext_authz_ok"
 
 

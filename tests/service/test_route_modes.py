@@ -249,16 +249,39 @@ def test_array_claims_as_headers(start: Callable[..., Running], signing: Signing
     )
 
 
-def test_shadow_route_allows_and_records(start: Callable[..., Running], signing: Signing) -> None:
+def test_shadow_route_is_reported_and_never_decides(
+    start: Callable[..., Running], signing: Signing
+) -> None:
     running = start()
-    reply = running.check(request("/reports/2025", signing.token(roles=["clerk"])))
-    assert reply.status.code == OK
-    assert ok_headers(reply)["x-auth-subject"] == "alice"
-    meta = metadata(reply)
-    assert (meta["decision"], meta["route"], meta["shadow_denied"]) == (
-        "allow",
+    # No route after the shadow route "reports" takes /reports: no_route, as
+    # if it were absent, whatever the token.
+    for roles in (["clerk"], ["auditor"]):
+        reply = running.check(request("/reports/2025", signing.token(roles=roles)))
+        assert reply.denied_response.status.code == 403
+        assert metadata(reply)["reason"] == "no_route"
+    meta = metadata(running.check(request("/reports/2025", signing.token(roles=["clerk"]))))
+    assert (meta["decision"], meta["shadow_route"], meta["shadow_denied"]) == (
+        "deny",
         "reports",
         "role_missing",
+    )
+
+
+def test_dry_run_allows_and_reports_the_would_be_deny(
+    start: Callable[..., Running], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="authz.server"):
+        running = start(dry_run=True)
+    assert "DRY RUN: nothing is enforced" in caplog.text
+    reply = running.check(request("/orders/1", headers={"x-auth-subject": "mallory"}))
+    assert reply.status.code == OK
+    assert ok_headers(reply) == {}
+    assert "x-auth-subject" in reply.ok_response.headers_to_remove
+    meta = metadata(reply)
+    assert (meta["decision"], meta["reason"], meta["dry_run_denied"]) == (
+        "allow",
+        "dry_run",
+        "missing_token",
     )
 
 

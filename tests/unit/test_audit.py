@@ -22,6 +22,7 @@ from authz.audit import (
     redact,
     timestamp,
 )
+from authz.decision import Unenforced
 
 TOKEN = (
     "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0"
@@ -89,6 +90,39 @@ def test_a_record_has_every_field_and_no_query_string(schema: dict[str, Any]) ->
         "span_id": "00f067aa0ba902b7",
         "latency_ms": 1.234,
         "config_version": "abcdef012345",
+        "shadow": None,
+        "dry_run": None,
+    }
+
+
+def test_unenforced_outcomes_are_recorded(schema: dict[str, Any]) -> None:
+    # A shadow route would have denied; a dry run allowed what orders denied.
+    built = record(
+        reason="dry_run",
+        route="orders",
+        shadow=(
+            Unenforced("admin", False, 403, "role_missing", "missing role auditor"),
+            Unenforced("orders-v2", True, 200, "allowed"),
+        ),
+        dry_run=Unenforced("orders", False, 401, "token_expired", f"path /x/{TOKEN}"),
+    )
+    jsonschema.validate(built, schema)
+    assert built["shadow"] == [
+        {
+            "route": "admin",
+            "would": "deny",
+            "status": 403,
+            "reason": "role_missing",
+            "detail": "missing role auditor",
+        },
+        {"route": "orders-v2", "would": "allow", "status": 200, "reason": "allowed", "detail": ""},
+    ]
+    assert built["dry_run"] == {
+        "route": "orders",
+        "would": "deny",
+        "status": 401,
+        "reason": "token_expired",
+        "detail": "path /x/[redacted]",
     }
 
 

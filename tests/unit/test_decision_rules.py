@@ -1,9 +1,8 @@
-"""decision.Decider with routes: modes, requirements, shadow, revocation, headers, trace."""
+"""decision.Decider with routes: modes, requirements, shadow, dry run, revocation, trace."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz.config import Config, parse_config
-from authz.decision import Decider, Decision, Step
+from authz.decision import Decider, Decision, Step, Unenforced
 from authz.dev.tokens import claims_for, mint
 from authz.errors import Forbidden, InvalidPath, NoRoute, TokenRevoked
 from authz.keys import StaticKeySource
@@ -47,8 +46,8 @@ routes:
       headers: {x-auth-user: sub}
       payload_header: x-auth-payload
       strip_authorization: true
-  - name: reports-shadow
-    match: {prefix: /reports}
+  - name: admin-shadow
+    match: {prefix: /orders/admin}
     mode: protected
     shadow: true
     requirements: {roles: [auditor]}
@@ -56,6 +55,31 @@ routes:
     match: {prefix: /orders}
     mode: protected
     requirements: {scopes: [orders:read]}
+  - name: audit-shadow
+    match: {prefix: /audit}
+    mode: protected
+    shadow: true
+"""
+
+# A shadow rule over everything, in front of a public and a protected route.
+SHADOW_FIRST = """\
+routes:
+  - name: catch-all-shadow
+    match: {prefix: /}
+    mode: protected
+    shadow: true
+    requirements: {roles: [auditor]}
+  - name: health
+    match: {path: /healthz}
+    mode: public
+  - name: orders-shadow
+    match: {prefix: /orders}
+    mode: protected
+    shadow: true
+    requirements: {scopes: [orders:read]}
+  - name: orders
+    match: {prefix: /orders}
+    mode: protected
 """
 
 
@@ -78,8 +102,7 @@ class Env:
         return mint(self.key, "RS256", claims, kid="k1")
 
 
-@pytest.fixture
-def env(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Env:
+def _env(tmp_path: Path, rsa_key: rsa.RSAPrivateKey, rules: str = RULES) -> Env:
     (tmp_path / "idp.pem").write_bytes(
         rsa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -92,9 +115,19 @@ issuers:
     audiences: [{AUD}]
     algorithms: [RS256]
     keys: [{{pem_file: idp.pem, kid: k1}}]
-{RULES}"""
+{rules}"""
     config = parse_config(text, source="test.yaml", base_dir=tmp_path)
     return Env(config=config, key=rsa_key, directory=tmp_path)
+
+
+@pytest.fixture
+def env(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Env:
+    return _env(tmp_path, rsa_key)
+
+
+@pytest.fixture
+def shadow_first(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Env:
+    return _env(tmp_path, rsa_key, SHADOW_FIRST)
 
 
 @pytest.fixture
@@ -305,61 +338,178 @@ def test_revocation_is_never_silently_off(env: Env) -> None:
 
 
 # --- shadow ---------------------------------------------------------------------------
+# admin-shadow (prefix /orders/admin, roles auditor) is a rule being rolled out in
+# front of orders (prefix /orders, scope orders:read): it is reported, and orders decides.
 
 
-def test_shadow_route_allows_and_records_the_would_be_deny(
-    env: Env, decider: Decider, caplog: pytest.LogCaptureFixture
-) -> None:
-    token = env.token(realm_access={"roles": ["clerk"]})
-    with caplog.at_level(logging.INFO, logger="authz.decision"):
-        decision = _decide(decider, _request("/reports/q1", token))
-    assert decision.allowed
-    assert decision.status == 200
-    assert decision.shadow_denied == "role_missing"
-    assert decision.detail == "missing role auditor"
-    assert decision.route == "reports-shadow"
-    # The identity is true; only the rule failed: the upstream still gets it.
-    assert ("x-auth-subject", "alice") in decision.headers_to_set
-    assert "shadow route=reports-shadow would deny status=403 reason=role_missing" in caplog.text
-    assert token not in caplog.text
-
-
-def test_shadow_route_meeting_its_rule_records_nothing(env: Env, decider: Decider) -> None:
-    decision = _decide(
-        decider, _request("/reports/q1", env.token(realm_access={"roles": ["auditor"]}))
+def test_shadow_route_never_opens_what_the_routes_after_it_close(decider: Decider) -> None:
+    decision = _decide(decider, _request("/orders/admin/x"))
+    assert (decision.allowed, decision.status, decision.reason) == (False, 401, "missing_token")
+    assert decision.route == "orders"
+    assert decision.shadows == (
+        Unenforced("admin-shadow", False, 401, "missing_token", "no Authorization header"),
     )
-    assert decision.allowed
-    assert decision.shadow_denied is None
 
 
-@pytest.mark.parametrize(
-    ("token_kind", "reason"),
-    [("none", "missing_token"), ("expired", "token_expired"), ("revoked", "token_revoked")],
-)
-def test_shadow_route_never_passes_an_unverified_identity(
-    env: Env, decider: Decider, token_kind: str, reason: str
-) -> None:
-    token = {
-        "none": None,
-        "expired": env.token(exp=T0 - 100),
-        "revoked": env.token(jti="stolen-1"),
-    }[token_kind]
-    decision = _decide(decider, _request("/reports/q1", token, **{"x-auth-subject": "mallory"}))
-    assert decision.allowed
-    assert decision.shadow_denied == reason
+def test_shadow_route_would_deny_while_the_next_route_allows(env: Env, decider: Decider) -> None:
+    token = env.token(scopes="orders:read", realm_access={"roles": ["clerk"]})
+    decision = _decide(decider, _request("/orders/admin/x", token))
+    assert (decision.allowed, decision.reason, decision.route) == (True, "allowed", "orders")
+    assert decision.shadows == (
+        Unenforced("admin-shadow", False, 403, "role_missing", "missing role auditor"),
+    )
+    # The identity is the deciding route's: orders' headers.
+    assert dict(decision.headers_to_set)["x-auth-scopes"] == "orders:read"
+
+
+def test_shadow_route_would_allow_while_the_next_route_denies(env: Env, decider: Decider) -> None:
+    token = env.token(scopes="x", realm_access={"roles": ["auditor"]})
+    decision = _decide(decider, _request("/orders/admin/x", token))
+    assert (decision.allowed, decision.status, decision.reason) == (
+        False,
+        403,
+        "insufficient_scope",
+    )
+    assert decision.shadows == (Unenforced("admin-shadow", True, 200, "allowed"),)
     assert decision.headers_to_set == ()
-    assert "x-auth-subject" in decision.headers_to_remove
 
 
-def test_shadow_never_hides_an_internal_error(env: Env) -> None:
+def test_request_no_route_after_the_shadow_route_takes_is_no_route(
+    env: Env, decider: Decider
+) -> None:
+    decision = _decide(decider, _request("/audit/log", env.token()))
+    assert (decision.allowed, decision.status, decision.reason) == (False, 403, "no_route")
+    assert decision.route == ""
+    assert decision.shadows == (Unenforced("audit-shadow", True, 200, "allowed"),)
+
+
+def test_shadow_route_identity_never_reaches_upstream(shadow_first: Env) -> None:
+    # A shadow route whose token verified, in front of a public route: the
+    # public route decides, so the request goes upstream anonymous.
+    env = shadow_first
+    keys = StaticKeySource.from_config(env.config)
+    decider = Decider(env.config, Verifier(env.config, keys, FakeClock()))
+    decision = _decide(decider, _request("/healthz", env.token(realm_access={"roles": ["a"]})))
+    assert (decision.allowed, decision.route) == (True, "health")
+    assert decision.headers_to_set == ()
+    assert decision.token is None
+
+
+def test_shadow_and_deciding_route_verify_the_token_once(env: Env) -> None:
+    class Counting:
+        def __init__(self, inner: Verifier) -> None:
+            self.inner = inner
+            self.calls = 0
+
+        def verify(self, token: str) -> VerifiedToken:
+            self.calls += 1
+            return self.inner.verify(token)
+
+    keys = StaticKeySource.from_config(env.config)
+    verifier = Counting(Verifier(env.config, keys, FakeClock()))
+    decider = Decider(env.config, verifier)
+    decision = _decide(decider, _request("/orders/admin/x", env.token(scopes="orders:read")))
+    assert decision.allowed
+    assert len(decision.shadows) == 1
+    assert verifier.calls == 1
+
+
+def test_shadow_internal_error_is_reported_and_the_next_route_decides(
+    shadow_first: Env,
+) -> None:
     class Exploding:
         def verify(self, token: str) -> VerifiedToken:
             raise RuntimeError("boom")
 
+    env = shadow_first
     decider = Decider(env.config, Exploding())
-    decision = _decide(decider, _request("/reports/q1", env.token()))
+    public = _decide(decider, _request("/healthz", env.token()))
+    assert (public.allowed, public.route) == (True, "health")
+    assert public.shadows == (
+        Unenforced("catch-all-shadow", False, 503, "internal_error", "RuntimeError"),
+    )
+    # The deciding route meets the same fault: 503, never an allow.
+    protected = _decide(decider, _request("/orders/1", env.token()))
+    assert (protected.allowed, protected.status, protected.reason) == (
+        False,
+        503,
+        "internal_error",
+    )
+
+
+def test_two_shadow_routes_are_both_reported(shadow_first: Env) -> None:
+    env = shadow_first
+    keys = StaticKeySource.from_config(env.config)
+    decider = Decider(env.config, Verifier(env.config, keys, FakeClock()))
+    trace: list[Step] = []
+    decision = _decide(decider, _request("/orders/1", env.token(scopes="orders:read")), trace)
+    assert (decision.reason, decision.route) == ("allowed", "orders")
+    assert [shadow.would for shadow in decision.shadows] == ["deny", "allow"]
+    assert [step.text for step in trace if step.phase == "shadow"] == [
+        "catch-all-shadow would deny 403 role_missing; not enforced: the routes after it decide",
+        "orders-shadow would allow; not enforced: the routes after it decide",
+    ]
+
+
+# --- dry run --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dry_run(env: Env) -> Decider:
+    config = env.config.model_copy(update={"dry_run": True})
+    return Decider(config, Verifier(config, StaticKeySource.from_config(config), FakeClock()))
+
+
+def test_dry_run_allows_a_missing_token_and_records_the_deny(dry_run: Decider) -> None:
+    decision = _decide(dry_run, _request("/orders/1", **{"x-auth-subject": "mallory"}))
+    assert (decision.allowed, decision.status, decision.reason) == (True, 200, "dry_run")
+    assert decision.dry_run == Unenforced(
+        "orders", False, 401, "missing_token", "no Authorization header"
+    )
+    assert decision.headers_to_set == ()
+    assert "x-auth-subject" in decision.headers_to_remove
+
+
+def test_dry_run_keeps_the_identity_of_a_token_lacking_a_requirement(
+    env: Env, dry_run: Decider
+) -> None:
+    decision = _decide(dry_run, _request("/orders/1", env.token(scopes="x")))
+    assert (decision.allowed, decision.reason) == (True, "dry_run")
+    assert decision.dry_run is not None
+    assert decision.dry_run.reason == "insufficient_scope"
+    assert ("x-auth-subject", "alice") in decision.headers_to_set
+
+
+@pytest.mark.parametrize("claims", [{"exp": T0 - 100}, {"jti": "stolen-1"}])
+def test_dry_run_never_passes_an_unverified_or_revoked_identity(
+    env: Env, dry_run: Decider, claims: dict[str, Any]
+) -> None:
+    decision = _decide(dry_run, _request("/orders/1", env.token(scopes="orders:read", **claims)))
+    assert (decision.allowed, decision.reason) == (True, "dry_run")
+    assert decision.headers_to_set == ()
+
+
+def test_dry_run_allows_no_route(dry_run: Decider) -> None:
+    decision = _decide(dry_run, _request("/elsewhere"))
+    assert (decision.allowed, decision.route) == (True, "")
+    assert decision.dry_run is not None
+    assert (decision.dry_run.route, decision.dry_run.reason) == ("", "no_route")
+
+
+def test_dry_run_changes_nothing_for_an_allow(env: Env, dry_run: Decider) -> None:
+    decision = _decide(dry_run, _request("/orders/1", env.token(scopes="orders:read")))
+    assert (decision.reason, decision.dry_run) == ("allowed", None)
+
+
+def test_dry_run_never_turns_a_503_into_an_allow(env: Env) -> None:
+    class Exploding:
+        def verify(self, token: str) -> VerifiedToken:
+            raise RuntimeError("boom")
+
+    config = env.config.model_copy(update={"dry_run": True})
+    decision = _decide(Decider(config, Exploding()), _request("/orders/1", env.token()))
     assert (decision.allowed, decision.status, decision.reason) == (False, 503, "internal_error")
-    assert decision.shadow_denied is None
+    assert decision.dry_run is None
 
 
 # --- trace ----------------------------------------------------------------------------
@@ -396,11 +546,11 @@ def test_tracing_does_not_change_the_decision(env: Env, decider: Decider) -> Non
     ):
         plain = _decide(decider, request)
         traced = _decide(decider, request, [])
-        assert (plain.allowed, plain.status, plain.reason, plain.shadow_denied) == (
+        assert (plain.allowed, plain.status, plain.reason, plain.shadows) == (
             traced.allowed,
             traced.status,
             traced.reason,
-            traced.shadow_denied,
+            traced.shadows,
         )
         assert plain.headers_to_set == traced.headers_to_set
         assert plain.headers_to_remove == traced.headers_to_remove

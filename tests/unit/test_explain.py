@@ -40,6 +40,11 @@ routes:
     mode: protected
     requirements: {{scopes: [payments:write]}}
     identity: {{strip_authorization: true}}
+  - name: orders-admin
+    match: {{prefix: /orders/admin}}
+    mode: protected
+    shadow: true
+    requirements: {{roles: [admin]}}
   - name: orders-read
     match: {{pattern: "/orders/{{id}}", methods: [GET]}}
     mode: protected
@@ -156,6 +161,52 @@ def test_revoked(capsys: pytest.CaptureFixture[str], setup: Setup, tmp_path: Pat
     code, out = _explain(capsys, setup, "--token-file", str(token_file), "--path", "/orders/1")
     assert code == 1
     assert "revocation   FAIL  token_revoked: jti is on the revocation list" in out
+
+
+def test_shadow_route_is_reported_and_the_next_route_decides(
+    capsys: pytest.CaptureFixture[str], setup: Setup
+) -> None:
+    code, out = _explain(capsys, setup, "--path", "/orders/admin")
+    assert code == 1
+    lines = out.splitlines()
+    assert "route        ok    orders-admin: protected, shadow" in lines
+    assert (
+        "shadow       note  orders-admin would deny 401 missing_token; "
+        "not enforced: the routes after it decide"
+    ) in lines
+    assert "route        ok    orders-read: protected, id=admin" in lines
+    assert "answer       DENY 401 missing_token: no Authorization header" in lines
+    assert (
+        "shadow       orders-admin would deny 401 missing_token: "
+        "no Authorization header (not enforced)"
+    ) in lines
+
+
+def test_shadow_would_deny_beside_an_allow(
+    capsys: pytest.CaptureFixture[str], setup: Setup
+) -> None:
+    code, out = _explain(
+        capsys, setup, "--token", setup.token(roles=["clerk"]), "--path", "/orders/admin"
+    )
+    assert code == 0
+    assert "answer       ALLOW" in out.splitlines()
+    assert "orders-admin would deny 403 role_missing: missing role admin (not enforced)" in out
+    assert '"shadow_denied": "role_missing"' in out
+
+
+def test_dry_run_allows_and_says_what_it_would_deny(
+    capsys: pytest.CaptureFixture[str], setup: Setup
+) -> None:
+    config = setup.config.parent / "dry-run.yaml"
+    config.write_text("dry_run: true\n" + setup.config.read_text())
+    code = main(["explain", "-c", str(config), "--path", "/orders/1"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "dry run      note  would deny 401 missing_token; allowed" in out.splitlines()
+    assert (
+        "answer       ALLOW (dry run: would deny 401 missing_token: no Authorization header)"
+        in out.splitlines()
+    )
 
 
 def test_public_route_and_forged_headers(capsys: pytest.CaptureFixture[str], setup: Setup) -> None:

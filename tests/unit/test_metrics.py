@@ -37,7 +37,7 @@ def test_known_reasons_are_every_error_class_reason_and_allowed() -> None:
         cls = getattr(authz.errors, name)
         if isinstance(cls, type) and issubclass(cls, AuthzError):
             assert cls.reason in reasons
-    assert "allowed" in reasons
+    assert {"allowed", "dry_run"} <= reasons
 
 
 def test_labels_are_bounded() -> None:
@@ -110,6 +110,27 @@ def test_a_flood_of_forged_issuers_and_odd_reasons_stays_a_handful_of_series(
     (duration,) = measured.points()["authz.check.duration"]
     assert duration.count == 500
     assert dict(duration.attributes) == {"decision": "deny"}
+
+
+def test_shadow_decisions_count_would_be_outcomes_apart_from_decisions(
+    measured: Measured,
+) -> None:
+    measured.metrics.shadow_decision(
+        source="route", route="admin", allowed=False, reason="missing_token"
+    )
+    measured.metrics.shadow_decision(
+        source="dry_run", route="", allowed=False, reason="made-up by a bug"
+    )
+    assert measured.series("authz.shadow.decisions") == {
+        (
+            ("reason", "missing_token"),
+            ("route", "admin"),
+            ("source", "route"),
+            ("would", "deny"),
+        ): 1,
+        (("reason", "other"), ("route", "none"), ("source", "dry_run"), ("would", "deny")): 1,
+    }
+    assert measured.series("authz.decisions") == {}
 
 
 def test_audit_counters_start_at_zero_and_count(measured: Measured) -> None:

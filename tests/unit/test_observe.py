@@ -10,13 +10,16 @@ from typing import Any
 
 import pytest
 from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from authz.audit import AuditWriter
-from authz.decision import Decision
+from authz.config import parse_config
+from authz.decision import Decision, Unenforced
 from authz.errors import InternalError, MissingCredentials
 from authz.metrics import Metrics
 from authz.observe import Observability
@@ -88,6 +91,118 @@ def test_a_check_makes_one_span_and_one_record(spans: InMemorySpanExporter) -> N
     assert record["path"] == "/orders/1"
     assert record["config_version"] == "v1"
     assert span.status.status_code is StatusCode.UNSET
+
+
+DRY_RUN_CONFIG = """\
+dry_run: true
+issuers:
+  - issuer: https://idp
+    audiences: [api]
+    algorithms: [RS256]
+    keys: [{jwks_file: jwks.json}]
+"""
+SHADOW = Unenforced("admin", False, 401, "missing_token", "no Authorization header")
+
+
+def test_a_shadow_would_be_deny_is_in_the_span_the_record_and_the_metric(
+    spans: InMemorySpanExporter,
+) -> None:
+    sink = ListSink()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    observed = observability(spans, sink, Metrics(provider, ["https://idp"]))
+    check = observed.begin(PARENT)
+    decision = Decision(
+        allowed=False,
+        status=401,
+        reason="missing_token",
+        error=MissingCredentials(),
+        route="orders",
+        shadows=(SHADOW,),
+    )
+    observed.finish(check, REQUEST, decision)
+    (span,) = spans.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["authz.decision"] == "deny"
+    assert attributes["authz.shadow.route"] == ("admin",)
+    assert attributes["authz.shadow.would"] == ("deny",)
+    assert attributes["authz.shadow.reason"] == ("missing_token",)
+    (record,) = records(observed, sink)
+    assert (record["decision"], record["reason"], record["route"]) == (
+        "deny",
+        "missing_token",
+        "orders",
+    )
+    assert record["shadow"] == [
+        {
+            "route": "admin",
+            "would": "deny",
+            "status": 401,
+            "reason": "missing_token",
+            "detail": "no Authorization header",
+        }
+    ]
+    counted = _series(reader, "authz.shadow.decisions")
+    assert counted == {
+        (("reason", "missing_token"), ("route", "admin"), ("source", "route"), ("would", "deny")): 1
+    }
+    decided = _series(reader, "authz.decisions")
+    assert list(decided) == [
+        (
+            ("decision", "deny"),
+            ("issuer", "unknown"),
+            ("reason", "missing_token"),
+            ("route", "orders"),
+        )
+    ]
+    provider.shutdown()
+
+
+def test_a_dry_run_counts_every_decision_as_a_would_be_outcome(
+    spans: InMemorySpanExporter,
+) -> None:
+    sink = ListSink()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    observed = observability(spans, sink, Metrics(provider, ["https://idp"]))
+    config = parse_config(DRY_RUN_CONFIG)
+    observed.apply(config)
+    would = Unenforced("orders", False, 401, "token_expired", "expired")
+    allowed = Decision(allowed=True, status=200, reason="allowed", route="orders")
+    for decision in (
+        Decision(allowed=True, status=200, reason="dry_run", route="orders", dry_run=would),
+        allowed,
+    ):
+        observed.finish(observed.begin(PARENT), REQUEST, decision)
+    (span, _) = spans.get_finished_spans()
+    assert dict(span.attributes or {})["authz.dry_run.reason"] == "token_expired"
+    first, second = records(observed, sink)
+    assert first["reason"] == "dry_run"
+    assert first["dry_run"]["reason"] == "token_expired"
+    assert second["dry_run"] is None
+    assert _series(reader, "authz.shadow.decisions") == {
+        (
+            ("reason", "token_expired"),
+            ("route", "orders"),
+            ("source", "dry_run"),
+            ("would", "deny"),
+        ): 1,
+        (("reason", "allowed"), ("route", "orders"), ("source", "dry_run"), ("would", "allow")): 1,
+    }
+    provider.shutdown()
+
+
+def _series(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        tuple(sorted(dict(point.attributes or {}).items())): getattr(point, "value", None)
+        for resource_metrics in data.resource_metrics
+        for scope in resource_metrics.scope_metrics
+        for metric in scope.metrics
+        if metric.name == name
+        for point in metric.data.data_points
+    }
 
 
 def test_an_internal_error_marks_the_span(spans: InMemorySpanExporter) -> None:

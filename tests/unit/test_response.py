@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz.config import parse_config
-from authz.decision import Decider, Decision
+from authz.decision import Decider, Decision, Unenforced
 from authz.dev.tokens import claims_for, mint
 from authz.errors import (
     AuthzError,
@@ -374,10 +374,12 @@ def test_route_and_shadow_metadata() -> None:
         allowed=True,
         status=200,
         reason="allowed",
-        detail="missing role auditor",
         route="reports",
         mode="protected",
-        shadow_denied="role_missing",
+        shadows=(
+            Unenforced("reports-v1", True, 200, "allowed"),
+            Unenforced("reports-v2", False, 403, "role_missing", "missing role auditor"),
+        ),
     )
     assert _metadata(build(decision, "authz")) == {
         "decision": "allow",
@@ -385,8 +387,26 @@ def test_route_and_shadow_metadata() -> None:
         "reason": "allowed",
         "route": "reports",
         "mode": "protected",
+        "shadow_route": "reports-v2",
         "shadow_denied": "role_missing",
     }
+
+
+def test_dry_run_metadata() -> None:
+    decision = Decision(
+        allowed=True,
+        status=200,
+        reason="dry_run",
+        route="orders",
+        mode="protected",
+        dry_run=Unenforced("orders", False, 401, "missing_token"),
+    )
+    metadata = _metadata(build(decision, "authz"))
+    assert (metadata["decision"], metadata["reason"], metadata["dry_run_denied"]) == (
+        "allow",
+        "dry_run",
+        "missing_token",
+    )
 
 
 def test_deny_after_verification_names_the_subject() -> None:
