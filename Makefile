@@ -49,9 +49,12 @@ test: lint typecheck
 # A long property-testing campaign over request parsing, credentials and
 # verification; prints how many inputs each property was tried with.
 FUZZ_EXAMPLES ?= 20000
+# Then the differential tests of paths and hosts through the real Envoy, with
+# FUZZ_EXAMPLES generated requests of each (EDGE_SEED picks another sample).
 fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/security/test_fuzz.py \
 		-q -p no:cacheprovider --hypothesis-show-statistics
+	EDGE_CASES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/e2e/test_edge_paths.py -q -s -p no:cacheprovider
 
 # Envoy + authz at saturation for SOAK_SECONDS with valid and invalid tokens;
 # checks every answer, audit records = checks, flat memory. Installs wrk.
@@ -61,7 +64,7 @@ soak: setup
 	$(BIN)/python -m tests.soak.soak --seconds $(SOAK_SECONDS)
 # Side by side through Envoy to a direct response: no auth, Envoy's jwt_authn, a bare
 # grpc.aio allow-all floor, authz with one token and with a distinct token per request.
-# Prints the table and the issue 6 targets; writes bench-results/ and docs/bench.{md,png}.
+# Prints the table and the speed targets; writes bench-results/ and docs/bench.{md,png}.
 # BENCH_SECONDS (10) per measured run; see `python -m tests.bench.run --help`.
 bench: setup
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)

@@ -14,8 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from authz.errors import InvalidPath
-from authz.paths import normalize_path
+from authz.paths import config_path
 
 __all__ = [
     "ClaimMatcherConfig",
@@ -67,16 +66,11 @@ Scalar = str | int | float | bool
 
 
 def _normal_path(value: str) -> str:
+    """The path in match form (escapes decoded), as requests are matched."""
     try:
-        normal = normalize_path(value)
-    except InvalidPath as exc:
-        raise ValueError(f"not a valid path: {exc.detail}") from None
-    if value != normal or "?" in value:
-        raise ValueError(
-            f"write the path in its normal form {normal!r}: requests are matched after "
-            "normalization (no '//', '.', '..', query or trailing slash)"
-        )
-    return value
+        return config_path(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _valid_pattern(value: str) -> str:
@@ -90,7 +84,11 @@ def _valid_pattern(value: str) -> str:
     names = [segment for segment in value.split("/") if _PARAM.match(segment)]
     if len(names) != len(set(names)):
         raise ValueError("a parameter name appears twice")
-    return value
+    # Literal segments in match form, like paths; parameters stay "{name}".
+    return "/" + "/".join(
+        segment if _PARAM.match(segment) else config_path("/" + segment)[1:]
+        for segment in value.split("/")[1:]
+    )
 
 
 class MatchConfig(_Model):

@@ -7,6 +7,7 @@
     ├── InvalidRequest                400     invalid_request      invalid_request
     │   ├── MultipleCredentials       400     invalid_request      multiple_credentials
     │   ├── InvalidPath               400     invalid_request      invalid_path
+    │   ├── InvalidHost               400     invalid_request      invalid_host
     │   └── RequestTooLarge           431     invalid_request      request_too_large
     ├── Unauthenticated               401     (none)               unauthenticated
     │   ├── MissingCredentials        401     (none, RFC 6750 §3.1) missing_token
@@ -52,6 +53,7 @@ __all__ = [
     "ConfigError",
     "Forbidden",
     "InternalError",
+    "InvalidHost",
     "InvalidPath",
     "InvalidRequest",
     "InvalidToken",
@@ -116,10 +118,17 @@ class RequestTooLarge(InvalidRequest):
 
 
 class InvalidPath(InvalidRequest):
-    # A path authz cannot match safely: encoded "/" or "\\", ".." above the root,
-    # bad percent-encoding, characters outside RFC 3986. See paths.py.
+    # A path authz cannot match safely: not in Envoy's normal form, an encoded
+    # "/" or "\\", ";", bad percent-encoding. See paths.py.
     reason = "invalid_path"
     description = "The request path is not acceptable"
+
+
+class InvalidHost(InvalidRequest):
+    # A Host/:authority readers disagree on: userinfo, an empty or non-numeric
+    # port, characters no host name has. See paths.py.
+    reason = "invalid_host"
+    description = "The request host is not acceptable"
 
 
 class Unauthenticated(AuthzError):

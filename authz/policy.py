@@ -2,10 +2,11 @@
 
 Routes are tried in the order of the file; the first whose every condition
 holds is the route (host, method, path, Envoy ``context_extensions``). A
-request no route takes is denied (403 ``no_route``): deny by default. Paths are
-compared in their normal form (see paths.py):
+request no route takes is denied (403 ``no_route``): deny by default. A path
+is matched only once paths.py has accepted it (Envoy's normal form, nothing
+ambiguous), in its match form: escapes decoded, one trailing slash dropped.
 
-- ``path: /orders``         exactly ``/orders`` (and so ``/orders/``, ``//orders``);
+- ``path: /orders``         exactly ``/orders`` (and so ``/orders/``);
 - ``prefix: /orders``       ``/orders`` and everything below it, whole segments
   only: ``/orders/7`` yes, ``/orders-archive`` no;
 - ``pattern: /orders/{id}`` one non-empty segment per ``{name}``.
@@ -43,7 +44,7 @@ from authz.errors import (
     RoleMissing,
 )
 from authz.identity import IdentityPlan, scopes
-from authz.paths import normalize_host, normalize_path
+from authz.paths import match_form, normalize_host, normalize_path
 from authz.request import RequestView
 from authz.verify import VerifiedToken
 
@@ -195,7 +196,7 @@ class Route:
     hosts: tuple[str, ...] = ()
     methods: frozenset[str] = frozenset()
     path_kind: str = ""  # "path", "prefix", "pattern" or "" for any path
-    path: str = ""
+    path: str = ""  # in match form (paths.match_form)
     segments: tuple[str | None, ...] = ()  # a pattern's segments; None is a parameter
     params: tuple[str, ...] = ()
     context_extensions: tuple[tuple[str, str], ...] = ()
@@ -217,7 +218,7 @@ class Route:
         return None
 
     def path_params(self, path: str) -> dict[str, str] | None:
-        """The parameters of a normalized path this route takes, or None."""
+        """The parameters of a path (in match form) this route takes, or None."""
         if self.path_kind == "path":
             return {} if path == self.path else None
         if self.path_kind == "prefix":
@@ -259,7 +260,7 @@ def _host_matches(pattern: str, host: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class Match:
     route: Route
-    path: str
+    path: str  # as Envoy forwards it, without the query: what the upstream gets
     params: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -299,10 +300,11 @@ class Policy:
             return Match(self.routes[0], request.path_without_query)
         path = normalize_path(request.path)
         host = normalize_host(request.host)
+        matched = match_form(path)
         for route in self.routes:
-            reason = route.mismatch(host, request.method, path, request.context_extensions)
+            reason = route.mismatch(host, request.method, matched, request.context_extensions)
             if reason is None:
-                return Match(route, path, route.path_params(path) or {})
+                return Match(route, path, route.path_params(matched) or {})
             if skipped is not None:
                 skipped.append((route, reason))
         raise NoRoute(f"no route takes {request.method[:16]} {path[:200]}")
@@ -319,7 +321,7 @@ def _compile_route(index: int, route: RouteConfig, config: Config) -> Route:
     segments: tuple[str | None, ...] = ()
     params: tuple[str, ...] = ()
     if kind == "pattern":
-        raw = path.split("/")[1:]
+        raw = path.split("/")[1:]  # parameters stay "{name}" in the match form
         segments = tuple(None if s.startswith("{") else s for s in raw)
         params = tuple(s[1:-1] for s in raw if s.startswith("{"))
     roles_path = claim_path(route.roles_claim or config.roles_claim)

@@ -41,7 +41,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
             self.rfile.read(length)
         request = {
             "method": self.command,
-            "path": self.path,
+            # The request-target exactly as sent: http.server rewrites a leading "//".
+            "path": self.requestline.split(" ")[1] if " " in self.requestline else self.path,
             "headers": {name.lower(): value for name, value in self.headers.items()},
         }
         with self.server.lock:

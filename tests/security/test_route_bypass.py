@@ -4,7 +4,9 @@ The rules: ``/public`` is public; everything else, ``/admin`` included, needs
 a token with ``admin`` scope. Every attack sends no token and tries to be
 taken for a ``/public`` request while an upstream (Tomcat, Spring, nginx,
 IIS, a naive router) would serve ``/admin``. Each must end as either the
-protected route (401) or a refused path (400), never as an allow.
+protected route (401) or a refused path or host (400), never as an allow.
+Paths are sent as a client would write them, as if Envoy did not normalize:
+what is not in Envoy's normal form is refused.
 """
 
 from __future__ import annotations
@@ -56,14 +58,15 @@ def _decide(
 
 PROTECTED = (401, "missing_token")
 REFUSED = (400, "invalid_path")
+REFUSED_HOST = (400, "invalid_host")
 
 ATTACKS = [
     # (name, path, method, host, expected)
-    ("dot-dot-segment", "/public/../admin", "GET", "api.example.com", PROTECTED),
-    ("dot-dot-deep", "/public/a/b/../../../admin", "GET", "api.example.com", PROTECTED),
-    ("encoded-dot-dot", "/public/%2e%2e/admin", "GET", "api.example.com", PROTECTED),
-    ("mixed-case-encoded-dot-dot", "/public/%2E%2e/admin", "GET", "api.example.com", PROTECTED),
-    ("half-encoded-dot-dot", "/public/.%2e/admin", "GET", "api.example.com", PROTECTED),
+    ("dot-dot-segment", "/public/../admin", "GET", "api.example.com", REFUSED),
+    ("dot-dot-deep", "/public/a/b/../../../admin", "GET", "api.example.com", REFUSED),
+    ("encoded-dot-dot", "/public/%2e%2e/admin", "GET", "api.example.com", REFUSED),
+    ("mixed-case-encoded-dot-dot", "/public/%2E%2e/admin", "GET", "api.example.com", REFUSED),
+    ("half-encoded-dot-dot", "/public/.%2e/admin", "GET", "api.example.com", REFUSED),
     (
         "double-encoded-dot-dot",
         "/public/%252e%252e/admin",
@@ -92,6 +95,13 @@ ATTACKS = [
     ("fragment", "/public#/../admin", "GET", "api.example.com", REFUSED),
     ("query-holding-a-path", "/admin?/public", "GET", "api.example.com", PROTECTED),
     ("space-in-path", "/public /../admin", "GET", "api.example.com", REFUSED),
+    ("normalized-tomcat-parameter", "/public/x;/../admin", "GET", "api.example.com", REFUSED),
+    ("merged-slash-traversal", "/public//../admin", "GET", "api.example.com", REFUSED),
+    # hosts an upstream reads as api.example.com, spelled to slip past the rule
+    ("host-empty-port", "/public", "GET", "api.example.com:", REFUSED_HOST),
+    ("host-userinfo", "/public", "GET", "evil@api.example.com", REFUSED_HOST),
+    ("host-bad-port", "/public", "GET", "api.example.com:abc", REFUSED_HOST),
+    ("host-double-dot", "/public", "GET", "api.example.com..", REFUSED_HOST),
 ]
 
 
@@ -112,7 +122,8 @@ def test_route_bypass(
     [
         ("/public", "API.EXAMPLE.COM"),
         ("/public/", "api.example.com:443"),
-        ("//public//x", "api.example.com."),
+        ("/public/x/", "api.example.com."),
+        ("/public/caf%C3%A9", "api.example.com"),
     ],
 )
 def test_harmless_variants_still_reach_the_public_route(

@@ -94,10 +94,11 @@ def request(
     token: str | None = None,
     method: str = "GET",
     headers: dict[str, str] | None = None,
+    host: str = "api.example",
     **extensions: str,
 ) -> CheckRequest:
     http = attribute_context_pb2.AttributeContext.HttpRequest(
-        id="1", method=method, path=path, host="api.example", scheme="https"
+        id="1", method=method, path=path, host=host, scheme="https"
     )
     http.headers.update(headers or {})
     if token is not None:
@@ -221,10 +222,15 @@ def test_unmatched_and_ambiguous_requests(start: Callable[..., Running]) -> None
     assert escaping.status.code == INVALID_ARGUMENT
     assert escaping.denied_response.status.code == 400
     assert metadata(escaping)["reason"] == "invalid_path"
-    # The normalized path picks the route: this is /orders/1, not /healthz.
+    # A path Envoy would have normalized did not come through Envoy's
+    # normalization: refused, not read as /orders/1 or as /healthz.
     dotted = running.check(request("/healthz/../orders/1"))
-    assert metadata(dotted)["route"] == "orders"
-    assert dotted.denied_response.status.code == 401
+    assert metadata(dotted)["reason"] == "invalid_path"
+    assert dotted.denied_response.status.code == 400
+    # A host an upstream reads one way and a rule another: refused too.
+    spoofed = running.check(request("/orders/1", host="api.example:"))
+    assert metadata(spoofed)["reason"] == "invalid_host"
+    assert spoofed.denied_response.status.code == 400
 
 
 def test_context_extensions_select_the_route(
