@@ -188,3 +188,31 @@ def test_the_generators_cover_the_hostile_alphabet() -> None:
     generated_hosts = hosts(CASES, SEED)
     for piece in ("@", ":", ".:", ":abc"):
         assert any(piece in host for host in generated_hosts), piece
+
+
+@pytest.mark.parametrize(
+    "host", ["admin.shop.local:", "evil@admin.shop.local", "admin.shop.local:abc"]
+)
+def test_a_protected_host_spelled_to_slip_past_its_rule_is_refused(stack: Stack, host: str) -> None:
+    # Each reads as admin.shop.local to a URL parser; matched as written, the
+    # protected route would be skipped and the public catch-all would take it.
+    marker = f"/spelled-{abs(hash(host))}"
+    [outcome] = send_all(
+        _port(stack),
+        [Probe(marker, marker, host)],
+        stack.authz.stdout,
+        lambda r: str(r["path"]),
+        stack.authz.log,
+    )
+    assert outcome.status == 400, outcome.body
+    assert outcome.upstream is None
+    assert outcome.audit is not None
+    assert (outcome.audit["reason"], outcome.audit["host"]) == ("invalid_host", host)
+    proper = send_all(
+        _port(stack),
+        [Probe(marker + "-proper", marker + "-proper", "Admin.Shop.Local:8443")],
+        stack.authz.stdout,
+        lambda r: str(r["path"]),
+        stack.authz.log,
+    )[0]
+    assert (proper.status, proper.audit and proper.audit["route"]) == (401, "admin-host")
