@@ -458,6 +458,8 @@ def test_istio_policy_names_the_mesh_provider_and_the_provider_names_authz() -> 
         "includeRequestBodyInCheck",
     }
     assert grpc["failOpen"] is False
+    # The path form authz accepts: Envoy's normalize_path and merge_slashes.
+    assert mesh["spec"]["meshConfig"]["pathNormalization"] == {"normalization": "MERGE_SLASHES"}
     service_name, namespace = grpc["service"].split(".")[:2]
     service = find(objects, "Service", service_name)
     assert service["metadata"]["namespace"] == namespace
