@@ -36,6 +36,7 @@ from authz.observability_config import AuditConfig, TelemetryConfig
 __all__ = [
     "ALGORITHMS",
     "Config",
+    "EnvoyConfig",
     "IdentityConfig",
     "IssuerConfig",
     "KeySourceConfig",
@@ -277,6 +278,20 @@ class IdentityConfig(_Model):
         return self
 
 
+class EnvoyConfig(_Model):
+    """What authz must know of the Envoy in front of it: its request header limits.
+
+    Envoy refuses (500, empty body) an allow whose header changes take the
+    request past these; authz answers 431 in its place (see header_budget.py).
+    Set them to the HTTP connection manager's values.
+    """
+
+    # common_http_protocol_options.max_headers_count (Envoy's default: 100).
+    max_request_headers_count: int = Field(default=100, ge=1, le=10_000)
+    # max_request_headers_kb (Envoy's default: 60; Envoy accepts 1 to 8192).
+    max_request_headers_kb: int = Field(default=60, ge=1, le=8192)
+
+
 def _check_identity_header(header: str, namespace: str) -> None:
     """ValueError unless ``header`` is a lower-case name inside ``namespace``."""
     if not _HEADER_NAME.match(header):
@@ -308,6 +323,7 @@ class Config(_Model):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     issuers: Annotated[list[IssuerConfig], Field(min_length=1)]
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
     # Rules (see config_rules.py). Without routes, every request needs a valid
     # token, as before routes existed; with routes, an unmatched request is denied.
     routes: Annotated[list[RouteConfig], Field(min_length=1)] | None = None

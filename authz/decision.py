@@ -42,6 +42,7 @@ from authz.errors import (
     RequestTooLarge,
     UnknownKey,
 )
+from authz.header_budget import check_header_budget
 from authz.policy import OPTIONAL, PUBLIC, Check, Match, Policy, Route
 from authz.request import RequestView
 from authz.revocation import RevocationList
@@ -167,6 +168,8 @@ class Decider:
                 match = self._match(after, request, trace)
             route = match.route
             headers = await self._evaluate(request, route, memo, progress, trace, budget=budget)
+            # Past Envoy's header limits, Envoy would answer this allow with a 500.
+            check_header_budget(request, headers, self._config.envoy)
         except AuthzError as error:
             if progress.stage != "requirements":  # the requirements step already shows its checks
                 _note(trace, progress.stage, "fail", f"{error.reason}: {error.detail}")

@@ -5,7 +5,12 @@ forwards. That is sound only if Envoy, in front of authz:
 
 - fails closed: ``failure_mode_allow`` off, and an error status (503) that no
   one takes for success or for authz's own deny when authz cannot be asked;
-- shows authz the credential and the identity namespace (``allowed_headers``);
+- shows authz every request header, repeats kept (no ``allowed_headers``,
+  ``encode_raw_headers: true``): the credential, the identity namespace, and
+  all the others, which authz counts against Envoy's request header limits;
+- has the header limits authz is told of (``envoy`` in authz's configuration),
+  so that an allow whose identity headers do not fit is authz's 431, not
+  Envoy's 500;
 - normalizes the path (``normalize_path``, ``merge_slashes``) and refuses an
   encoded ``/`` or ``\\`` (``path_with_escaped_slashes_action``), so authz and
   the upstream read one path;
@@ -32,7 +37,9 @@ local proxies bring outside traffic to it.
 
 With authz's configuration (``-c``), the checks that need it run too: the
 identity namespace in ``allowed_headers``, the ext_authz timeout against
-``fetch.unknown_kid_wait_seconds``, Envoy's header limits against authz's, and
+``fetch.unknown_kid_wait_seconds``, Envoy's header limits against authz's
+``envoy`` section (without ``-c``: against its defaults, Envoy's own) and
+against what authz reads at most, and
 routes where ext_authz is disabled although authz's rules would not make the
 request public (a request for the route's path or prefix, and for authz's own
 route paths under it, with each method and each host of the virtual host, put
@@ -55,7 +62,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 from yaml.constructor import SafeConstructor
 
-from authz.config import Config, FetchConfig
+from authz.config import Config, EnvoyConfig, FetchConfig
 
 if TYPE_CHECKING:
     from authz.policy import Policy
@@ -495,34 +502,52 @@ class _Checker:
             )
 
     def header_limits(self, hcm: _At) -> None:
-        if self.config is None:
-            return
         options = hcm.get("common_http_protocol_options")
-        for node, default, unit, authz_key, authz_limit, envoy_key in (
+        envoy = self.config.envoy if self.config else EnvoyConfig()
+        source = "" if self.config else " by default; pass -c for yours"
+        for node, default, unit, envoy_key, budget_key, budget, own_key in (
             (
                 hcm.get("max_request_headers_kb"),
                 ENVOY_MAX_REQUEST_HEADERS_KB,
                 1024,
-                "max_request_header_bytes",
-                self.config.max_request_header_bytes,
                 "max_request_headers_kb",
+                "max_request_headers_kb",
+                envoy.max_request_headers_kb,
+                "max_request_header_bytes",
             ),
             (
                 options.get("max_headers_count") if options else None,
                 ENVOY_MAX_HEADERS_COUNT,
                 1,
-                "max_request_headers",
-                self.config.max_request_headers,
                 "common_http_protocol_options.max_headers_count",
+                "max_request_headers_count",
+                envoy.max_request_headers_count,
+                "max_request_headers",
             ),
         ):
             value = _value(node)
             limit = value if isinstance(value, int) and not isinstance(value, bool) else default
-            if limit * unit > authz_limit:
+            line = hcm.line if node is None else node.line
+            what = f"{envoy_key} is {limit}" + (" (Envoy's default)" if node is None else "")
+            if limit != budget:
+                effect = (
+                    "authz lets through identity headers that take a request past Envoy's "
+                    "limit, and Envoy answers 500 instead of authz's 431"
+                    if limit < budget
+                    else "authz refuses (431) requests whose identity headers Envoy could carry"
+                )
                 self.add(
-                    hcm.line if node is None else node.line,
-                    f"{envoy_key} is {limit}" + (" (Envoy's default)" if node is None else ""),
-                    f"more than authz's {authz_key} ({authz_limit}): authz refuses (431) "
+                    line,
+                    what,
+                    f"authz's envoy.{budget_key} is {budget}{source}: {effect}; set "
+                    f"envoy.{budget_key}: {limit} in authz's configuration",
+                )
+            own = getattr(self.config, own_key) if self.config else None
+            if own is not None and limit * unit > own:
+                self.add(
+                    line,
+                    what,
+                    f"more than authz's {own_key} ({own}): authz refuses (431) "
                     "requests Envoy accepted; keep Envoy's limit within authz's",
                 )
 
@@ -555,6 +580,29 @@ class _Checker:
             node = config.get(key)
             if node is not None:
                 self.headers_sent(node, key, wanted)
+                self.add(
+                    node.line,
+                    f"ext_authz {key} set",
+                    "authz is not shown every request header, so it cannot keep its identity "
+                    "headers within Envoy's header limits: an allow that does not fit is "
+                    "Envoy's 500 instead of authz's 431; leave it out (of the other headers "
+                    "authz records none but x-request-id)",
+                )
+        self.raw_headers(config)
+
+    def raw_headers(self, config: _At) -> None:
+        node = config.get("encode_raw_headers")
+        if _value(node) is True or config.get("grpc_service") is None:
+            return
+        self.add(
+            config.line if node is None else node.line,
+            "ext_authz encode_raw_headers absent (Envoy's default is false)"
+            if node is None
+            else f"ext_authz encode_raw_headers is {_shown(node)}",
+            "Envoy then joins repeated headers into one before authz sees them, and authz "
+            "counts fewer headers than Envoy does against its header limits: an allow that "
+            "does not fit is Envoy's 500 instead of authz's 431; set true",
+        )
 
     def status_on_error(self, config: _At) -> None:
         node = config.get("status_on_error")

@@ -7,8 +7,9 @@ access log (what users run), and differs only in its HTTP filters:
 - ``jwt_authn``:  Envoy's in-process JWT filter with the same key, issuer and
                   audience as authz, and the same identity headers;
 - ``ext_authz``:  the gateway's ext_authz filter unchanged (timeout, failure mode,
-                  allowed_headers), plus ``emit_filter_state_stats`` so the access
-                  log records Envoy's own measure of each Check (``authz_latency_us``).
+                  every header sent as raw headers), plus ``emit_filter_state_stats``
+                  so the access log records Envoy's own measure of each Check
+                  (``authz_latency_us``).
 
 Every variant answers "/" with a ``direct_response`` 200, so no upstream is measured.
 The access log goes to its own file (one JSON object per line) for the harness to read.

@@ -398,3 +398,32 @@ def test_load_config_on_a_file_that_is_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}: cannot read: ")
+
+
+# --- envoy: the header limits of the Envoy in front ------------------------------
+
+
+def test_envoy_limits_default_to_envoys_own(tmp_path: Path) -> None:
+    envoy = _parse(MINIMAL, tmp_path).envoy
+    assert (envoy.max_request_headers_count, envoy.max_request_headers_kb) == (100, 60)
+
+
+def test_envoy_limits_are_read(tmp_path: Path) -> None:
+    text = MINIMAL + "envoy:\n  max_request_headers_count: 150\n  max_request_headers_kb: 96\n"
+    envoy = _parse(text, tmp_path).envoy
+    assert (envoy.max_request_headers_count, envoy.max_request_headers_kb) == (150, 96)
+
+
+@pytest.mark.parametrize(
+    ("line", "where"),
+    [
+        ("max_request_headers_count: 0", "max_request_headers_count: Input should be greater"),
+        ("max_request_headers_kb: 0", "max_request_headers_kb: Input should be greater"),
+        ("max_request_headers_kb: 8193", "max_request_headers_kb: Input should be less"),
+        ("max_request_headers_kb: '60'", "max_request_headers_kb: Input should be a valid int"),
+        ("max_headers_count: 100", "max_headers_count: unknown key"),
+    ],
+)
+def test_envoy_limits_are_validated(tmp_path: Path, line: str, where: str) -> None:
+    message = _error(MINIMAL + f"envoy:\n  {line}\n", tmp_path)
+    assert message.startswith(f"test.yaml:8: envoy.{where}")

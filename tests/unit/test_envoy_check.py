@@ -82,6 +82,7 @@ static_resources:
                         timeout: 0.1s  # <- timeout
                       failure_mode_allow: true  # <- failure_mode_allow
                       status_on_error: {{code: Forbidden}}  # <- status_on_error
+                      encode_raw_headers: false  # <- encode_raw_headers
                       allowed_headers:  # <- allowed_headers
                         patterns:
                           - exact: Authorization
@@ -386,13 +387,82 @@ def test_a_disabled_route_with_no_authz_route_is_reported() -> None:
 
 
 def test_header_limits_larger_than_authzs(authz: Config) -> None:
-    assert not [f for f in findings() if "max_" in f.what]  # needs -c
-    kb = the_finding("max_request_headers_kb is 96", config=authz)
-    assert kb.line == line_of("max_request_headers_kb")
-    assert "max_request_header_bytes (65536)" in kb.why
-    count = the_finding("common_http_protocol_options.max_headers_count is 300", config=authz)
+    # What authz reads at most (max_request_header_bytes, max_request_headers): needs -c.
+    assert not [f for f in findings() if "more than authz's" in f.why]
+    (kb,) = [f for f in findings(config=authz) if "max_request_header_bytes" in f.why]
+    assert (kb.line, kb.what) == (line_of("max_request_headers_kb"), "max_request_headers_kb is 96")
+    assert "more than authz's max_request_header_bytes (65536)" in kb.why
+    (count,) = [f for f in findings(config=authz) if "max_request_headers (" in f.why]
     assert count.line == line_of("max_headers_count")
-    assert "max_request_headers (200)" in count.why
+    assert count.what == "common_http_protocol_options.max_headers_count is 300"
+    assert "more than authz's max_request_headers (200)" in count.why
+
+
+def _budget(found: list[Finding]) -> list[Finding]:
+    return [f for f in found if "authz's envoy." in f.why]
+
+
+def test_header_limits_other_than_authzs_envoy_section(authz: Config) -> None:
+    # Without -c, against authz's defaults (Envoy's own): 96 and 300 are not them.
+    kb, count = _budget(findings())
+    assert (kb.line, kb.what) == (line_of("max_request_headers_kb"), "max_request_headers_kb is 96")
+    assert kb.why == (
+        "authz's envoy.max_request_headers_kb is 60 by default; pass -c for yours: authz "
+        "refuses (431) requests whose identity headers Envoy could carry; set "
+        "envoy.max_request_headers_kb: 96 in authz's configuration"
+    )
+    assert count.line == line_of("max_headers_count")
+    assert count.why.startswith("authz's envoy.max_request_headers_count is 100 by default")
+    assert count.why.endswith("set envoy.max_request_headers_count: 300 in authz's configuration")
+    # With -c, against its envoy section: the same values are no finding.
+    same = parse_config(
+        AUTHZ + "envoy: {max_request_headers_kb: 96, max_request_headers_count: 300}\n",
+        source="authz.yaml",
+        base_dir=Path(),
+    )
+    assert not _budget(findings(config=same))
+    # Envoy's limit below authz's: Envoy would refuse what authz lets through.
+    larger = parse_config(
+        AUTHZ + "envoy: {max_request_headers_kb: 128, max_request_headers_count: 300}\n",
+        source="authz.yaml",
+        base_dir=Path(),
+    )
+    (kb,) = _budget(findings(config=larger))
+    assert kb.why.startswith(
+        "authz's envoy.max_request_headers_kb is 128: authz lets through identity headers "
+        "that take a request past Envoy's limit, and Envoy answers 500 instead of authz's 431"
+    )
+
+
+def test_header_limits_absent_are_envoys_defaults() -> None:
+    text = without("max_headers_count", without("max_request_headers_kb"))
+    assert not _budget(findings(text))  # 60 and 100, as authz assumes by default
+    narrow = parse_config(
+        AUTHZ + "envoy: {max_request_headers_count: 50}\n", source="authz.yaml", base_dir=Path()
+    )
+    (count,) = _budget(findings(text, narrow))
+    assert count.what == "common_http_protocol_options.max_headers_count is 100 (Envoy's default)"
+    assert "set envoy.max_request_headers_count: 100" in count.why
+
+
+def test_headers_kept_from_authz_cannot_be_counted() -> None:
+    finding = the_finding("ext_authz allowed_headers set")
+    assert finding.line == line_of("allowed_headers")
+    assert "cannot keep its identity headers within Envoy's header limits" in finding.why
+    text = edit("allowed_headers:  # <- allowed_headers", "disallowed_headers:  # <- disallowed")
+    finding = the_finding("ext_authz disallowed_headers set", text)
+    assert finding.line == line_of("disallowed", text)
+
+
+def test_repeated_headers_joined_cannot_be_counted() -> None:
+    finding = the_finding("ext_authz encode_raw_headers is false")
+    assert finding.line == line_of("encode_raw_headers")
+    assert "joins repeated headers" in finding.why
+    text = without("encode_raw_headers")
+    finding = the_finding("ext_authz encode_raw_headers absent (Envoy's default is false)", text)
+    assert finding.line == line_of("timeout", text) - 4  # the filter's typed_config
+    fixed = edit("encode_raw_headers: false", "encode_raw_headers: true")
+    assert not [f for f in findings(fixed) if "encode_raw_headers" in f.what]
 
 
 def test_a_connection_manager_without_ext_authz() -> None:
@@ -438,8 +508,7 @@ def test_a_route_disabled_through_the_generic_filter_config(authz: Config) -> No
 def test_every_tagged_line_and_no_other_is_reported() -> None:
     tags = set(re.findall(r"# <- (\w+)", UNSAFE))
     assert {finding.line for finding in findings()} == {
-        line_of(tag)
-        for tag in tags - {"disabled_route", "max_request_headers_kb", "max_headers_count"}
+        line_of(tag) for tag in tags - {"disabled_route"}
     }
 
 
