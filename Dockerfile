@@ -1,12 +1,12 @@
 # syntax=docker/dockerfile:1
 # The authz image. Build it with `make image` (docker build -t authz:VERSION .).
 #
-# Stage "build" makes a virtual environment in /opt/authz: pip builds the authz
-# wheel, and its build hook (setup.py) compiles protos/ into authz/_proto with
-# grpcio-tools inside pip's isolated build environment, so neither grpcio-tools
-# nor the sources reach the venv. The final stage copies only that venv onto a
-# fresh slim Python of the same version (a venv is tied to its interpreter's
-# path): no compiler, no grpcio-tools, no pip, no sources.
+# Stage "build" makes a virtual environment in /opt/authz: the dependencies
+# exactly as requirements.lock pins them, every file checked against its hash
+# (a build is reproducible, and a tampered package fails it), then the authz
+# wheel itself, without resolving anything more. The final stage copies only
+# that venv onto a fresh slim Python of the same version (a venv is tied to
+# its interpreter's path): no compiler, no pip, no sources.
 ARG PYTHON_IMAGE=python:3.12-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -14,18 +14,17 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-# .dockerignore admits only what the build needs; authz/_proto is left out so
-# the generated code always comes from protos/ here, never from a stale copy.
-COPY pyproject.toml setup.py README.md ./
-COPY protos/ protos/
+# .dockerignore admits only what the build needs.
+COPY pyproject.toml README.md requirements.lock ./
 COPY authz/ authz/
 # The venv has no pip of its own; the build stage's pip installs into it. pip
 # byte-compiles everything, which matters: the root filesystem is read-only
 # in Kubernetes, so Python could not write __pycache__ at run time.
 RUN python -m venv --without-pip /opt/authz \
- && pip --python /opt/authz/bin/python install . \
+ && pip --python /opt/authz/bin/python install --require-hashes --no-deps -r requirements.lock \
+ && pip --python /opt/authz/bin/python install --no-deps . \
  && /opt/authz/bin/python -c "import authz._proto.envoy.service.auth.v3.external_auth_pb2" \
- && /opt/authz/bin/authz --help >/dev/null
+ && /opt/authz/bin/authz --version
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="authz" \

@@ -1,38 +1,43 @@
 # Every target sets up what it needs: a virtual environment in .venv with the
-# package (editable) and its development dependencies, and the generated code.
+# package (editable) and its development dependencies. The code generated from
+# protos/ is committed (authz/_proto); `make proto` regenerates it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PROTOS := $(shell find protos -name '*.proto')
-GENERATED := authz/_proto/envoy/service/auth/v3/external_auth_pb2.py
-VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' authz/__init__.py)
 # The tag k8s/ deploys (its kustomizations' images: newTag); push it to your
 # registry with IMAGE=registry.example.com/authz:$(VERSION).
 IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup proto test lint typecheck unit demo check-config fuzz soak image clean bench bench-check
+.PHONY: all setup proto lock test lint typecheck unit demo check-config fuzz soak image clean bench bench-check
 
 all: test
 
-setup: $(STAMP) $(GENERATED)
+setup: $(STAMP)
 
 # xds-protos (Envoy's upstream protos) serves the proto cross-check only; it
 # goes to its own folder because it ships its own, older opentelemetry.proto
 # modules, which would shadow opentelemetry-proto's in site-packages.
-$(STAMP): pyproject.toml setup.py
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps --upgrade --target $(VENV)/xds-protos 'xds-protos>=1.70'
 	touch $@
 
-$(GENERATED): $(STAMP) $(PROTOS) protos/compile_protos.py
-	$(BIN)/python protos/compile_protos.py >/dev/null
-	touch $@
-
+# Regenerates authz/_proto from protos/ (commit the result; a test checks it is
+# current).
 proto: $(STAMP)
 	$(BIN)/python protos/compile_protos.py
+
+# The image's dependencies, pinned with hashes, for CPython 3.12 (the
+# Dockerfile's base) on any platform; a test checks the lock still satisfies
+# pyproject.toml.
+lock: $(STAMP)
+	command -v $(BIN)/uv >/dev/null || $(BIN)/pip install --quiet 'uv>=0.9'
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.12 \
+		--no-header --quiet -o requirements.lock
 
 lint: setup
 	$(BIN)/ruff check .
@@ -88,4 +93,4 @@ check-config: setup
 	$(BIN)/authz check-config $(CONFIG)
 
 clean:
-	rm -rf $(VENV) authz/_proto build *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo .hypothesis bench-results
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .demo .hypothesis bench-results

@@ -14,6 +14,7 @@ from typing import Any
 
 from jwt.exceptions import PyJWTError
 
+from authz import __version__
 from authz.config import ALGORITHMS, Config, load_config
 from authz.errors import ConfigError
 
@@ -37,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authz", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"authz {__version__}")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )

@@ -1,8 +1,9 @@
 """Compile the project's .proto files into the private package ``authz._proto``.
 
 Run: ``python protos/compile_protos.py [OUT_DIR]`` (default: the repository
-root, so the code lands in ``authz/_proto``). ``setup.py`` calls ``generate`` so
-that a plain ``pip install .`` builds the same code.
+root, so the code lands in ``authz/_proto``, where it is committed: ``make
+proto`` after changing a .proto, and tests/protos checks the committed code is
+what this produces.
 """
 
 from __future__ import annotations

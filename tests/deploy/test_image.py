@@ -4,7 +4,7 @@ Without a container engine (``docker info`` fails, as on machines with only
 the docker client), the build itself is skipped with that reason. What runs
 everywhere: the build context that .dockerignore admits is computed with
 Docker's matching rules, the build stage's install step (pip building the
-wheel, whose hook compiles the protos) runs on exactly that context, and the
+wheel, generated code included) runs on exactly that context, and the
 Dockerfile's stages are checked for what the final image must (not) contain.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from authz import __version__
 from authz.dev.stack import REPO_ROOT
 from tests.deploy.manifests import K8S, container, find, render
 
@@ -108,21 +109,21 @@ def test_the_matcher_follows_dockers_rules() -> None:
     assert _pattern_regex("**/__pycache__").fullmatch("__pycache__")
     assert _pattern_regex("**/__pycache__").fullmatch("authz/dev/__pycache__")
     assert admitted("authz/server.py")
-    assert not admitted("authz/_proto/envoy/x_pb2.py")
+    assert admitted("authz/_proto/envoy/x_pb2.py")  # committed, not generated in the build
+    assert not admitted("protos/compile_protos.py")
     assert not admitted("tests/deploy/test_image.py")
 
 
 def test_the_context_is_exactly_what_the_build_copies() -> None:
     context = build_context()
     top = {path.split("/")[0] for path in context}
-    assert top == {"pyproject.toml", "setup.py", "README.md", "protos", "authz"}
+    assert top == {"pyproject.toml", "README.md", "requirements.lock", "authz"}
     for path in context:
         assert "__pycache__" not in path, path
         assert not path.endswith(".pyc"), path
-        assert not path.startswith("authz/_proto/"), path  # generated inside the build
     # Every source file of the package and every .proto is in it.
     tracked = subprocess.run(
-        ["git", "ls-files", "authz", "protos"],
+        ["git", "ls-files", "authz"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -154,7 +155,7 @@ def test_the_build_step_works_on_exactly_that_context(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (wheel,) = (tmp_path / "dist").glob("authz-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("envoy_jwt_authz-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2.py" in names
     assert "authz/probe.py" in names  # the sidecar's exec probe
@@ -188,7 +189,10 @@ def test_the_dockerfile_has_a_build_stage_and_a_slim_final_stage() -> None:
     build, final = stages()
     assert build[0] == "FROM ${PYTHON_IMAGE} AS build"
     assert final[0] == "FROM ${PYTHON_IMAGE}"  # the venv needs the same interpreter
-    assert any("pip --python /opt/authz/bin/python install ." in step for step in build)
+    # Dependencies only as locked, hash-checked; then the project, resolving nothing.
+    installs = " ".join(step for step in build if step.startswith("RUN"))
+    assert "install --require-hashes --no-deps -r requirements.lock" in installs
+    assert "install --no-deps ." in installs
     assert any("import authz._proto.envoy.service.auth.v3.external_auth_pb2" in s for s in build)
 
     # The final stage takes only the venv from the build; it installs nothing.
@@ -222,9 +226,7 @@ def test_make_image_builds_the_dockerfile() -> None:
         text=True,
         check=True,
     )
-    version = re.search(r'^version = "(.+)"$', (REPO_ROOT / "pyproject.toml").read_text(), re.M)
-    assert version
-    assert result.stdout.strip() == f"docker build -t authz:{version[1]} ."
+    assert result.stdout.strip() == f"docker build -t authz:{__version__} ."
 
 
 # --- the build itself, where a container engine exists ---------------------------------

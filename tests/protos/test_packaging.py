@@ -1,51 +1,162 @@
-"""A plain `pip wheel .` compiles the protos into the wheel (setup.py's build hook)."""
+"""The distribution: an sdist that builds, a wheel built from it that installs and runs,
+one version everywhere, and an image lock file that still satisfies pyproject.toml.
+
+Offline: the build runs without isolation (setuptools is in the dev venv), and
+the fresh venv gets its dependencies from the dev venv's site-packages.
+"""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
+import sysconfig
+import tarfile
+import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from authz import __version__
 from authz.dev.stack import REPO_ROOT
 
+DIST_NAME = "envoy-jwt-authz"
 
-def test_wheel_contains_the_generated_code(tmp_path: Path) -> None:
-    source = tmp_path / "src"
-    source.mkdir()
-    for name in ("setup.py", "pyproject.toml", "README.md"):
-        shutil.copy(REPO_ROOT / name, source / name)
-    shutil.copytree(REPO_ROOT / "protos", source / "protos")
-    # A clean checkout: the package without any generated code.
-    shutil.copytree(
-        REPO_ROOT / "authz",
-        source / "authz",
-        ignore=shutil.ignore_patterns("_proto", "__pycache__"),
-    )
+
+def _tracked_copy(target: Path) -> Path:
+    """The repository as a clean checkout holds it: tracked files only."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    for name in filter(None, files):
+        relative = name.decode()
+        source = REPO_ROOT / relative
+        if not source.is_file():  # deleted in the work tree, not yet committed
+            continue
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(source.read_bytes())
+    return target
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("dist")
+    source = _tracked_copy(workdir / "src")
+    # `python -m build` makes the sdist, then the wheel from that sdist: if the
+    # sdist lacks anything the build needs, the wheel fails.
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "-w",
-            str(tmp_path),
-            str(source),
+            *(sys.executable, "-m", "build", "--no-isolation"),
+            *("--outdir", str(workdir / "out"), str(source)),
         ],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (wheel,) = tmp_path.glob("authz-*.whl")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return workdir / "out"
+
+
+def test_the_sdist_has_the_code_and_the_generated_code(dist: Path) -> None:
+    (sdist,) = dist.glob("envoy_jwt_authz-*.tar.gz")
+    assert sdist.name == f"envoy_jwt_authz-{__version__}.tar.gz"
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2.py" in names
+    assert "authz/audit_record.schema.json" in names
+    assert "pyproject.toml" in names
+
+
+def test_the_wheel_holds_the_package_only(dist: Path) -> None:
+    (wheel,) = dist.glob("envoy_jwt_authz-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2.py" in names
     assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2_grpc.py" in names
-    assert "authz/_proto/envoy/config/core/v3/base_pb2.py" in names
-    assert not any(name.startswith("envoy/") for name in names)
-    # The audit record's schema ships with the code that writes the records.
     assert "authz/audit_record.schema.json" in names
+    assert not any(name.startswith(("envoy/", "tests/", "protos/")) for name in names)
+    metadata = (
+        zipfile.ZipFile(wheel).read(f"envoy_jwt_authz-{__version__}.dist-info/METADATA").decode()
+    )
+    assert f"Name: {DIST_NAME}\n" in metadata
+    assert f"Version: {__version__}\n" in metadata
+    assert "Classifier: Topic :: Security" in metadata
+
+
+def test_installed_in_a_fresh_venv_it_reports_its_version(dist: Path, tmp_path: Path) -> None:
+    (wheel,) = dist.glob("envoy_jwt_authz-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python")),
+            *("install", "--quiet", "--no-deps", "--no-index", str(wheel)),
+        ],
+        check=True,
+        timeout=300,
+    )
+    # Its dependencies from the dev venv, after its own site-packages: the
+    # authz it runs is the one just installed, not this checkout.
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    (site / "dev-deps.pth").write_text(f"{purelib}\n")
+    result = subprocess.run(
+        [str(venv / "bin" / "authz"), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == f"authz {__version__}"
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import authz; print(authz.__file__)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
+    assert where.startswith(str(site)), where
+
+
+def test_the_version_is_written_once() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project
+    assert project["dynamic"] == ["version"]
+    assert str(Version(__version__)) == __version__
+    assert project["name"] == DIST_NAME
+
+
+def _locked() -> dict[str, Version]:
+    pins: dict[str, Version] = {}
+    for line in (REPO_ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            requirement = Requirement(line.rstrip(" \\"))
+            (spec,) = requirement.specifier
+            assert spec.operator == "==", line
+            pins[canonicalize_name(requirement.name)] = Version(spec.version)
+    return pins
+
+
+def test_the_image_lock_pins_every_dependency_with_hashes() -> None:
+    text = (REPO_ROOT / "requirements.lock").read_text()
+    pins = _locked()
+    entries = [block for block in text.split("\n") if block and not block.startswith((" ", "#"))]
+    assert len(entries) == len(pins)
+    assert text.count("--hash=sha256:") >= len(pins)
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    for line in project["dependencies"]:
+        requirement = Requirement(line)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not in requirements.lock: run `make lock`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"requirements.lock pins {name}=={pins[name]}, outside {requirement.specifier}: "
+            "run `make lock`"
+        )
+        for extra in requirement.extras:  # pyjwt[crypto] needs cryptography
+            assert extra != "crypto" or "cryptography" in pins
