@@ -97,7 +97,7 @@ def timestamp(seconds: float) -> str:
 def decision_record(
     *,
     at: float,
-    allowed: bool,
+    decision: str,
     status: int,
     reason: str,
     issuer: str | None,
@@ -116,12 +116,18 @@ def decision_record(
     config_version: str,
     shadow: Sequence[Unenforced] = (),
     dry_run: Unenforced | None = None,
+    undelivered: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One audit record (see the schema). Request-controlled strings are redacted."""
+    """One audit record (see the schema). Request-controlled strings are redacted.
+
+    ``decision`` is what the client got: allow, deny, or late (authz answered
+    after Envoy stopped waiting; ``undelivered`` is then the answer authz made,
+    None if it was cancelled before deciding).
+    """
     return {
         "type": "decision",
         "time": timestamp(at),
-        "decision": "allow" if allowed else "deny",
+        "decision": decision,
         "status": status,
         "reason": reason,
         "issuer": issuer,
@@ -140,6 +146,7 @@ def decision_record(
         "config_version": config_version,
         "shadow": [_unenforced(outcome) for outcome in shadow] or None,
         "dry_run": None if dry_run is None else _unenforced(dry_run),
+        "undelivered": None if undelivered is None else dict(undelivered),
     }
 
 

@@ -4,8 +4,9 @@ Instruments are OpenTelemetry's; where they go is configuration
 (``telemetry.metrics``): a Prometheus scrape endpoint, an OTLP push, both, or
 nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
 
-====================================  =========  ====================================
-``authz_decisions_total``             counter    decision, reason, issuer, route
+====================================  =========  ==============================================
+``authz_decisions_total``             counter    decision (allow | deny | late), reason, issuer,
+                                                 route
 ``authz_shadow_decisions_total``      counter    source (route | dry_run), route, would, reason
 ``authz_check_duration_seconds``      histogram  decision
 ``authz_audit_records_total``         counter    outcome (written | dropped), reason
@@ -13,9 +14,11 @@ nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
 ``authz_key_fetches_total``           counter    issuer, result
 ``authz_key_age_seconds``             gauge      issuer
 ``authz_key_cache_lookups_total``     counter    issuer, result (hit | miss)
-====================================  =========  ====================================
+====================================  =========  ==============================================
 
-``authz_decisions_total`` counts what the client got. What was evaluated but
+``authz_decisions_total`` counts what the client got: ``late`` (reason
+``deadline_exceeded`` or ``cancelled``) when authz answered after Envoy had
+stopped waiting, so the client got Envoy's error instead. What was evaluated but
 not enforced goes to ``authz_shadow_decisions_total``: each shadow route that
 took a request (``source="route"``, ``would`` allow or deny), and in a dry run
 each decision (``source="dry_run"``; a would-be deny was answered as an allow
@@ -29,6 +32,10 @@ not verified is attacker-chosen), ``route`` a configured route name or
 Key metrics are fed by the key-handling code through ``key_events`` (a
 ``KeyEventHub``): it calls ``key_events.key_fetch(issuer, "ok")`` and so on,
 and every running server's ``Metrics`` listens. See ``KeyEvents``.
+
+The scrape endpoint also serves ``authz_build_info{version}`` (always 1) and
+prometheus-client's ``process_*``, ``python_info`` and ``python_gc_*``
+metrics (``scrape_registry``); an OTLP push carries the instruments only.
 """
 
 from __future__ import annotations
@@ -50,13 +57,22 @@ from opentelemetry.metrics import (
     NoOpMeterProvider,
     Observation,
 )
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    make_wsgi_app,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 
+from authz import __version__
 from authz.errors import AuthzError, ConfigError
 
 __all__ = [
     "AUDIT_RECORDS",
     "AUDIT_WRITE_ERRORS",
+    "BUILD_INFO",
     "CHECK_DURATION",
     "DECISIONS",
     "DURATION_BUCKETS",
@@ -73,6 +89,7 @@ __all__ = [
     "key_events",
     "known_reasons",
     "noop_provider",
+    "scrape_registry",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,6 +104,8 @@ AUDIT_WRITE_ERRORS = "authz.audit.write_errors"
 KEY_FETCHES = "authz.key.fetches"
 KEY_AGE = "authz.key.age"
 KEY_CACHE_LOOKUPS = "authz.key.cache.lookups"
+# Served by the scrape endpoint alone (prometheus-client), not an instrument.
+BUILD_INFO = "authz_build_info"
 
 # Seconds. Envoy gives up on a Check after 250 ms (envoy/gateway.yaml), so the
 # buckets are fine below that and coarse above.
@@ -115,8 +134,9 @@ _MAX_ROUTE_LABEL = 64
 
 def known_reasons() -> frozenset[str]:
     """``allowed``, ``dry_run`` and the reason of every AuthzError class defined so far."""
-    # "dry_run" is decision.DRY_RUN, written out: decision imports verify, which imports this.
-    reasons = {"allowed", "dry_run"}
+    # "dry_run" is decision.DRY_RUN, written out: decision imports verify, which
+    # imports this; the late reasons are observe.py's.
+    reasons = {"allowed", "dry_run", "deadline_exceeded", "cancelled"}
     pending: list[type[AuthzError]] = [AuthzError]
     while pending:
         cls = pending.pop()
@@ -262,8 +282,7 @@ class Metrics:
         # is from a bounded set, and the memo is bounded all the same.
         self._decision_labels: dict[tuple[str, str, str | None, str], Attributes] = {}
         self._duration_attributes = {
-            "allow": {"decision": "allow"},
-            "deny": {"decision": "deny"},
+            decision: {"decision": decision} for decision in ("allow", "deny", "late")
         }
         self._duration = meter.create_histogram(
             CHECK_DURATION,
@@ -294,9 +313,9 @@ class Metrics:
             self._audit.add(0, {"outcome": "dropped", "reason": reason})
 
     def decision(
-        self, *, allowed: bool, reason: str, issuer: str | None, route: str, seconds: float
+        self, *, decision: str, reason: str, issuer: str | None, route: str, seconds: float
     ) -> None:
-        decision = "allow" if allowed else "deny"
+        """One Check's answer: ``decision`` is allow, deny or late."""
         raw = (decision, reason, issuer, route)
         attributes = self._decision_labels.get(raw)
         if attributes is None:
@@ -398,7 +417,7 @@ class MetricsEndpoint:
             server = make_server(
                 bare_host,
                 int(port),
-                make_wsgi_app(self.registry),
+                make_wsgi_app(scrape_registry(self.registry)),
                 server_class=server_class,
                 handler_class=_QuietHandler,
             )
@@ -420,6 +439,46 @@ class MetricsEndpoint:
         if self._thread is not None:
             self._thread.join(5)
         self._server = self._thread = None
+
+
+class _Collected:
+    """Another registry's metrics, served as one collector among others.
+
+    No ``describe``: the registry then skips its duplicate-name check, which
+    would ask the OpenTelemetry reader to collect at registration.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self._registry.collect()
+
+
+class _BuildInfo:
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            BUILD_INFO, "The running authz version (always 1)", labels=["version"]
+        )
+        family.add_metric([__version__], 1)
+        yield family
+
+
+def scrape_registry(instruments: CollectorRegistry) -> CollectorRegistry:
+    """What the scrape endpoint serves: the instruments, the build, the process and its GC.
+
+    prometheus-client's process, platform and GC collectors are module
+    singletons registered in its global registry; ``instruments`` is a registry
+    of its own (servers in one process must not see each other's numbers), so
+    they are added here. They describe the whole process, which is what every
+    server in it shares.
+    """
+    served = CollectorRegistry(auto_describe=False)
+    served.register(_Collected(instruments))
+    served.register(_BuildInfo())
+    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        served.register(collector)
+    return served
 
 
 def noop_provider() -> MeterProvider:

@@ -19,6 +19,8 @@ without touching the core file; ``config.Config`` holds one field for each.
       file: /var/log/authz/audit.jsonl    # and/or appended to a file
       queue_size: 10000                   # records waiting for the writer; beyond: dropped, counted
       shutdown_timeout_seconds: 5         # how long stop() may take to write what is queued
+      late_status: 503                    # Envoy's status_on_error: what a client got when
+                                          # authz answered after Envoy's ext_authz timeout
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ class AuditConfig(_Model):
     file: Path | None = None
     queue_size: int = Field(default=10_000, ge=1, le=1_000_000)
     shutdown_timeout_seconds: float = Field(default=5.0, ge=0, le=300)
+    # What the client got when authz answered after Envoy stopped waiting:
+    # Envoy's status_on_error (503 in every Envoy config shipped here; Envoy's
+    # own default is 403). authz cannot see it, so it is told.
+    late_status: int = Field(default=503, ge=400, le=599)
 
     @model_validator(mode="before")
     @classmethod

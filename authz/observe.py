@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -49,6 +50,9 @@ from authz.telemetry import (
     ATTR_SHADOW_STATUS,
     ATTR_SHADOW_WOULD,
     ATTR_STATUS,
+    ATTR_UNDELIVERED_DECISION,
+    ATTR_UNDELIVERED_REASON,
+    ATTR_UNDELIVERED_STATUS,
     Tracing,
     otlp_wanted,
     parent_context,
@@ -56,7 +60,7 @@ from authz.telemetry import (
     trace_id_from,
 )
 
-__all__ = ["CheckObservation", "Observability", "build_meter_provider"]
+__all__ = ["Answer", "CheckObservation", "Observability", "build_meter_provider"]
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +73,10 @@ class CheckObservation:
     """One Check in flight: its span, the trace it belongs to and its start time.
 
     As a context manager it makes the span current, so ``steps.step`` events
-    and log lines find it. A Check cancelled mid-way (the server's grace period
-    ran out) ends its span as an error; it made no decision, so it has no audit
-    record.
+    and log lines find it. A Check cancelled mid-way (Envoy stopped waiting,
+    or the server's grace period ran out) leaves the span to ``finish``, which
+    records it as late; anything else that is not an Exception ends it as an
+    error.
     """
 
     __slots__ = ("_token", "ended", "parent_trace_id", "span", "started")
@@ -98,7 +103,11 @@ class CheckObservation:
         if self._token is not None:
             otel_context.detach(self._token)  # type: ignore[arg-type]
             self._token = None
-        if exc is not None and not isinstance(exc, Exception) and not self.ended:
+        if (
+            exc is not None
+            and not isinstance(exc, Exception | asyncio.CancelledError)
+            and not self.ended
+        ):
             self.ended = True
             self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             self.span.end()
@@ -128,6 +137,7 @@ class Observability:
         audit_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         dry_run: bool = False,
+        late_status: int = 503,
     ) -> None:
         self.tracing = tracing
         self.metrics = metrics
@@ -136,6 +146,7 @@ class Observability:
         self.config_version = config_version
         # In a dry run every decision is also counted as a would-be outcome.
         self._dry_run = dry_run
+        self._late_status = late_status
         self._endpoint = endpoint
         self._meter_provider = meter_provider
         self._audit_timeout = audit_timeout
@@ -164,12 +175,14 @@ class Observability:
             meter_provider=provider,
             audit_timeout=config.audit.shutdown_timeout_seconds,
             dry_run=config.dry_run,
+            late_status=config.audit.late_status,
         )
 
     def apply(self, config: Config) -> None:
         """A reloaded configuration's settings that observation follows."""
         self.config_version = config.version
         self._dry_run = config.dry_run
+        self._late_status = config.audit.late_status
 
     def start(self) -> None:
         """Open the audit sinks and the metrics endpoint; errors here stop start-up."""
@@ -188,32 +201,49 @@ class Observability:
         return CheckObservation(INVALID_SPAN, trace_id_from(metadata))
 
     def finish(
-        self, observation: CheckObservation, request: RequestView | None, decision: Decision
+        self,
+        observation: CheckObservation,
+        request: RequestView | None,
+        decision: Decision | None,
+        *,
+        late: str | None = None,
     ) -> None:
-        """Span attributes and end, metric, audit record. Never raises."""
+        """Span attributes and end, metric, audit record. Never raises.
+
+        ``late`` (deadline_exceeded or cancelled): Envoy had stopped waiting, so
+        the client got Envoy's error status, not ``decision`` (None when the
+        Check was cancelled before it decided). Everything then says ``late``.
+        """
         seconds = time.perf_counter() - observation.started
-        issuer = decision.issuer or None
+        answer = self._answer(decision, late)
         ids: tuple[str | None, str | None] = (None, None)
         try:
             ids = observation.ids()  # before the span ends: an ended span is not "recording"
-            self._end_span(observation, request, decision)
+            self._end_span(observation, request, decision, answer)
         except Exception:
             self._complain("span")
         try:
             self.metrics.decision(
-                allowed=decision.allowed,
-                reason=decision.reason,
-                issuer=issuer,
-                route=decision.route,
+                decision=answer.decision,
+                reason=answer.reason,
+                issuer=decision.issuer or None if decision is not None else None,
+                route=decision.route if decision is not None else "",
                 seconds=seconds,
             )
-            self._count_unenforced(decision)
+            if decision is not None:
+                self._count_unenforced(decision)
         except Exception:
             self._complain("metrics")
         try:
-            self.audit.record(self._record(ids, request, decision, seconds))
+            self.audit.record(self._record(ids, request, decision, answer, seconds))
         except Exception:
             self._complain("audit record")
+
+    def _answer(self, decision: Decision | None, late: str | None) -> Answer:
+        if late is not None:
+            return Answer("late", self._late_status, late)
+        assert decision is not None
+        return Answer("allow" if decision.allowed else "deny", decision.status, decision.reason)
 
     def _count_unenforced(self, decision: Decision) -> None:
         for shadow in decision.shadows:
@@ -231,55 +261,60 @@ class Observability:
             )
 
     def _end_span(
-        self, observation: CheckObservation, request: RequestView | None, decision: Decision
+        self,
+        observation: CheckObservation,
+        request: RequestView | None,
+        decision: Decision | None,
+        answer: Answer,
     ) -> None:
         span = observation.span
         observation.ended = True
         if span.is_recording():
             attributes: dict[str, AttributeValue] = {
-                ATTR_DECISION: "allow" if decision.allowed else "deny",
-                ATTR_REASON: decision.reason,
-                ATTR_STATUS: decision.status,
+                ATTR_DECISION: answer.decision,
+                ATTR_REASON: answer.reason,
+                ATTR_STATUS: answer.status,
             }
-            if decision.issuer:
-                attributes[ATTR_ISSUER] = decision.issuer
-            token = decision.token
-            if token is not None:
-                attributes[ATTR_ALG] = token.algorithm
-                if token.kid is not None:
-                    attributes[ATTR_KID] = redact(token.kid, 128)
-            if decision.route:
-                attributes[ATTR_ROUTE] = decision.route
-            _unenforced_attributes(attributes, decision)
+            if decision is not None:
+                _decision_attributes(attributes, decision, answer)
             if request is not None:
                 attributes[ATTR_METHOD] = redact(request.method, 32)
                 attributes[ATTR_PATH] = redact(request.path_without_query)
             span.set_attributes(attributes)
-            # A deny is the service working; only failing to decide is an error.
-            if decision.status >= 500:
-                span.set_status(Status(StatusCode.ERROR, decision.reason))
+            # A deny is the service working; failing to decide, or to decide in
+            # time, is an error.
+            if answer.status >= 500 or answer.decision == "late":
+                span.set_status(Status(StatusCode.ERROR, answer.reason))
         span.end()
 
     def _record(
         self,
         ids: tuple[str | None, str | None],
         request: RequestView | None,
-        decision: Decision,
+        decision: Decision | None,
+        answer: Answer,
         seconds: float,
     ) -> dict[str, Any]:
-        token = decision.token
+        token = decision.token if decision is not None else None
         jti = token.claims.get("jti") if token is not None else None
         trace_id, span_id = ids
+        undelivered = None
+        if answer.decision == "late" and decision is not None:
+            undelivered = {
+                "decision": "allow" if decision.allowed else "deny",
+                "status": decision.status,
+                "reason": decision.reason,
+            }
         return decision_record(
             at=self._clock(),
-            allowed=decision.allowed,
-            status=decision.status,
-            reason=decision.reason,
-            issuer=decision.issuer or None,
+            decision=answer.decision,
+            status=answer.status,
+            reason=answer.reason,
+            issuer=(decision.issuer or None) if decision is not None else None,
             subject=token.subject if token is not None else None,
             jti=jti if isinstance(jti, str) else None,
-            token_fp=decision.token_fingerprint,
-            route=decision.route,
+            token_fp=decision.token_fingerprint if decision is not None else "",
+            route=decision.route if decision is not None else "",
             method=request.method if request else "",
             path=request.path if request else "",
             host=request.host if request else "",
@@ -289,8 +324,9 @@ class Observability:
             span_id=span_id,
             latency_seconds=seconds,
             config_version=self.config_version,
-            shadow=decision.shadows,
-            dry_run=decision.dry_run,
+            shadow=decision.shadows if decision is not None else (),
+            dry_run=decision.dry_run if decision is not None else None,
+            undelivered=undelivered,
         )
 
     def _complain(self, what: str) -> None:
@@ -315,6 +351,35 @@ class Observability:
         self.tracing.shutdown()
         if isinstance(self._meter_provider, SdkMeterProvider):
             self._meter_provider.shutdown()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the client got for one Check: authz's allow or deny, or ``late``:
+    Envoy's own error status, because it had stopped waiting for authz."""
+
+    decision: str  # allow | deny | late
+    status: int
+    reason: str
+
+
+def _decision_attributes(
+    attributes: dict[str, AttributeValue], decision: Decision, answer: Answer
+) -> None:
+    if decision.issuer:
+        attributes[ATTR_ISSUER] = decision.issuer
+    token = decision.token
+    if token is not None:
+        attributes[ATTR_ALG] = token.algorithm
+        if token.kid is not None:
+            attributes[ATTR_KID] = redact(token.kid, 128)
+    if decision.route:
+        attributes[ATTR_ROUTE] = decision.route
+    if answer.decision == "late":
+        attributes[ATTR_UNDELIVERED_DECISION] = "allow" if decision.allowed else "deny"
+        attributes[ATTR_UNDELIVERED_STATUS] = decision.status
+        attributes[ATTR_UNDELIVERED_REASON] = decision.reason
+    _unenforced_attributes(attributes, decision)
 
 
 def _unenforced_attributes(attributes: dict[str, AttributeValue], decision: Decision) -> None:

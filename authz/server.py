@@ -38,6 +38,10 @@ decisions_log = logging.getLogger("authz.decision")
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
 # Time kept back from Envoy's deadline to build and send the answer.
 _REPLY_MARGIN = 0.02
+# A cancellation this close to the deadline is Envoy's timeout: the deadline
+# here counts from when the call arrived, a transit time after Envoy's clock
+# started, so Envoy's reset can arrive just before it.
+_DEADLINE_SLACK = 0.1
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
@@ -63,6 +67,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 remaining = context.time_remaining()
                 budget = math.inf if remaining is None else max(0.0, remaining - _REPLY_MARGIN)
                 decision = await runtime.decider.decide(request_view, budget=budget)
+        except asyncio.CancelledError:
+            # Cancelled while deciding: Envoy stopped waiting (its timeout, which
+            # gRPC turns into this cancellation) or the server stopped. Nobody
+            # gets authz's answer; the record says what the client got instead.
+            reason = _late(context, slack=_DEADLINE_SLACK) or "cancelled"
+            _log_late(reason, None)
+            self._observe.finish(observation, request_view, None, late=reason)
+            raise
         except Exception as exc:
             # decide() catches its own errors; this guards the request view.
             log.exception("cannot read CheckRequest")
@@ -74,9 +86,43 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             decision = Decision(
                 allowed=False, status=error.status, reason=error.reason, error=error
             )
-        _log_decision(decision)
-        self._observe.finish(observation, request_view, decision)
+        # Decided, but past the deadline Envoy sent (its ext_authz timeout):
+        # Envoy has already answered the client with its status_on_error. Not
+        # seen here: a cancellation gRPC has not delivered yet (the loop was
+        # busy), and an answer sent within the network's delay of the deadline.
+        late = _late(context)
+        if late is None:
+            _log_decision(decision)
+        else:
+            _log_late(late, decision)
+        self._observe.finish(observation, request_view, decision, late=late)
         return response.build(decision, runtime.config.realm)
+
+
+def _late(
+    context: grpc.aio.ServicerContext[
+        external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse
+    ],
+    slack: float = 0.0,
+) -> str | None:
+    """Why an answer now reaches no one ("deadline_exceeded", "cancelled"), or None."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= slack:
+        return "deadline_exceeded"
+    return "cancelled" if context.cancelled() else None
+
+
+def _log_late(reason: str, decision: Decision | None) -> None:
+    decisions_log.warning(
+        "late: Envoy was no longer waiting (%s); the client got Envoy's error status, "
+        "not authz's %s",
+        reason,
+        "answer" if decision is None else ("allow" if decision.allowed else "deny"),
+        extra={
+            "late": reason,
+            "undelivered": None if decision is None else decision.reason,
+        },
+    )
 
 
 def _log_decision(decision: Decision) -> None:

@@ -57,6 +57,9 @@ __all__ = [
     "ATTR_SHADOW_STATUS",
     "ATTR_SHADOW_WOULD",
     "ATTR_STATUS",
+    "ATTR_UNDELIVERED_DECISION",
+    "ATTR_UNDELIVERED_REASON",
+    "ATTR_UNDELIVERED_STATUS",
     "CHECK_SPAN",
     "Tracing",
     "otlp_wanted",
@@ -88,6 +91,11 @@ ATTR_SHADOW_STATUS = "authz.shadow.status"
 ATTR_SHADOW_REASON = "authz.shadow.reason"
 ATTR_DRY_RUN_STATUS = "authz.dry_run.status"
 ATTR_DRY_RUN_REASON = "authz.dry_run.reason"
+# A late answer (authz.decision=late): the answer authz made, which Envoy no
+# longer waited for.
+ATTR_UNDELIVERED_DECISION = "authz.undelivered.decision"
+ATTR_UNDELIVERED_STATUS = "authz.undelivered.status"
+ATTR_UNDELIVERED_REASON = "authz.undelivered.reason"
 ATTR_PATH = "url.path"
 
 _TRACE_KEYS = frozenset({"traceparent", "tracestate"})

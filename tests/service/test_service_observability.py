@@ -7,12 +7,13 @@ in for the collector and the disk; everything else is the production code.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import grpc
 import jsonschema
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -31,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from authz.audit import SCHEMA_PATH, AuditWriter
 from authz.config import Config
 from authz.errors import ConfigError
-from authz.keys import IssuerKeys
+from authz.keys import IssuerKeys, StaticKeySource
 from authz.metrics import Metrics
 from authz.observe import Observability
 from authz.server import AuthzServer
@@ -131,6 +132,7 @@ class ObservedFactory:
             metrics=metrics,
             audit=AuditWriter([sink], queue_size, metrics),
             config_version=config.version,
+            late_status=config.audit.late_status,
         )
 
         async def create() -> AuthzServer:
@@ -471,3 +473,139 @@ def test_a_taken_metrics_port_stops_start_up_with_a_clear_error(
                 loop_thread.run(server.start())
         finally:
             loop_thread.run(server.stop(0))
+
+
+# --- late answers: Envoy stopped waiting -----------------------------------------------
+
+
+class StalledRefetch:
+    """Keys that need a refetch which never ends (an IdP that stopped answering,
+    ignoring the Check's budget): a Check with an unknown kid waits in it
+    until it is cancelled."""
+
+    def __init__(self, keys: StaticKeySource) -> None:
+        self._keys = keys
+        self.waiting = threading.Event()
+
+    def keys_for(self, issuer: str) -> IssuerKeys | None:
+        return self._keys.keys_for(issuer)
+
+    def ready(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        pass
+
+    async def refetch(self, issuer: str, budget: float) -> bool:
+        self.waiting.set()
+        await asyncio.sleep(WAIT)  # bounded: a broken test cannot hang the suite
+        return False
+
+
+def _late_records(observed: Observed) -> list[dict[str, Any]]:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    records = observed.records()
+    for record in records:
+        jsonschema.validate(record, schema)
+    return records
+
+
+def test_a_decision_made_after_the_deadline_is_audited_as_late(
+    observe: ObservedFactory, make_config: ConfigFactory, signing: Signing
+) -> None:
+    clock = GatedClock()  # holds the event loop inside verification until released
+    observed = observe(make_config(), clock=clock)
+    with pytest.raises(grpc.RpcError) as raised:
+        observed.client.check(check_request(_bearer(signing.token())), timeout=0.3)
+    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    clock.release.set()  # the decision completes now, after the deadline
+    (record,) = _late_records(observed)
+    assert (record["decision"], record["status"], record["reason"]) == (
+        "late",
+        503,
+        "deadline_exceeded",
+    )
+    assert record["undelivered"] == {"decision": "allow", "status": 200, "reason": "allowed"}
+    assert record["subject"] == "alice"
+    span = _only(observed.finished_spans())
+    assert span.attributes is not None
+    assert (span.attributes["authz.decision"], span.attributes["authz.reason"]) == (
+        "late",
+        "deadline_exceeded",
+    )
+    assert span.attributes["authz.undelivered.decision"] == "allow"
+    assert span.status.status_code is StatusCode.ERROR
+    assert _decisions(observed) == {("late", "deadline_exceeded"): 1}
+
+
+def test_a_check_cancelled_by_the_deadline_while_waiting_is_audited_as_late(
+    observe: ObservedFactory, make_config: ConfigFactory, signing: Signing
+) -> None:
+    config = make_config(audit={"late_status": 504})
+    keys = StalledRefetch(StaticKeySource.from_config(config))
+    observed = observe(config, keys=keys)
+    token = signing.token(kid="rotated-in")  # unknown kid: a refetch
+    with pytest.raises(grpc.RpcError) as raised:
+        observed.client.check(check_request(_bearer(token)), timeout=0.3)
+    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert keys.waiting.is_set()
+    (record,) = _late_records(observed)
+    assert (record["decision"], record["status"], record["reason"]) == (
+        "late",
+        504,
+        "deadline_exceeded",
+    )
+    assert record["undelivered"] is None  # cancelled before it decided
+    assert record["token_fp"] is None
+    span = _only(observed.finished_spans())
+    assert span.attributes is not None
+    assert span.attributes["authz.decision"] == "late"
+    assert _decisions(observed) == {("late", "deadline_exceeded"): 1}
+
+
+def test_a_check_the_caller_cancels_is_audited_as_late_cancelled(
+    observe: ObservedFactory, make_config: ConfigFactory, signing: Signing
+) -> None:
+    config = make_config()
+    keys = StalledRefetch(StaticKeySource.from_config(config))
+    observed = observe(config, keys=keys)
+    call = observed.client.check.future(
+        check_request(_bearer(signing.token(kid="rotated-in"))), timeout=WAIT
+    )
+    assert keys.waiting.wait(WAIT)
+    call.cancel()  # type: ignore[no-untyped-call]
+    (record,) = _late_records(observed)
+    assert (record["decision"], record["reason"], record["undelivered"]) == (
+        "late",
+        "cancelled",
+        None,
+    )
+
+
+def test_an_answer_in_time_is_not_late(
+    observe: ObservedFactory, make_config: ConfigFactory, signing: Signing
+) -> None:
+    observed = observe(make_config())
+    observed.client.check(check_request(_bearer(signing.token())), timeout=WAIT)
+    (record,) = _late_records(observed)
+    assert (record["decision"], record["undelivered"]) == ("allow", None)
+
+
+def _decisions(observed: Observed) -> dict[tuple[str, str], int]:
+    data = observed.reader.get_metrics_data()
+    assert data is not None
+    return {
+        (str(point.attributes["decision"]), str(point.attributes["reason"])): int(point.value)
+        for resource_metrics in data.resource_metrics
+        for scope in resource_metrics.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "authz.decisions"
+        for point in metric.data.data_points
+        if point.attributes is not None and isinstance(point, NumberDataPoint)
+    }

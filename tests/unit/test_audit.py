@@ -42,7 +42,7 @@ def schema() -> dict[str, Any]:
 def record(**overrides: Any) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "at": 1_767_225_600.5,
-        "allowed": True,
+        "decision": "allow",
         "status": 200,
         "reason": "allowed",
         "issuer": "https://idp.example",
@@ -92,7 +92,24 @@ def test_a_record_has_every_field_and_no_query_string(schema: dict[str, Any]) ->
         "config_version": "abcdef012345",
         "shadow": None,
         "dry_run": None,
+        "undelivered": None,
     }
+
+
+def test_a_late_record_says_what_authz_would_have_answered(schema: dict[str, Any]) -> None:
+    built = record(
+        decision="late",
+        status=503,
+        reason="deadline_exceeded",
+        undelivered={"decision": "allow", "status": 200, "reason": "allowed"},
+    )
+    jsonschema.validate(built, schema)
+    assert (built["decision"], built["status"], built["reason"]) == (
+        "late",
+        503,
+        "deadline_exceeded",
+    )
+    assert built["undelivered"] == {"decision": "allow", "status": 200, "reason": "allowed"}
 
 
 def test_unenforced_outcomes_are_recorded(schema: dict[str, Any]) -> None:
@@ -128,7 +145,7 @@ def test_unenforced_outcomes_are_recorded(schema: dict[str, Any]) -> None:
 
 def test_a_deny_without_token_or_trace_is_valid(schema: dict[str, Any]) -> None:
     built = record(
-        allowed=False,
+        decision="deny",
         status=401,
         reason="missing_token",
         issuer=None,

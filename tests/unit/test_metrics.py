@@ -91,7 +91,7 @@ def test_a_flood_of_forged_issuers_and_odd_reasons_stays_a_handful_of_series(
 ) -> None:
     for index in range(500):
         measured.metrics.decision(
-            allowed=False,
+            decision="deny",
             reason=f"reason-{index}" if index % 2 else "unknown_issuer",
             issuer=f"https://evil.example/{index}",
             route="",
@@ -216,7 +216,7 @@ def endpoint() -> Iterator[tuple[Metrics, MetricsEndpoint]]:
 def test_the_endpoint_serves_prometheus_text(endpoint: tuple[Metrics, MetricsEndpoint]) -> None:
     metrics, served = endpoint
     address = served.start()
-    metrics.decision(allowed=True, reason="allowed", issuer=ISSUER, route="", seconds=0.0003)
+    metrics.decision(decision="allow", reason="allowed", issuer=ISSUER, route="", seconds=0.0003)
     with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
         assert reply.headers["content-type"].startswith("text/plain")
         text = reply.read().decode()

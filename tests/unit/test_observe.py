@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -226,18 +226,83 @@ def test_a_broken_metric_still_leaves_the_span_and_the_record(
     assert len(records(observed, sink)) == 1
 
 
-def test_a_cancelled_check_ends_its_span_as_an_error_and_has_no_record(
+def test_a_check_cancelled_before_deciding_is_recorded_as_late(
     spans: InMemorySpanExporter,
 ) -> None:
     sink = ListSink()
-    observed = observability(spans, sink)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    observed = observability(spans, sink, Metrics(provider, ["https://idp"]))
     check = observed.begin(PARENT)
     with pytest.raises(asyncio.CancelledError), check:
         raise asyncio.CancelledError
+    assert spans.get_finished_spans() == ()  # left to finish(), which says why
+    observed.finish(check, REQUEST, None, late="cancelled")
     (span,) = spans.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
-    assert span.status.description == "CancelledError"
-    assert records(observed, sink) == []
+    attributes = dict(span.attributes or {})
+    assert (attributes["authz.decision"], attributes["authz.reason"]) == ("late", "cancelled")
+    assert attributes["authz.status"] == 503
+    assert "authz.undelivered.decision" not in attributes
+    (record,) = records(observed, sink)
+    assert (record["decision"], record["status"], record["reason"]) == (
+        "late",
+        503,
+        "cancelled",
+    )
+    assert record["undelivered"] is None
+    assert record["path"] == "/orders/1"
+    assert list(_series(reader, "authz.decisions")) == [
+        (("decision", "late"), ("issuer", "unknown"), ("reason", "cancelled"), ("route", "none"))
+    ]
+    provider.shutdown()
+
+
+def test_a_decision_made_too_late_is_recorded_as_late_with_the_undelivered_answer(
+    spans: InMemorySpanExporter,
+) -> None:
+    sink = ListSink()
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    observed = observability(spans, sink, Metrics(provider, ["https://idp"]))
+    observed.apply(
+        parse_config(DRY_RUN_CONFIG.replace("dry_run: true", "audit: {late_status: 504}"))
+    )
+    allow = Decision(allowed=True, status=200, reason="allowed", route="orders")
+    observed.finish(observed.begin(PARENT), REQUEST, allow, late="deadline_exceeded")
+    (span,) = spans.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert (attributes["authz.decision"], attributes["authz.status"]) == ("late", 504)
+    assert (attributes["authz.undelivered.decision"], attributes["authz.undelivered.reason"]) == (
+        "allow",
+        "allowed",
+    )
+    (record,) = records(observed, sink)
+    assert (record["decision"], record["status"], record["reason"], record["route"]) == (
+        "late",
+        504,
+        "deadline_exceeded",
+        "orders",
+    )
+    assert record["undelivered"] == {"decision": "allow", "status": 200, "reason": "allowed"}
+    assert list(_series(reader, "authz.decisions")) == [
+        (
+            ("decision", "late"),
+            ("issuer", "unknown"),
+            ("reason", "deadline_exceeded"),
+            ("route", "orders"),
+        )
+    ]
+    (duration,) = [
+        point
+        for resource_metrics in (reader.get_metrics_data() or MetricsData([])).resource_metrics
+        for scope in resource_metrics.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "authz.check.duration"
+        for point in metric.data.data_points
+    ]
+    assert dict(duration.attributes or {}) == {"decision": "late"}
+    provider.shutdown()
 
 
 def test_an_ordinary_exception_leaves_the_span_open_for_the_deny(
