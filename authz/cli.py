@@ -117,7 +117,8 @@ def _serve(args: argparse.Namespace) -> int:
         from authz.workers import supervise
 
         log_args = ["--log-level", args.log_level, "--log-format", args.log_format]
-        return supervise(args.config, workers, log_args)
+        metrics = config_file.config.telemetry.metrics.listen
+        return supervise(args.config, workers, log_args, metrics)
     return asyncio.run(run(config_file.config, config_file))
 
 

@@ -59,6 +59,8 @@ from authz.telemetry import (
     resource,
     trace_id_from,
 )
+from authz.worker_metrics import announce, worker_listen
+from authz.workers import WORKER_INDEX_ENV
 
 __all__ = ["Answer", "CheckObservation", "Observability", "build_meter_provider"]
 
@@ -192,6 +194,8 @@ class Observability:
             raise ConfigError(f"audit: cannot open a sink: {exc}") from None
         if self._endpoint is not None:
             self.metrics_address = self._endpoint.start()
+            # A worker of `serve --workers N`: the supervisor's scrape fetches it.
+            announce(self.metrics_address, os.environ, os.environ.get(WORKER_INDEX_ENV, ""))
         self._unsubscribe = key_events.subscribe(self.metrics)
 
     def begin(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> CheckObservation:
@@ -411,15 +415,6 @@ def _bounded(work: Callable[[], None], seconds: float) -> None:
         log.warning("telemetry exporters did not flush within %.1fs; continuing", seconds)
 
 
-def _worker_port(listen: str, environ: Mapping[str, str]) -> str:
-    """Worker i of `authz serve --workers N` serves its metrics on the port + i."""
-    index = environ.get("AUTHZ_WORKER_INDEX", "")
-    host, _, port = listen.rpartition(":")
-    if not index.isdigit() or not port.isdigit() or int(port) == 0:
-        return listen
-    return f"{host}:{int(port) + int(index)}"
-
-
 def build_meter_provider(
     config: MetricsConfig, the_resource: Resource, environ: Mapping[str, str]
 ) -> tuple[MeterProvider, MetricsEndpoint | None]:
@@ -440,7 +435,7 @@ def build_meter_provider(
                 disable_target_info=True, scope_info_enabled=False, registry=registry
             )
         )
-        endpoint = MetricsEndpoint(registry, _worker_port(config.listen, environ))
+        endpoint = MetricsEndpoint(registry, worker_listen(config.listen, environ))
     push, otlp_endpoint = otlp_wanted("metrics", config.otlp_endpoint, environ)
     if push:
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter

@@ -13,13 +13,15 @@ The parent only supervises:
 
 Health is coherent because every worker reports the same: each answers the
 gRPC health service for itself, and all of them drain on the same signal.
-With a metrics endpoint, worker ``i`` serves it on the configured port + ``i``.
+With a metrics endpoint, the supervisor serves it for all workers
+(worker_metrics.py): one scrape sees every decision.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -27,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+
+from authz.worker_metrics import WorkerMetrics
 
 __all__ = ["WORKER_INDEX_ENV", "available_cpus", "supervise"]
 
@@ -38,16 +42,31 @@ _PR_SET_PDEATHSIG = 1
 _EXIT_CONFIG = 2  # cli.EXIT_CONFIG
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity, bounded by a cgroup CPU quota."""
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity, bounded by a cgroup CPU quota
+    (cgroup v2's cpu.max, or v1's cpu.cfs_quota_us over cpu.cfs_period_us)."""
     cpus = len(os.sched_getaffinity(0))
+    quota = _cpu_quota(cgroup)
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cpu_quota(cgroup: Path) -> float | None:
+    """The quota in CPUs, or None where there is none (or it cannot be read)."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, -(-int(quota) // int(period))))
+        quota, period = (cgroup / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
-    return max(1, cpus)
+    for v1 in (cgroup / "cpu", cgroup / "cpu,cpuacct"):
+        try:
+            quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
+            period_us = int((v1 / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            continue
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us  # -1: none
+    return None
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -94,7 +113,9 @@ def _forward(
                 sent[index] = signum
 
 
-def supervise(config: Path, workers: int, log_args: list[str]) -> int:
+def supervise(
+    config: Path, workers: int, log_args: list[str], metrics_listen: str | None = None
+) -> int:
     # The handler only records the request; the loop below forwards it. Sending
     # from the handler could miss a worker that start() is creating right then.
     requested: list[int] = []
@@ -105,6 +126,32 @@ def supervise(config: Path, workers: int, log_args: list[str]) -> int:
     for signum in _STOP_SIGNALS:
         signal.signal(signum, request_stop)
 
+    shared_metrics: WorkerMetrics | None = None
+    extra_env: dict[str, str] = {}
+    if metrics_listen is not None:
+        shared_metrics = WorkerMetrics(metrics_listen, workers)
+        try:
+            address = shared_metrics.start()
+        except OSError as exc:
+            shared_metrics.stop()
+            log.error("metrics: cannot listen on %s: %s", metrics_listen, exc)
+            return _EXIT_CONFIG
+        extra_env = shared_metrics.environ()
+        log.info("metrics of all workers on http://%s/metrics", address)
+    try:
+        return _supervise(config, workers, log_args, requested, extra_env)
+    finally:
+        if shared_metrics is not None:
+            shared_metrics.stop()
+
+
+def _supervise(
+    config: Path,
+    workers: int,
+    log_args: list[str],
+    requested: list[int],
+    extra_env: dict[str, str],
+) -> int:
     fatal = False
     children: dict[int, subprocess.Popen[bytes]] = {}
     last_start: dict[int, float] = {}
@@ -112,7 +159,7 @@ def supervise(config: Path, workers: int, log_args: list[str]) -> int:
     sent: dict[int, int | None] = {}
 
     def start(index: int) -> None:
-        env = {**os.environ, WORKER_INDEX_ENV: str(index)}
+        env = {**os.environ, **extra_env, WORKER_INDEX_ENV: str(index)}
         command = [sys.executable, "-m", "authz.cli", *log_args, "serve", "-c", str(config)]
         # The supervisor is single-threaded here, so preexec_fn is safe.
         children[index] = subprocess.Popen(command, env=env, preexec_fn=_prepare_worker)  # noqa: PLW1509

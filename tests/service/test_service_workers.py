@@ -7,11 +7,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
 from tests.service.svc_helpers import (
@@ -64,10 +66,19 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def served(tmp_path: Path, signing: Signing) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def metrics_port() -> int:
+    return _free_port()
+
+
+@pytest.fixture
+def served(
+    tmp_path: Path, signing: Signing, metrics_port: int
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = _free_port()
+    telemetry = {"metrics": {"listen": f"127.0.0.1:{metrics_port}"}}
     config = write_config(
-        tmp_path / "authz.yaml", config_data(signing.jwks_file, f"127.0.0.1:{port}")
+        tmp_path / "authz.yaml",
+        config_data(signing.jwks_file, f"127.0.0.1:{port}", telemetry=telemetry),
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "authz.cli", "serve", "-c", str(config), "--workers", "2"],
@@ -104,6 +115,37 @@ def test_workers_share_the_port_and_stop_together(
     process.send_signal(signal.SIGTERM)
     assert process.wait(WAIT) == 0
     assert not any(_alive(pid) for pid in workers)
+
+
+def _decisions(metrics_port: int) -> tuple[dict[str, float], dict[str, float]]:
+    """authz_decisions_total per worker, and authz_worker_up per worker, scraped once."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=WAIT) as reply:
+        text = reply.read().decode()
+    per_worker: dict[str, float] = {}
+    up: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "authz_decisions_total":
+                worker = sample.labels["worker"]
+                per_worker[worker] = per_worker.get(worker, 0.0) + sample.value
+            elif sample.name == "authz_worker_up":
+                up[sample.labels["worker"]] = sample.value
+    return per_worker, up
+
+
+def test_one_scrape_sees_the_decisions_of_every_worker(
+    served: tuple[subprocess.Popen[bytes], str], signing: Signing, metrics_port: int
+) -> None:
+    _, target = served
+    _until("both workers' metrics", lambda: _decisions(metrics_port)[1] == {"0": 1.0, "1": 1.0})
+    checks = 40
+    for _ in range(checks):  # a new connection each: the kernel spreads them
+        assert _check(target, signing.token()) == "allowed"
+    _until("every decision counted", lambda: sum(_decisions(metrics_port)[0].values()) >= checks)
+    per_worker, up = _decisions(metrics_port)
+    assert up == {"0": 1.0, "1": 1.0}
+    assert sum(per_worker.values()) == checks
+    assert set(per_worker) == {"0", "1"}, per_worker  # both served some
 
 
 def test_a_crashed_worker_is_started_again(
