@@ -8,15 +8,10 @@ context as ``traceparent``/``tracestate`` in the *gRPC metadata* of the Check.
 is deliberately ignored: trusting it would let any client graft our spans onto
 a trace of its choosing and detach them from Envoy's.
 
-Export is OTLP over gRPC. Whether it is on, and where it goes:
-
-1. ``OTEL_SDK_DISABLED=true``, or ``OTEL_TRACES_EXPORTER`` without ``otlp``
-   (e.g. ``none``): off, whatever the file says (an operator's kill switch).
-2. ``telemetry.tracing.endpoint`` in the file: on, to that endpoint.
-3. ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``
-   set, or ``OTEL_TRACES_EXPORTER=otlp``: on, configured by the environment.
-4. Otherwise off: the tracer is OpenTelemetry's no-op and a Check pays for
-   reading two metadata entries.
+Export is OTLP (gRPC or HTTP/protobuf) and/or the console, chosen by the file's
+``telemetry.tracing.endpoint`` and the SDK's standard variables
+(otel_exporters.py). Without any, the tracer is OpenTelemetry's no-op and a
+Check pays for reading two metadata entries.
 
 Headers, TLS, compression, timeouts and the batch processor's delays are the
 exporter's own ``OTEL_EXPORTER_OTLP_*`` and ``OTEL_BSP_*`` variables.
@@ -28,7 +23,6 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
-from importlib import metadata as package_metadata
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -39,7 +33,9 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from authz import __version__
 from authz.observability_config import TelemetryConfig
+from authz.otel_exporters import traces_choice
 
 __all__ = [
     "ATTR_ALG",
@@ -62,7 +58,6 @@ __all__ = [
     "ATTR_UNDELIVERED_STATUS",
     "CHECK_SPAN",
     "Tracing",
-    "otlp_wanted",
     "parent_context",
     "resource",
     "trace_id_from",
@@ -154,34 +149,6 @@ def trace_id_from(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | N
     return None
 
 
-def _listed(value: str | None, name: str) -> bool:
-    return value is not None and name in {item.strip() for item in value.lower().split(",")}
-
-
-def otlp_wanted(
-    signal: str, config_endpoint: str | None, environ: Mapping[str, str]
-) -> tuple[bool, str | None]:
-    """(export on?, endpoint to pass or None for the environment's) for ``signal``
-    ("traces" or "metrics"), by the precedence in this module's docstring.
-
-    For metrics the generic ``OTEL_EXPORTER_OTLP_ENDPOINT`` alone does not turn
-    pushing on: metrics already have the scrape endpoint, and an endpoint set
-    for traces should not start a second metrics pipeline by surprise.
-    """
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False, None
-    exporter = environ.get(f"OTEL_{signal.upper()}_EXPORTER")
-    if exporter is not None and not _listed(exporter, "otlp"):
-        return False, None
-    if config_endpoint:
-        return True, config_endpoint
-    if _listed(exporter, "otlp") or environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT"):
-        return True, None
-    if signal == "traces" and environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        return True, None
-    return False, None
-
-
 def resource(config: TelemetryConfig) -> Resource:
     """service.name: the file's, else OTEL_SERVICE_NAME/OTEL_RESOURCE_ATTRIBUTES, else "authz"."""
     detected = Resource.create({SERVICE_VERSION: _version()})
@@ -194,10 +161,7 @@ def resource(config: TelemetryConfig) -> Resource:
 
 
 def _version() -> str:
-    try:
-        return package_metadata.version("authz")
-    except package_metadata.PackageNotFoundError:
-        return "unknown"
+    return __version__
 
 
 class Tracing:
@@ -221,12 +185,9 @@ class Tracing:
         environ: Mapping[str, str] | None = None,
     ) -> Tracing:
         env = os.environ if environ is None else environ
-        wanted, endpoint = otlp_wanted("traces", config.tracing.endpoint, env)
-        if not wanted:
+        choice = traces_choice(config.tracing.endpoint, env)
+        if not choice.enabled:
             return cls(None)
-        # Imported only when exporting: it pulls in a gRPC client.
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
         ratio = config.tracing.root_sample_ratio
         provider = TracerProvider(
             # Stopped by Observability.stop, within a bound; an exit hook
@@ -236,14 +197,10 @@ class Tracing:
             # None: the SDK reads OTEL_TRACES_SAMPLER (default parentbased_always_on).
             sampler=ParentBased(TraceIdRatioBased(ratio)) if ratio is not None else None,
         )
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-        where = (
-            endpoint
-            or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-            or "http://localhost:4317"
-        )
-        log.info("tracing: exporting spans with OTLP/gRPC to %s", where, extra={"endpoint": where})
+        for exporter in choice.exporters():
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        where = choice.describe(env)
+        log.info("tracing: exporting spans to %s", where, extra={"exporters": where})
         return cls(provider)
 
     def start_check(self, parent: Context) -> Span:

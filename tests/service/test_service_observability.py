@@ -48,7 +48,7 @@ from tests.service.svc_helpers import (
     check_request,
     fingerprint,
 )
-from tests.support.otlp import OtlpReceiver
+from tests.support.otlp import OtlpHttpReceiver, OtlpReceiver
 
 ENVOY_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 ENVOY_SPAN = "00f067aa0ba902b7"
@@ -429,6 +429,29 @@ def test_spans_and_metrics_reach_an_otlp_receiver_and_are_flushed_at_stop(
         ]
         names = {metric.name for metric in receiver.metrics()}
         assert {"authz.decisions", "authz.check.duration"} <= names
+
+
+def test_spans_and_metrics_go_over_otlp_http_when_the_protocol_says_so(
+    loop_thread: LoopThread, make_config: ConfigFactory, signing: Signing, tmp_path: Path
+) -> None:
+    with OtlpHttpReceiver() as receiver:
+        config = make_config(
+            telemetry={
+                "tracing": {"endpoint": receiver.endpoint},
+                "metrics": {"otlp_endpoint": receiver.endpoint, "otlp_interval_seconds": 60},
+            },
+            audit={"stdout": False, "file": str(tmp_path / "audit.jsonl")},
+        )
+        server = _start(loop_thread, config, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+        metadata = (("traceparent", traceparent(ENVOY_TRACE, ENVOY_SPAN)),)
+        with grpc.insecure_channel(server.address) as channel:
+            Client(channel).check(
+                check_request(_bearer(signing.token())), metadata=metadata, timeout=WAIT
+            )
+        loop_thread.run(server.stop(0))
+        spans = OtlpReceiver.poll("the Check span over HTTP", lambda: receiver.spans() or None)
+        assert [(s.name, s.trace_id) for s in spans] == [(CHECK, ENVOY_TRACE)]
+        assert "authz.decisions" in {metric.name for metric in receiver.metrics()}
 
 
 def test_without_an_exporter_tracing_is_off_and_the_audit_keeps_envoys_trace_id(

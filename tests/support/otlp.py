@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import grpc
@@ -24,7 +25,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-__all__ = ["OtlpReceiver", "ReceivedSpan", "attributes"]
+__all__ = ["OtlpHttpReceiver", "OtlpReceiver", "ReceivedSpan", "attributes"]
 
 T = TypeVar("T")
 
@@ -162,3 +163,54 @@ class OtlpReceiver:
                 raise AssertionError(f"timed out waiting for {what}")
             time.sleep(delay)  # a poll interval, not a readiness guess
             delay = min(delay * 2, 0.1)
+
+
+class OtlpHttpReceiver(OtlpReceiver):
+    """The same receiver speaking OTLP/HTTP with protobuf bodies (port 4318's protocol):
+    POST /v1/traces and /v1/metrics. A gRPC client's request to it fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.headers.get("content-type") != "application/x-protobuf":
+                    self.send_error(415)
+                    return
+                if self.path == "/v1/traces":
+                    request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+                    receiver.add_traces(request)
+                    reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+                elif self.path == "/v1/metrics":
+                    metrics = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
+                    receiver.add_metrics(metrics)
+                    reply = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                else:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_port}"
+
+    def start(self) -> OtlpHttpReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._http.shutdown()
+        self._http.server_close()

@@ -16,7 +16,7 @@ from opentelemetry.trace import TraceFlags
 from authz.errors import InternalError, TokenExpired
 from authz.observability_config import TelemetryConfig, TracingConfig
 from authz.steps import step
-from authz.telemetry import Tracing, otlp_wanted, parent_context, resource, trace_id_from
+from authz.telemetry import Tracing, parent_context, resource, trace_id_from
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -65,36 +65,6 @@ def test_without_a_valid_traceparent_there_is_no_parent(
 def test_the_first_traceparent_counts() -> None:
     other = f"00-{'1' * 32}-{'2' * 16}-01"
     assert f"{remote([('traceparent', PARENT), ('traceparent', other)]).trace_id:032x}" == TRACE
-
-
-@pytest.mark.parametrize(
-    ("environ", "config_endpoint", "expected"),
-    [
-        ({}, None, (False, None)),
-        ({}, "http://collector:4317", (True, "http://collector:4317")),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, None, (True, None)),
-        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4317"}, None, (True, None)),
-        ({"OTEL_TRACES_EXPORTER": "otlp"}, None, (True, None)),
-        ({"OTEL_TRACES_EXPORTER": "console, otlp"}, None, (True, None)),
-        ({"OTEL_TRACES_EXPORTER": "none"}, "http://collector:4317", (False, None)),
-        ({"OTEL_SDK_DISABLED": "true"}, "http://collector:4317", (False, None)),
-        ({"OTEL_SDK_DISABLED": "false"}, "http://collector:4317", (True, "http://collector:4317")),
-    ],
-)
-def test_when_traces_are_exported(
-    environ: dict[str, str], config_endpoint: str | None, expected: tuple[bool, str | None]
-) -> None:
-    assert otlp_wanted("traces", config_endpoint, environ) == expected
-
-
-def test_the_generic_endpoint_alone_does_not_start_pushing_metrics() -> None:
-    generic = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}
-    assert otlp_wanted("metrics", None, generic) == (False, None)
-    assert otlp_wanted("metrics", None, {**generic, "OTEL_METRICS_EXPORTER": "otlp"}) == (
-        True,
-        None,
-    )
-    assert otlp_wanted("metrics", None, {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "x"})[0]
 
 
 def test_service_name_from_the_file_then_the_environment_then_authz(
