@@ -157,6 +157,9 @@ class FetchConfig(_PathModel):
 
     ca_file: Path | None = None  # PEM bundle; default: the system's CAs
     allow_http: bool = False
+    # An HTTP(S) proxy for fetches (http://proxy:3128); none unless set here:
+    # HTTPS_PROXY and friends in the environment are not read.
+    proxy: str | None = Field(default=None, pattern=r"^https?://[^\s/?#@]+(:\d{1,5})?/?$")
     connect_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     read_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
     max_response_bytes: int = Field(default=512 * 1024, ge=1024, le=16 * 1024 * 1024)

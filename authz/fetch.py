@@ -4,6 +4,13 @@ Everything about the exchange is bounded: connect and read timeouts, a total
 deadline (a server dripping bytes cannot hold a fetch open), a response size
 cap, no redirects, TLS verified against the system CAs or a configured bundle.
 httpx is used for its asyncio client with per-phase timeouts and streaming.
+
+No proxy is taken from the environment (a fetch of keys must not change route
+because a variable was set for something else); ``fetch.proxy`` opts in to
+one, for clusters whose egress goes through an HTTP(S) proxy.
+
+Every fetch is a CLIENT span (OpenTelemetry's HTTP client conventions) on the
+server's tracer, so slow or failing identity providers show in the traces.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from authz.config import FetchConfig
 
@@ -48,8 +57,11 @@ def max_age(cache_control: str | None) -> float | None:
 
 
 class HttpFetcher:
-    def __init__(self, fetch: FetchConfig, ca_file: Path | None = None) -> None:
+    def __init__(
+        self, fetch: FetchConfig, ca_file: Path | None = None, tracer: Tracer | None = None
+    ) -> None:
         self._fetch = fetch
+        self._tracer = tracer if tracer is not None else trace.NoOpTracer()
         if ca_file is not None:
             try:
                 context = ssl.create_default_context(cafile=str(ca_file))
@@ -68,14 +80,33 @@ class HttpFetcher:
             follow_redirects=False,
             # Deterministic: no proxy or CA settings picked up from the environment.
             trust_env=False,
+            proxy=fetch.proxy,
             headers={"accept": "application/json", "user-agent": "authz"},
         )
         self._deadline = fetch.connect_timeout_seconds + 2 * fetch.read_timeout_seconds
 
     async def get_json(self, url: str, headers: Mapping[str, str] | None = None) -> Fetched:
+        with self._tracer.start_as_current_span(
+            "GET",
+            kind=SpanKind.CLIENT,
+            attributes={"http.request.method": "GET", "url.full": url},
+            record_exception=False,  # the FetchError's message is the status description
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                fetched = await self._get_json(url, headers, span)
+            except FetchError as exc:
+                span.set_attribute("error.type", type(exc.__cause__ or exc).__name__)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+            return fetched
+
+    async def _get_json(
+        self, url: str, headers: Mapping[str, str] | None, span: trace.Span
+    ) -> Fetched:
         try:
             async with asyncio.timeout(self._deadline):
-                return await self._get(url, headers)
+                return await self._get(url, headers, span)
         except TimeoutError:
             raise FetchError(f"{url}: timed out after {self._deadline:.1f}s") from None
         except httpx.TimeoutException as exc:
@@ -87,9 +118,10 @@ class HttpFetcher:
         except OSError as exc:
             raise FetchError(f"{url}: {exc}") from None
 
-    async def _get(self, url: str, headers: Mapping[str, str] | None) -> Fetched:
+    async def _get(self, url: str, headers: Mapping[str, str] | None, span: trace.Span) -> Fetched:
         cap = self._fetch.max_response_bytes
         async with self._client.stream("GET", url, headers=dict(headers or {})) as reply:
+            span.set_attribute("http.response.status_code", reply.status_code)
             if reply.status_code != 200:
                 raise FetchError(f"{url}: HTTP {reply.status_code}")
             declared = reply.headers.get("content-length", "")

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import Tracer
+
 from authz.config import Config, FetchConfig, IssuerConfig, KeySourceConfig
 from authz.errors import ConfigError
 from authz.fetch import FetchError, HttpFetcher
@@ -116,6 +118,15 @@ def next_delay(fetch: FetchConfig, ok: bool, failures: int, max_age: float | Non
 
 def _default_fetcher(issuer: IssuerConfig, ca_file: Path | None) -> HttpFetcher:
     return HttpFetcher(issuer.fetch, ca_file)
+
+
+def traced_fetchers(tracer: Tracer) -> FetcherFactory:
+    """HTTP fetchers whose fetches are spans on ``tracer``."""
+
+    def factory(issuer: IssuerConfig, ca_file: Path | None) -> HttpFetcher:
+        return HttpFetcher(issuer.fetch, ca_file, tracer)
+
+    return factory
 
 
 class KeyStore:

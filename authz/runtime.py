@@ -25,10 +25,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from opentelemetry.trace import Tracer
+
 from authz.config import Config, parse_config
 from authz.decision import Decider
 from authz.keys import KeySource, ManagedKeySource
-from authz.keystore import KeyStore
+from authz.keystore import KeyStore, traced_fetchers
 from authz.revocation import RevocationList
 from authz.verify import Clock, Verifier
 from authz.watch import file_signature, read_text
@@ -47,14 +49,22 @@ class Runtime:
 
 
 def build_runtime(
-    config: Config, keys: KeySource | None = None, clock: Clock | None = None
+    config: Config,
+    keys: KeySource | None = None,
+    clock: Clock | None = None,
+    tracer: Tracer | None = None,
 ) -> Runtime:
     """Keys, verifier, revocation list and decider for ``config``; ConfigError if unusable.
 
     ``keys`` replaces the key source built from the configuration (tests inject
-    fakes here).
+    fakes here); ``tracer`` records the key store's fetches.
     """
-    source = keys if keys is not None else KeyStore(config)
+    if keys is not None:
+        source = keys
+    elif tracer is not None:
+        source = KeyStore(config, fetcher_factory=traced_fetchers(tracer))
+    else:
+        source = KeyStore(config)
     revocations = (
         RevocationList(config.resolve(config.revocation.file))
         if config.revocation is not None

@@ -209,7 +209,7 @@ class AuthzServer:
         if keys is None and previous is not None and _same_issuers(previous.config, config):
             # Unchanged issuers keep their key source: its fetched keys, its state.
             keys = previous.keys
-        return build_runtime(config, keys, self._clock)
+        return build_runtime(config, keys, self._clock, self.observability.tracing.tracer)
 
     @property
     def config(self) -> Config:

@@ -177,6 +177,11 @@ class Tracing:
     def enabled(self) -> bool:
         return self._provider is not None
 
+    @property
+    def tracer(self) -> Tracer:
+        """For other spans of this server (key fetches); the no-op one when off."""
+        return self._tracer
+
     @classmethod
     def from_config(
         cls,

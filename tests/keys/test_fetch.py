@@ -1,0 +1,150 @@
+"""Fetching from an identity provider: each fetch is a span; a proxy only when configured."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from authz.config import FetchConfig
+from authz.dev.keys import PrivateKey
+from authz.fetch import FetchError, HttpFetcher
+from tests.keys.conftest import jwks
+from tests.support.idp import JWKS_PATH, FakeIdP, LoopbackCA
+
+
+class ForwardProxy:
+    """A plain HTTP forward proxy on loopback that records what it was asked for."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                proxy.seen.append(self.path)  # absolute-form: the whole URL
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                with opener.open(self.path, timeout=10) as reply:
+                    body = reply.read()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> ForwardProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def proxy() -> Iterator[ForwardProxy]:
+    with ForwardProxy() as running:
+        yield running
+
+
+@pytest.fixture
+def plain_idp(signing_keys: dict[str, PrivateKey]) -> Iterator[FakeIdP]:
+    """Over plain HTTP: what a forward proxy relays (HTTPS would be a CONNECT tunnel)."""
+    server = FakeIdP().start()
+    server.jwks = jwks(signing_keys, "k1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spans() -> tuple[TracerProvider, InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def _fetch(fetcher: HttpFetcher, url: str) -> object:
+    async def run() -> object:
+        try:
+            return (await fetcher.get_json(url)).document
+        finally:
+            await fetcher.aclose()
+
+    return asyncio.run(run())
+
+
+def test_a_fetch_is_a_client_span(
+    idp: FakeIdP, test_ca: LoopbackCA, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    url = idp.url + JWKS_PATH
+    _fetch(HttpFetcher(FetchConfig(), test_ca.ca_file, tracer=provider.get_tracer("t")), url)
+    (span,) = exporter.get_finished_spans()
+    assert (span.name, span.kind, span.status.status_code) == (
+        "GET",
+        SpanKind.CLIENT,
+        StatusCode.UNSET,
+    )
+    assert span.attributes is not None
+    assert span.attributes["url.full"] == url
+    assert span.attributes["http.response.status_code"] == 200
+
+
+def test_a_failed_fetch_is_an_error_span(
+    idp: FakeIdP, test_ca: LoopbackCA, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, exporter = spans
+    idp.mode = "fail"
+    fetcher = HttpFetcher(FetchConfig(), test_ca.ca_file, tracer=provider.get_tracer("t"))
+    with pytest.raises(FetchError):
+        _fetch(fetcher, idp.url + JWKS_PATH)
+    (span,) = exporter.get_finished_spans()
+    assert span.status.status_code == StatusCode.ERROR
+    assert "HTTP 500" in str(span.status.description)
+    assert span.attributes is not None
+    assert span.attributes["http.response.status_code"] == 500
+    assert span.attributes["error.type"] == "FetchError"
+
+
+def test_a_configured_proxy_carries_the_fetch(plain_idp: FakeIdP, proxy: ForwardProxy) -> None:
+    url = plain_idp.url + JWKS_PATH
+    document = _fetch(HttpFetcher(FetchConfig(proxy=proxy.url)), url)
+    assert document == plain_idp.jwks
+    assert proxy.seen == [url]
+
+
+def test_the_environment_proxy_is_not_used(
+    plain_idp: FakeIdP, proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, proxy.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert _fetch(HttpFetcher(FetchConfig()), plain_idp.url + JWKS_PATH) == plain_idp.jwks
+    assert proxy.seen == []
+
+
+@pytest.mark.parametrize("proxy_url", ["socks5://p:1080", "proxy:3128", "http://u:p@proxy:3128"])
+def test_a_proxy_is_an_http_or_https_url_without_credentials(proxy_url: str) -> None:
+    with pytest.raises(ValueError, match="proxy"):
+        FetchConfig(proxy=proxy_url)
