@@ -2,8 +2,10 @@
 
 It mints a token for alice, shows the request allowed with the identity the
 upstream received, shows missing, tampered, expired and wrong-audience tokens
-denied, and a route that needs a scope alice lacks, then keeps running until
-Ctrl-C with curl commands to try.
+denied, and a route that needs a scope alice lacks, draws the trace of the
+first request as a waterfall (Envoy and authz export their spans to an OTLP
+receiver inside the demo), then keeps running until Ctrl-C with curl commands
+to try.
 
     python -m authz.dev.demo [--workdir .demo] [--once]
 """
@@ -19,14 +21,19 @@ import threading
 from pathlib import Path
 
 from authz.dev.keys import load_private, write_keypair
-from authz.dev.stack import HttpResponse, Stack, wait_for
+from authz.dev.otlp import OtlpReceiver, ReceivedSpan
+from authz.dev.stack import REPO_ROOT, HttpResponse, Stack, wait_for
 from authz.dev.tokens import claims_for, mint
+from authz.dev.waterfall import waterfall
+from authz.telemetry import CHECK_SPAN
 
 __all__ = ["main"]
 
 ISSUER = "https://idp.demo.local"
 AUDIENCE = "orders-api"
 KID = "demo-key-1"
+# envoy/gateway.yaml plus Envoy's OpenTelemetry tracer.
+ENVOY_TRACING = REPO_ROOT / "envoy" / "gateway-tracing.yaml"
 SCOPES = "orders:read orders:write"
 
 CONFIG = f"""\
@@ -93,7 +100,21 @@ def run(workdir: Path, once: bool) -> int:
     alice = token()
     (workdir / "alice.token").write_text(alice + "\n")
 
-    with Stack(workdir, config_path) as stack:
+    with (
+        OtlpReceiver() as receiver,
+        Stack(
+            workdir,
+            config_path,
+            ENVOY_TRACING,
+            otel_collector=("127.0.0.1", receiver.port),
+            # The standard variables, and a short batch delay so spans arrive promptly.
+            authz_env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "50",
+                "OTEL_SERVICE_NAME": "authz",
+            },
+        ) as stack,
+    ):
         assert stack.envoy is not None
         print(f"Envoy:    {stack.url()}  (admin http://{stack.envoy.admin})")
         print(f"authz:    {stack.authz.address}  (config {config_path})")
@@ -142,6 +163,7 @@ def run(workdir: Path, once: bool) -> int:
                 f"reason={entry['authz_reason'] or '-'} sub={entry['authz_sub'] or '-'}"
             )
         _show_audit(stack, 6)  # every request but the health probe (ext_authz off there)
+        _show_trace(stack, receiver)
         if once:
             return 0
         print("\nThe stack keeps running. Try it:")
@@ -177,6 +199,27 @@ def _show_audit(stack: Stack, count: int) -> None:
             f"reason={record['reason']} sub={record['subject'] or '-'} "
             f"token_fp={record['token_fp'] or '-'}"
         )
+
+
+def _show_trace(stack: Stack, receiver: OtlpReceiver) -> None:
+    """The first request's trace: Envoy's ingress, its ext_authz call, authz's Check."""
+
+    def first_trace() -> list[ReceivedSpan] | None:
+        spans = receiver.spans()
+        checks = sorted(
+            (span for span in spans if span.name == CHECK_SPAN),
+            key=lambda span: span.span.start_time_unix_nano,
+        )
+        if not checks:
+            return None
+        trace = [span for span in spans if span.trace_id == checks[0].trace_id]
+        # Complete once Envoy's ingress span (the root) has arrived too.
+        return trace if any(not span.parent_span_id for span in trace) else None
+
+    trace = wait_for("the first request's trace", first_trace, 15, stack.authz.log)
+    print("\nThe first request's trace (Envoy and authz export spans to an OTLP receiver):")
+    for line in waterfall(trace, trace[0].trace_id):
+        print(f"   {line}")
 
 
 def main() -> int:

@@ -42,3 +42,15 @@ def test_demo_shows_allowed_and_denied_requests(tmp_path: Path) -> None:
     assert "decision=allow reason=allowed sub=alice token_fp=" in out
     assert len(re.findall(r"token_fp=[0-9a-f]{16}\b", out)) == 5  # missing_token has none
     assert (tmp_path / "alice.token").read_text().strip() not in out
+    # The first request's trace as a waterfall: Envoy's ingress, its ext_authz
+    # call and authz's Check with its steps, one trace id.
+    trace = out[out.index("The first request's trace") :].splitlines()
+    assert re.match(r"\s+trace [0-9a-f]{32}  \(\d+\.\d+ ms end to end\)", trace[1])
+    rows = trace[2:]
+    assert re.match(r"\s+gateway\s+ingress\s+\|█+\| ", rows[0])
+    assert "async envoy.service.auth.v3.Authorization.Check" in rows[1]
+    assert re.match(r"\s+authz\s+envoy.service.auth.v3.Authorization/Check\s+\|[ █]+\|", rows[2])
+    steps = [row.split("· ", 1)[1].split(" |")[0].strip() for row in rows if "· " in row]
+    assert steps[0] == "extract ok"
+    assert "verify ok" in steps
+    assert "router upstream egress" in rows[-1]
