@@ -6,8 +6,9 @@ still run on every request. An entry is used only while
 - the token is unexpired (``exp`` plus the issuer's leeway, by the verifier's
   clock), and
 - the exact key object that verified it is still the issuer's key for that
-  ``kid`` — a refresh that drops or replaces the key, or keys going stale,
-  ends the entry (a configuration reload builds a new verifier and cache).
+  ``kid`` (for a token without one: still the only key for its algorithm) —
+  a refresh that drops or replaces the key, or keys going stale, ends the
+  entry (a configuration reload builds a new verifier and cache).
 
 Entries are keyed by a SHA-256 digest of the whole token, never the token. The
 cache is bounded: when full, the oldest entry goes first.

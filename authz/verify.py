@@ -159,7 +159,9 @@ class Verifier:
             return False
         if token.kid is not None:
             return keys.by_kid.get(token.kid) is cached.key
-        return any(key is cached.key for key in keys.without_kid)
+        # As _key chose it: the one key (with a kid or without) for the algorithm.
+        candidates = [key for key in keys.all() if token.algorithm in key.algorithms]
+        return len(candidates) == 1 and candidates[0] is cached.key
 
     def _verify(self, token: str) -> tuple[VerifiedToken, VerificationKey, float]:
         if len(token) > self._max_bytes:

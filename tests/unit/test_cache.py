@@ -68,7 +68,7 @@ def signer() -> PrivateKey:
     return generate("RS256")
 
 
-def _token(key: PrivateKey, kid: str = "k1", **claims: Any) -> str:
+def _token(key: PrivateKey, kid: str | None = "k1", **claims: Any) -> str:
     return mint(key, "RS256", claims_for("alice", ISS, "api", now=NOW, ttl=60, **claims), kid)
 
 
@@ -88,6 +88,20 @@ def test_an_entry_ends_with_exp_plus_leeway(signer: PrivateKey) -> None:
     assert verifier.verify(token).subject == "alice"
     clock.value = NOW + 60 + 10
     with pytest.raises(TokenExpired):
+        verifier.verify(token)
+
+
+def test_a_token_without_kid_is_served_from_the_cache_too(signer: PrivateKey) -> None:
+    # The issuer's one key has a kid; the token names none: the key is the only
+    # candidate, and the cache must recognise it as still current.
+    keys = Keys((signer, "k1"))
+    verifier = Verifier(_config(), keys, Clock())
+    token = _token(signer, kid=None)
+    first = verifier.verify(token)
+    assert first.kid is None
+    assert verifier.verify(token) is first
+    keys.publish((signer, "k1"), (generate("RS256"), "k2"))  # now two candidates
+    with pytest.raises(UnknownKey):
         verifier.verify(token)
 
 
