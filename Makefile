@@ -10,7 +10,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' authz/__init__.py)
 # registry with IMAGE=registry.example.com/authz:$(VERSION).
 IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup proto lock test lint typecheck unit demo check-config fuzz soak image clean bench bench-check
+.PHONY: all setup proto lock test lint typecheck demo check-config fuzz soak image clean bench bench-check
 
 all: test
 

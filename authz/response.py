@@ -1,4 +1,4 @@
-"""Decision -> CheckResponse. The one table of statuses lives here.
+"""Decision -> CheckResponse (statuses and reasons are errors.py's table).
 
 A deny is always a DENIED response (``denied_response`` with a non-OK status),
 never a failed RPC or an ``error_response``: only a DENIED reaches the client
