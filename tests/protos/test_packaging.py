@@ -7,6 +7,7 @@ the fresh venv gets its dependencies from the dev venv's site-packages.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -104,6 +105,7 @@ def test_installed_in_a_fresh_venv_it_reports_its_version(dist: Path, tmp_path: 
     purelib = Path(sysconfig.get_paths()["purelib"])
     (site,) = (venv / "lib").glob("python3*/site-packages")
     (site / "dev-deps.pth").write_text(f"{purelib}\n")
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     result = subprocess.run(
         [str(venv / "bin" / "authz"), "--version"],
         capture_output=True,
@@ -111,6 +113,7 @@ def test_installed_in_a_fresh_venv_it_reports_its_version(dist: Path, tmp_path: 
         timeout=60,
         check=False,
         cwd=tmp_path,
+        env=clean,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == f"authz {__version__}"
@@ -120,6 +123,7 @@ def test_installed_in_a_fresh_venv_it_reports_its_version(dist: Path, tmp_path: 
         text=True,
         check=True,
         cwd=tmp_path,
+        env=clean,
     ).stdout
     assert where.startswith(str(site)), where
 
