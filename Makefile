@@ -10,7 +10,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' authz/__init__.py)
 # registry with IMAGE=registry.example.com/authz:$(VERSION).
 IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup proto lock test lint typecheck demo check-config fuzz soak image clean bench bench-check
+.PHONY: all setup tools proto lock test lint typecheck demo check-config fuzz soak image clean bench bench-check
 
 all: test
 
@@ -46,9 +46,15 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Prometheus's server and promtool, from Debian's `prometheus` package: the
+# alert rules' unit tests and the end-to-end scrape (tests/observability).
+tools:
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+
 # The README's test command: lint, types, then the whole suite (unit, service,
-# security, end to end with the real Envoy binary).
-test: lint typecheck
+# security, end to end with the real Envoy binary and the real Prometheus).
+test: lint typecheck tools
 	$(BIN)/pytest -q
 
 # A long property-testing campaign over request parsing, credentials and

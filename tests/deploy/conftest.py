@@ -4,7 +4,8 @@ The Kubernetes API server's OIDC endpoints (``/.well-known/openid-configuration`
 ``/openid/v1/jwks``) are served by the test IdP over HTTPS with a CA made here;
 it demands the stand-in service-account token, as the API server would.
 ``localize`` changes exactly what differs between a pod and this machine: the
-API server address, the token and CA paths, and the listen address.
+API server address, the token and CA paths, and the listen addresses (the
+metrics endpoint's too: a free loopback port, so that replicas can share a host).
 """
 
 from __future__ import annotations
@@ -69,6 +70,9 @@ class ClusterStandIn:
     def localize(self, text: str, listen: str, **overrides: Any) -> str:
         config: dict[str, Any] = yaml.safe_load(text)
         config["listen"] = listen
+        metrics = config.get("telemetry", {}).get("metrics", {})
+        if "listen" in metrics:
+            metrics["listen"] = "127.0.0.1:0"
         config.update(overrides)
         replaced = 0
         for issuer in config["issuers"]:

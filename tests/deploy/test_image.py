@@ -207,7 +207,8 @@ def test_the_dockerfile_has_a_build_stage_and_a_slim_final_stage() -> None:
     assert 'CMD ["serve", "-c", "/etc/authz/authz.yaml"]' in final
     exposed = [step for step in final if step.startswith("EXPOSE")]
     deployment = find(render(K8S / "gateway"), "Deployment", "authz")
-    (port,) = container(deployment, "authz")["ports"]
+    # gRPC; the metrics port exists only where telemetry.metrics.listen says.
+    (port,) = [p for p in container(deployment, "authz")["ports"] if p["name"] == "grpc"]
     assert exposed == [f"EXPOSE {port['containerPort']}"]
 
 

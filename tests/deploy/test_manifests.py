@@ -39,12 +39,19 @@ from tests.deploy.manifests import (
 )
 
 OBSERVABILITY = Path(__file__).parent / "overlays" / "observability"
-RENDERED = [K8S / name for name in VARIANTS] + [OBSERVABILITY]
+# The PodMonitor, alerts and dashboard: a kustomization of their own, beside the component.
+PROMETHEUS = K8S / "observability" / "prometheus"
+RENDERED = [K8S / name for name in VARIANTS] + [OBSERVABILITY, PROMETHEUS]
 # The oldest Kubernetes the manifests claim (preStop sleep is on by default from
 # 1.30; native sidecars from 1.29) and the newest schemas the package bundles.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 # Kinds that are not Kubernetes' own: checked by the Istio tests below instead.
-CUSTOM_KINDS = {("security.istio.io/v1", "AuthorizationPolicy")}
+CUSTOM_KINDS = {
+    ("security.istio.io/v1", "AuthorizationPolicy"),
+    # The Prometheus operator's: checked by tests/deploy/test_metrics_manifests.py.
+    ("monitoring.coreos.com/v1", "PodMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 
 
 def rendered(name: str) -> tuple[Obj, ...]:
@@ -79,8 +86,8 @@ def seconds(duration: str) -> float:
 
 
 def test_every_kustomization_under_k8s_is_rendered_here() -> None:
-    found = {p.parent.name for p in K8S.glob("*/kustomization.yaml")}
-    assert found == {*VARIANTS, "observability"}
+    found = {p.parent for p in K8S.glob("**/kustomization.yaml")}
+    assert found == {*(K8S / name for name in VARIANTS), K8S / "observability", PROMETHEUS}
 
 
 @pytest.mark.parametrize("directory", RENDERED, ids=lambda p: p.name)
@@ -221,7 +228,7 @@ def test_network_policies_admit_only_the_gateway() -> None:
         policy["spec"]["podSelector"]["matchLabels"],
         pod_spec_labels(find(objects, "Deployment", "authz")),
     )
-    (rule,) = policy["spec"]["ingress"]
+    rule, _scrapes = policy["spec"]["ingress"]  # scrapes: test_metrics_manifests.py
     (source,) = rule["from"]
     assert set(source) == {"podSelector"}  # this namespace only, those pods only
     assert labels_match(source["podSelector"]["matchLabels"], gateway_labels)
@@ -274,7 +281,7 @@ def test_envoy_resolves_the_headless_service_of_the_authz_pods() -> None:
     assert address["port_value"] == port["port"]
 
     deployment = find(objects, "Deployment", "authz")
-    (container_port,) = container(deployment, "authz")["ports"]
+    (container_port,) = [p for p in container(deployment, "authz")["ports"] if p["name"] == "grpc"]
     assert port["targetPort"] == container_port["name"]
     listen = parse_config(authz_config_text("gateway", "authz")).listen
     assert listen.rsplit(":", 1)[1] == str(container_port["containerPort"])

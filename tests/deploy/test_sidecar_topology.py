@@ -3,15 +3,17 @@
 Both programs run the configurations rendered from k8s/sidecar, changed only
 where a pod differs from this machine (conftest.py ``localize``): the socket
 path (/var/run/authz/authz.sock becomes a short path under /tmp, on both sides),
-the API server address, the token and CA paths, and loopback ports for Envoy
-and the example services (served by one echo upstream).
+the API server address, the token and CA paths, and loopback ports for Envoy,
+the metrics endpoint and the example services (served by one echo upstream).
 """
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from authz.config import parse_config
 from authz.dev.stack import Stack
@@ -84,3 +86,21 @@ def test_requests_are_allowed_and_denied_through_the_socket(
         stats = stack.envoy.stats("cluster.authz.")
         assert stats["cluster.authz.upstream_cx_total"] >= 1
         assert stats["cluster.authz.upstream_rq_200"] >= 4
+
+        # The shipped telemetry block serves what the PodMonitor scrapes.
+        address = stack.authz.logged("metrics_address")
+        assert address, "no metrics endpoint"
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+        counted = {
+            (s.labels["decision"], s.labels["reason"]): s.value
+            for s in samples
+            if s.name == "authz_decisions_total"
+        }
+        assert counted == {
+            ("allow", "allowed"): 2,
+            ("deny", "missing_token"): 1,
+            ("deny", "audience_mismatch"): 1,
+        }
+        assert any(s.name == "authz_build_info" for s in samples)
