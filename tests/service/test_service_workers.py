@@ -46,16 +46,21 @@ def _until(what: str, condition: Callable[[], bool]) -> None:
         time.sleep(0.05)  # poll interval
 
 
-def _listening(port: int) -> bool:
-    """Whether any socket listens on ``port``, IPv4 or IPv6 (grpc listens on
-    [::ffff:127.0.0.1]), from the kernel's own tables."""
+def _listeners(port: int) -> int:
+    """How many sockets listen on ``port``, IPv4 or IPv6 (grpc listens on
+    [::ffff:127.0.0.1]), from the kernel's own tables: one per worker."""
+    count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             local, state = fields[1], fields[3]
             if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                return True
-    return False
+                count += 1
+    return count
+
+
+def _listening(port: int) -> bool:
+    return _listeners(port) > 0
 
 
 def _alive(pid: int) -> bool:
@@ -89,6 +94,7 @@ def served(
     try:
         wait_until_serving(target, time.monotonic() + WAIT)
         _until("two workers", lambda: len(_children(process.pid)) == 2)
+        _until("both workers listening", lambda: _listeners(port) == 2)
         yield process, target
     finally:
         if process.poll() is None:
@@ -161,6 +167,8 @@ def test_a_crashed_worker_is_started_again(
 
     _until("a replacement worker", replaced)
     assert second in _children(process.pid)
+    port = int(target.rsplit(":", 1)[1])
+    _until("the replacement listening", lambda: _listeners(port) == 2)
     assert _check(target, signing.token()) == "allowed"
 
 
