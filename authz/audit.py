@@ -7,32 +7,40 @@ query string (where tokens and other secrets like to hide), host, source
 address, ``x-request-id``, trace and span id, latency and the configuration
 version. The format is ``audit_record.schema.json`` beside this module.
 
-Writing happens off the request path. A Check only puts the record on a
-bounded queue (``put_nowait``: it never waits); a writer thread serialises and
-writes batches to every sink. The overflow policy, when the queue is full
-because the sinks cannot keep up: the *new* record is dropped, counted
-(``authz_audit_records_total{outcome="dropped",reason="queue_full"}``), a
-warning is logged (at most every 10 s), and once writing resumes a ``dropped``
-record is written into the trail itself, saying how many records are missing
-and between which times. Nothing is lost silently, and a Check is never slowed
-by a slow disk or a stuck stdout reader.
+Writing comes first: ``AuditWriter.record`` hands the record's line to the
+kernel (``os.write`` on stdout's descriptor, or on the file opened for
+appending) before the Check's answer is built and sent. A process killed right
+after answering (SIGKILL, an OOM kill) has lost no record of an answered
+Check: what the kernel holds outlives the process. (A power cut is another
+matter: fsync per record would cost a disk flush per Check; the file is
+fsynced when the server stops.) No writer thread: handing each record to a
+thread and waiting for it costs a thread wake-up per Check, more than the
+write itself (see README, "Audit trail"). The price: a write blocks the event
+loop for as long as the kernel makes it wait, so a stdout pipe that nobody
+reads stalls Checks until Envoy answers them 503 at its timeout. That fails
+closed; an answer without its record would not.
+
+A sink that fails (EPIPE, ENOSPC, EIO, a file that cannot be reopened) is
+counted (``authz_audit_write_errors_total{sink}``; a record no sink took is
+``authz_audit_records_total{outcome="dropped",reason="write_error"}``) and
+logged at most every 10 s per sink; the other sink still gets the record. Once
+a write succeeds again, a ``dropped`` record says how many records are missing
+and between which times: nothing is lost silently. What the Check answers then
+is ``audit.on_sink_failure`` (observe.py): ``count`` (the default) answers as
+decided; ``deny`` answers 503 ``audit_unavailable`` instead, for deployments
+where no request may pass or be refused without a record.
 
 ``close`` (called by ``AuthzServer.stop`` after the last Check has finished)
-drains the queue, flushes and fsyncs the file: every decision made before exit
-is on disk. If a sink hangs past the shutdown timeout, what is still queued is
-counted and logged as dropped (reason ``shutdown``) rather than hanging exit.
+fsyncs and closes the file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import queue
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -46,6 +54,7 @@ __all__ = [
     "AuditCounters",
     "AuditSink",
     "AuditWriter",
+    "FdSink",
     "FileSink",
     "NullCounters",
     "StreamSink",
@@ -61,12 +70,8 @@ SCHEMA_PATH = Path(__file__).with_name("audit_record.schema.json")
 
 # Longest value kept for a request-controlled field; the record stays bounded.
 MAX_FIELD = 1024
-_BATCH = 512
-# After the first record of a batch the writer waits this long for more: one
-# wake-up and one write per batch instead of per record, which under load
-# keeps the writer from competing with Checks for the interpreter.
-_LINGER = 0.005
 _WARN_EVERY = 10.0
+_ROTATION_CHECK_EVERY = 1.0
 # Anything shaped like a JWS/JWE (base64url JSON header "eyJ…" and a dot):
 # a token in a path segment or a request id must not reach the trail.
 _JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*)+")
@@ -164,8 +169,9 @@ def _unenforced(outcome: Unenforced) -> dict[str, Any]:
 class AuditSink(Protocol):
     name: str
 
-    def write(self, text: str) -> None:
-        """Write complete lines; raise OSError (or ValueError on a closed stream) on failure."""
+    def write(self, data: bytes) -> None:
+        """Hand complete lines to the kernel before returning; raise OSError (or
+        ValueError on a closed stream) on failure."""
         ...
 
     def close(self) -> None:
@@ -173,8 +179,35 @@ class AuditSink(Protocol):
         ...
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written < len(data):  # a pipe may take part of a large write
+        rest = memoryview(data)[written:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]
+
+
+class FdSink:
+    """A file descriptor, e.g. stdout's (the Kubernetes way: the node ships it).
+
+    ``os.write`` straight to the descriptor: no Python buffer to flush, and a
+    record is in the kernel (the pipe, the file) when ``write`` returns.
+    """
+
+    def __init__(self, fd: int, name: str = "stdout") -> None:
+        self._fd = fd
+        self.name = name
+
+    def write(self, data: bytes) -> None:
+        _write_all(self._fd, data)
+
+    def close(self) -> None:
+        """Nothing buffered here; the descriptor is not ours to close."""
+
+
 class StreamSink:
-    """A text stream, e.g. stdout (the Kubernetes way: the node ships it)."""
+    """A text stream without a usable descriptor (e.g. a replaced sys.stdout):
+    written and flushed per record."""
 
     def __init__(self, stream: TextIO | Callable[[], TextIO], name: str = "stdout") -> None:
         # A callable is resolved per write, so a replaced sys.stdout is honoured.
@@ -184,9 +217,9 @@ class StreamSink:
     def _target(self) -> TextIO:
         return self._stream() if callable(self._stream) else self._stream
 
-    def write(self, text: str) -> None:
+    def write(self, data: bytes) -> None:
         target = self._target()
-        target.write(text)
+        target.write(data.decode("ascii"))
         target.flush()
 
     def close(self) -> None:
@@ -194,48 +227,61 @@ class StreamSink:
 
 
 class FileSink:
-    """Appends to a file; reopens it when it was rotated away (moved or deleted)."""
+    """Appends to a file with ``os.write``; reopens it when it was rotated away
+    (moved or deleted). fsync only at close: per record it would cost a disk
+    flush per Check, and what the kernel holds already survives the process.
+
+    Rotation is looked for at most once a second (a stat per record would cost
+    as much as the write): for up to a second after logrotate moves the file,
+    records still go to the moved file, which is where logrotate keeps them.
+    """
 
     name = "file"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self._path = path
-        self._file: TextIO | None = None
+        self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
+        self._clock = clock
+        self._checked = 0.0
 
     def open(self) -> None:
         """Open now, so an unwritable path is a start-up error and not a lost record."""
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self._path.open("a", encoding="utf-8")
-        stat = os.fstat(self._file.fileno())
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        stat = os.fstat(fd)
+        self._fd = fd
         self._identity = (stat.st_dev, stat.st_ino)
+        self._checked = self._clock()
 
     def _rotated(self) -> bool:
+        now = self._clock()
+        if now - self._checked < _ROTATION_CHECK_EVERY:
+            return False
+        self._checked = now
         try:
-            stat = self._path.stat()
+            stat = os.stat(self._path)
         except FileNotFoundError:
             return True
         return (stat.st_dev, stat.st_ino) != self._identity
 
-    def write(self, text: str) -> None:
-        if self._file is None or self._rotated():
+    def write(self, data: bytes) -> None:
+        if self._fd is None or self._rotated():
             self._close_file()
             self.open()
-        assert self._file is not None
-        self._file.write(text)
-        self._file.flush()
+        assert self._fd is not None
+        _write_all(self._fd, data)
 
     def close(self) -> None:
         self._close_file()
 
     def _close_file(self) -> None:
-        if self._file is not None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
             try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
+                os.fsync(fd)
             finally:
-                self._file.close()
-                self._file = None
+                os.close(fd)
 
 
 class AuditCounters(Protocol):
@@ -260,48 +306,37 @@ class NullCounters:
 
 
 class _Drops:
-    """Records dropped since the last ``dropped`` record was written."""
+    """Records no sink took since the last ``dropped`` record was written."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self.count = 0
         self.first = 0.0
         self.last = 0.0
 
     def add(self, at: float) -> None:
-        with self._lock:
-            if self.count == 0:
-                self.first = at
-            self.count += 1
-            self.last = at
-
-    def take(self) -> tuple[int, float, float]:
-        with self._lock:
-            taken = (self.count, self.first, self.last)
-            self.count = 0
-            return taken
-
-
-_STOP = object()
+        if self.count == 0:
+            self.first = at
+        self.count += 1
+        self.last = at
 
 
 class AuditWriter:
-    """A bounded queue and one writer thread in front of the sinks."""
+    """Writes each record to every sink before ``record`` returns.
+
+    Called on the event loop only (one Check at a time), so it needs no lock.
+    """
 
     def __init__(
         self,
         sinks: Sequence[AuditSink],
-        queue_size: int = 10_000,
         counters: AuditCounters | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._sinks = tuple(sinks)
-        self._queue: queue.Queue[Mapping[str, Any] | object] = queue.Queue(queue_size)
         self._counters = counters or NullCounters()
         self._clock = clock
         self._drops = _Drops()
-        self._last_warning = -_WARN_EVERY
-        self._thread: threading.Thread | None = None
+        self._complained: dict[str, float] = {}
         self._closed = False
         self.written = 0
 
@@ -309,105 +344,76 @@ class AuditWriter:
         for sink in self._sinks:
             if isinstance(sink, FileSink):
                 sink.open()
-        self._thread = threading.Thread(target=self._run, name="authz-audit", daemon=True)
-        self._thread.start()
 
-    def record(self, record: Mapping[str, Any]) -> None:
-        """Queue ``record`` for writing. Never blocks, never raises."""
+    def record(self, record: Mapping[str, Any]) -> bool:
+        """Write ``record`` to every sink now. True if every sink took it;
+        never raises."""
         try:
             if self._closed:
                 self._drop("shutdown")
-                return
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self._drop("queue_full")
-        except Exception:
-            log.exception("audit record could not be queued")
-            self._drop("error")
-
-    def _drop(self, reason: str) -> None:
-        try:
-            now = self._clock()
-            self._drops.add(now)
-            self._counters.audit_dropped(reason, 1)
-            monotonic = time.monotonic()
-            if monotonic - self._last_warning >= _WARN_EVERY:
-                self._last_warning = monotonic
-                log.warning("audit record dropped (%s); see authz_audit_records_total", reason)
-        except Exception:  # noqa: S110 - the hot path must survive a broken counter or log handler
-            pass
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            if batch[0] is not _STOP:
-                time.sleep(_LINGER)
-            while len(batch) < _BATCH:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            stop = any(item is _STOP for item in batch)
-            records = [item for item in batch if item is not _STOP]
-            self._write(records)
-            if stop:
-                return
-
-    def _write(self, records: list[Any]) -> None:
-        lines = []
-        count, first, last = self._drops.take()
-        if count:
-            lines.append(_dumps(_dropped_record(count, first, last, self._clock())))
-        for record in records:
+                return False
             try:
-                lines.append(_dumps(record))
+                line = _dumps(record)
             except (TypeError, ValueError):
                 log.exception("audit record is not serialisable; counted as dropped")
-                self._counters.audit_dropped("error", 1)
-        if not lines:
-            return
-        text = "".join(lines)
+                self._drop("error")
+                return False
+            return self._write(line)
+        except Exception:
+            log.exception("audit record could not be written")
+            self._drop("error")
+            return False
+
+    def _write(self, line: str) -> bool:
+        drops = self._drops
+        if drops.count:
+            # The gap goes into the trail itself, ahead of the first record after it.
+            line = _dumps(_dropped_record(drops, self._clock())) + line
+        data = line.encode("ascii")
         delivered = 0
         for sink in self._sinks:
             try:
-                sink.write(text)
+                sink.write(data)
                 delivered += 1
             except Exception as exc:
-                self._counters.audit_write_failed(sink.name, len(records))
-                log.error("audit sink %s failed: %s: %s", sink.name, type(exc).__name__, exc)
+                self._counters.audit_write_failed(sink.name, 1)
+                self._complain(sink.name, exc)
         if delivered:
-            self.written += len(records)
-            self._counters.audit_written(len(records))
+            if drops.count:
+                self._drops = _Drops()
+            self.written += 1
+            self._counters.audit_written(1)
         else:
-            self._counters.audit_dropped("write_error", len(records))
+            self._drop("write_error")
+        return delivered == len(self._sinks)
 
-    def close(self, timeout: float = 5.0) -> bool:
-        """Write everything queued, flush and close the sinks; True if nothing was lost.
+    def _drop(self, reason: str) -> None:
+        try:
+            self._drops.add(self._clock())
+            self._counters.audit_dropped(reason, 1)
+        except Exception:  # noqa: S110 - the hot path must survive a broken counter or clock
+            pass
 
-        Called once the server takes no more Checks. Bounded by ``timeout``.
-        """
-        if self._closed:
-            return True
-        self._closed = True
-        thread = self._thread
-        if thread is None:
-            self._close_sinks()
-            return True
-        deadline = time.monotonic() + timeout
-        with contextlib.suppress(queue.Full):  # the writer is stuck: join() times out below
-            self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
-        thread.join(max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            left = self._queue.qsize()
-            self._counters.audit_dropped("shutdown", left)
+    def _complain(self, sink: str, exc: Exception) -> None:
+        # At most one line per sink every 10 s: a broken sink fails every Check.
+        now = time.monotonic()
+        if now - self._complained.get(sink, -_WARN_EVERY) >= _WARN_EVERY:
+            self._complained[sink] = now
             log.error(
-                "audit writer did not finish within %.1fs: %d records not written", timeout, left
+                "audit sink %s failed: %s: %s (logged at most every %.0f s; "
+                "see authz_audit_write_errors_total)",
+                sink,
+                type(exc).__name__,
+                exc,
+                _WARN_EVERY,
             )
-            return False
-        self._close_sinks()
-        return True
 
-    def _close_sinks(self) -> None:
+    def close(self) -> None:
+        """Flush and close the sinks (the file is fsynced). Called once the
+        server takes no more Checks; a record after it is dropped (shutdown)."""
+        if self._closed:
+            return
+        self._closed = True
         for sink in self._sinks:
             try:
                 sink.close()
@@ -423,15 +429,19 @@ def _dumps(record: Mapping[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":")) + "\n"
 
 
-def _dropped_record(count: int, first: float, last: float, now: float) -> dict[str, Any]:
+def _dropped_record(drops: _Drops, now: float) -> dict[str, Any]:
     return {
         "type": "dropped",
         "time": timestamp(now),
-        "count": count,
-        "first": timestamp(first),
-        "last": timestamp(last),
+        "count": drops.count,
+        "first": timestamp(drops.first),
+        "last": timestamp(drops.last),
     }
 
 
-def stdout_sink() -> StreamSink:
-    return StreamSink(lambda: sys.stdout, "stdout")
+def stdout_sink() -> AuditSink:
+    """stdout by its descriptor; by the stream when it has none (a test's capture)."""
+    try:
+        return FdSink(sys.stdout.fileno(), "stdout")
+    except (AttributeError, OSError, ValueError):
+        return StreamSink(lambda: sys.stdout, "stdout")

@@ -32,6 +32,7 @@
     ├── NoRoute                       403     (none, no challenge) no_route
     └── Unavailable                   503     (none)               unavailable
         ├── KeysUnavailable                                        keys_unavailable
+        ├── AuditUnavailable                                       audit_unavailable
         └── InternalError                                          internal_error
 
 The client sees only ``status``, the RFC 6750 code and a generic description;
@@ -47,6 +48,7 @@ from __future__ import annotations
 __all__ = [
     "AlgorithmNotAllowed",
     "AudienceMismatch",
+    "AuditUnavailable",
     "AuthzError",
     "ClaimInvalid",
     "ClaimMismatch",
@@ -246,6 +248,11 @@ class Unavailable(AuthzError):
 
 class KeysUnavailable(Unavailable):
     reason = "keys_unavailable"
+
+
+class AuditUnavailable(Unavailable):
+    # audit.on_sink_failure: deny, and the decision's record reached no kernel.
+    reason = "audit_unavailable"
 
 
 class InternalError(Unavailable):

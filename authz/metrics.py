@@ -10,6 +10,7 @@ nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
 ``authz_shadow_decisions_total``      counter    source (route | dry_run), route, would, reason
 ``authz_check_duration_seconds``      histogram  decision
 ``authz_audit_records_total``         counter    outcome (written | dropped), reason
+                                                 (none | write_error | shutdown | error)
 ``authz_audit_write_errors_total``    counter    sink (stdout | file)
 ``authz_key_fetches_total``           counter    issuer, result
 ``authz_key_age_seconds``             gauge      issuer
@@ -234,6 +235,7 @@ key_events = KeyEventHub()
 
 
 Attributes = tuple[tuple[str, str], ...]
+_AUDIT_WRITTEN: Attributes = (("outcome", "written"), ("reason", "none"))
 _MEMO_LIMIT = 10_000
 
 
@@ -290,11 +292,10 @@ class Metrics:
             description="Time to answer a Check, from receipt to response",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        self._audit = meter.create_counter(
-            AUDIT_RECORDS, unit="{record}", description="Audit records written or dropped"
-        )
-        self._audit_errors = meter.create_counter(
-            AUDIT_WRITE_ERRORS, unit="{record}", description="Audit records a sink failed to take"
+        # Counted per record, on the event loop: tallies, like the decisions.
+        self._audit = _Tally(meter, AUDIT_RECORDS, "{record}", "Audit records written or dropped")
+        self._audit_errors = _Tally(
+            meter, AUDIT_WRITE_ERRORS, "{record}", "Audit records a sink failed to take"
         )
         self._fetches = meter.create_counter(
             KEY_FETCHES, unit="{fetch}", description="Key set fetches by result"
@@ -308,9 +309,9 @@ class Metrics:
             description="Age of the key set in use, per issuer",
         )
         # Zero series up front, so "no drops" is a 0 and not a missing series.
-        self._audit.add(0, {"outcome": "written", "reason": "none"})
-        for reason in ("queue_full", "shutdown"):
-            self._audit.add(0, {"outcome": "dropped", "reason": reason})
+        self._audit.add(0, _AUDIT_WRITTEN)
+        for reason in ("write_error", "shutdown"):
+            self._audit.add(0, (("outcome", "dropped"), ("reason", reason)))
 
     def decision(
         self, *, decision: str, reason: str, issuer: str | None, route: str, seconds: float
@@ -347,13 +348,13 @@ class Metrics:
 
     # The audit writer's counters (audit.AuditCounters).
     def audit_written(self, count: int) -> None:
-        self._audit.add(count, {"outcome": "written", "reason": "none"})
+        self._audit.add(count, _AUDIT_WRITTEN)
 
     def audit_dropped(self, reason: str, count: int) -> None:
-        self._audit.add(count, {"outcome": "dropped", "reason": reason})
+        self._audit.add(count, (("outcome", "dropped"), ("reason", reason)))
 
     def audit_write_failed(self, sink: str, count: int) -> None:
-        self._audit_errors.add(count, {"sink": sink})
+        self._audit_errors.add(count, (("sink", sink),))
 
     # KeyEvents.
     def key_fetch(self, issuer: str, result: str) -> None:

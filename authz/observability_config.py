@@ -17,8 +17,9 @@ without touching the core file; ``config.Config`` holds one field for each.
     audit:
       stdout: true                        # one JSON line per decision on stdout
       file: /var/log/authz/audit.jsonl    # and/or appended to a file
-      queue_size: 10000                   # records waiting for the writer; beyond: dropped, counted
-      shutdown_timeout_seconds: 5         # how long stop() may take to write what is queued
+      on_sink_failure: count              # a record a sink did not take: count and answer,
+                                          # or deny: answer 503 audit_unavailable
+      shutdown_timeout_seconds: 5         # how long stop() may take to flush the file
       late_status: 503                    # Envoy's status_on_error: what a client got when
                                           # authz answered after Envoy's ext_authz timeout
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -96,6 +97,12 @@ class AuditConfig(_Model):
 
     stdout: bool = True
     file: Path | None = None
+    # "count": a record a sink could not take is counted and logged, and the
+    # Check answered as decided. "deny": the Check is answered 503 instead
+    # (audit_unavailable): nothing passes or is refused without a record.
+    on_sink_failure: Literal["count", "deny"] = "count"
+    # No longer used: records are written before the answer, not queued.
+    # Accepted so that existing files still load; start-up says it is ignored.
     queue_size: int = Field(default=10_000, ge=1, le=1_000_000)
     shutdown_timeout_seconds: float = Field(default=5.0, ge=0, le=300)
     # What the client got when authz answered after Envoy stopped waiting:

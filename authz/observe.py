@@ -30,7 +30,7 @@ from opentelemetry.util.types import AttributeValue
 from authz.audit import AuditSink, AuditWriter, FileSink, decision_record, redact, stdout_sink
 from authz.config import Config
 from authz.decision import Decision
-from authz.errors import ConfigError
+from authz.errors import AuditUnavailable, ConfigError
 from authz.metrics import Metrics, MetricsEndpoint, key_events, noop_provider
 from authz.observability_config import MetricsConfig
 from authz.otel_exporters import metrics_choice
@@ -140,6 +140,7 @@ class Observability:
         clock: Callable[[], float] = time.time,
         dry_run: bool = False,
         late_status: int = 503,
+        fail_closed: bool = False,
     ) -> None:
         self.tracing = tracing
         self.metrics = metrics
@@ -149,6 +150,8 @@ class Observability:
         # In a dry run every decision is also counted as a would-be outcome.
         self._dry_run = dry_run
         self._late_status = late_status
+        # audit.on_sink_failure: deny.
+        self._fail_closed = fail_closed
         self._endpoint = endpoint
         self._meter_provider = meter_provider
         self._audit_timeout = audit_timeout
@@ -163,6 +166,11 @@ class Observability:
         the_resource = resource(config.telemetry)
         provider, endpoint = build_meter_provider(config.telemetry.metrics, the_resource, env)
         metrics = Metrics(provider, (issuer.issuer for issuer in config.issuers))
+        if "queue_size" in config.audit.model_fields_set:
+            log.warning(
+                "audit.queue_size has no effect: each record is written before its "
+                "Check is answered; remove it from the configuration"
+            )
         sinks: list[AuditSink] = []
         if config.audit.stdout:
             sinks.append(stdout_sink())
@@ -171,13 +179,14 @@ class Observability:
         return cls(
             tracing=Tracing.from_config(config.telemetry, the_resource, env),
             metrics=metrics,
-            audit=AuditWriter(sinks, config.audit.queue_size, metrics),
+            audit=AuditWriter(sinks, metrics),
             config_version=config.version,
             endpoint=endpoint,
             meter_provider=provider,
             audit_timeout=config.audit.shutdown_timeout_seconds,
             dry_run=config.dry_run,
             late_status=config.audit.late_status,
+            fail_closed=config.audit.on_sink_failure == "deny",
         )
 
     def apply(self, config: Config) -> None:
@@ -185,6 +194,7 @@ class Observability:
         self.config_version = config.version
         self._dry_run = config.dry_run
         self._late_status = config.audit.late_status
+        self._fail_closed = config.audit.on_sink_failure == "deny"
 
     def start(self) -> None:
         """Open the audit sinks and the metrics endpoint; errors here stop start-up."""
@@ -211,18 +221,32 @@ class Observability:
         decision: Decision | None,
         *,
         late: str | None = None,
-    ) -> None:
-        """Span attributes and end, metric, audit record. Never raises.
+    ) -> Decision | None:
+        """The audit record (written before this returns), span, metric; the
+        decision to answer. Never raises.
 
         ``late`` (deadline_exceeded or cancelled): Envoy had stopped waiting, so
         the client got Envoy's error status, not ``decision`` (None when the
         Check was cancelled before it decided). Everything then says ``late``.
+
+        With ``audit.on_sink_failure: deny``, a decision whose record a sink did
+        not take is answered 503 ``audit_unavailable`` instead: that is the
+        decision returned, recorded (if a sink takes it) and counted.
         """
         seconds = time.perf_counter() - observation.started
         answer = self._answer(decision, late)
         ids: tuple[str | None, str | None] = (None, None)
         try:
             ids = observation.ids()  # before the span ends: an ended span is not "recording"
+        except Exception:
+            self._complain("span")
+        # First the record, so that it is in the kernel before the answer leaves.
+        recorded = self._write_record(ids, request, decision, answer, seconds)
+        if not recorded and self._fail_closed and decision is not None and late is None:
+            decision = _audit_unavailable(decision)
+            answer = self._answer(decision, None)
+            self._write_record(ids, request, decision, answer, seconds)
+        try:
             self._end_span(observation, request, decision, answer)
         except Exception:
             self._complain("span")
@@ -238,10 +262,21 @@ class Observability:
                 self._count_unenforced(decision)
         except Exception:
             self._complain("metrics")
+        return decision
+
+    def _write_record(
+        self,
+        ids: tuple[str | None, str | None],
+        request: RequestView | None,
+        decision: Decision | None,
+        answer: Answer,
+        seconds: float,
+    ) -> bool:
         try:
-            self.audit.record(self._record(ids, request, decision, answer, seconds))
+            return self.audit.record(self._record(ids, request, decision, answer, seconds))
         except Exception:
             self._complain("audit record")
+            return False
 
     def _answer(self, decision: Decision | None, late: str | None) -> Answer:
         if late is not None:
@@ -340,13 +375,13 @@ class Observability:
             log.exception("observability: %s failed; the Check was answered", what)
 
     async def stop(self) -> None:
-        """Write every queued audit record, flush spans and metrics; bounded in time."""
+        """Close the audit trail (fsync), flush spans and metrics; bounded in time."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        written = await asyncio.to_thread(self.audit.close, self._audit_timeout)
-        if not written:
-            log.error("audit: some records were not written before shutdown")
+        # Every record is already written; closing fsyncs the file, which a
+        # stuck disk could make hang: bounded like the exporters.
+        await asyncio.to_thread(_bounded, self.audit.close, self._audit_timeout)
         if self._endpoint is not None:
             self._endpoint.stop()
         await asyncio.to_thread(_bounded, self._shutdown_exporters, EXPORT_SHUTDOWN_SECONDS)
@@ -365,6 +400,24 @@ class Answer:
     decision: str  # allow | deny | late
     status: int
     reason: str
+
+
+def _audit_unavailable(decision: Decision) -> Decision:
+    """The 503 that stands in for ``decision`` when its record was not written."""
+    error = AuditUnavailable("the decision's audit record could not be written")
+    return Decision(
+        allowed=False,
+        status=error.status,
+        reason=error.reason,
+        detail=error.detail,
+        error=error,
+        token=decision.token,
+        token_fingerprint=decision.token_fingerprint,
+        route=decision.route,
+        mode=decision.mode,
+        shadows=decision.shadows,
+        issuer=decision.issuer,
+    )
 
 
 def _decision_attributes(

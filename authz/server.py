@@ -91,12 +91,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         # seen here: a cancellation gRPC has not delivered yet (the loop was
         # busy), and an answer sent within the network's delay of the deadline.
         late = _late(context)
+        # The audit record is written here, before the answer is built and sent;
+        # with audit.on_sink_failure: deny, an unrecorded decision becomes a 503.
+        answered = self._observe.finish(observation, request_view, decision, late=late) or decision
         if late is None:
-            _log_decision(decision)
+            _log_decision(answered)
         else:
-            _log_late(late, decision)
-        self._observe.finish(observation, request_view, decision, late=late)
-        return response.build(decision, runtime.config.realm)
+            _log_late(late, answered)
+        return response.build(answered, runtime.config.realm)
 
 
 def _late(

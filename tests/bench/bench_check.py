@@ -51,7 +51,7 @@ TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0{}"
 
 
 class Context:
-    """The one thing Check reads from its gRPC context: the call's metadata."""
+    """What Check reads from its gRPC context: the call's metadata and deadline."""
 
     def __init__(self, sampled: bool | None) -> None:
         self._metadata: tuple[tuple[str, str], ...] = (
@@ -60,6 +60,12 @@ class Context:
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
+
+    def time_remaining(self) -> float | None:
+        return None  # no deadline: a Check here is never late
+
+    def cancelled(self) -> bool:
+        return False
 
 
 def _request(token: str) -> external_auth_pb2.CheckRequest:
@@ -83,7 +89,7 @@ issuers:
     audiences: [api]
     algorithms: [RS256]
     keys: [{{jwks_file: keys/jwks.json}}]
-audit: {{stdout: false, file: audit.jsonl, queue_size: 1000000}}
+audit: {{stdout: false, file: audit.jsonl}}
 {telemetry}
 """
     )

@@ -71,10 +71,10 @@ class ListSink:
         self.closed = False
         self._delay = delay
 
-    def write(self, text: str) -> None:
+    def write(self, data: bytes) -> None:
         if self._delay:
             time.sleep(self._delay)  # a slow sink, not a wait for readiness
-        self.lines.extend(text.splitlines())
+        self.lines.extend(data.decode("ascii").splitlines())
 
     def close(self) -> None:
         self.closed = True
@@ -97,7 +97,8 @@ class Observed:
         return list(self.spans.get_finished_spans())
 
     def records(self) -> list[dict[str, Any]]:
-        """Every record written so far (waits for the writer thread to catch up)."""
+        """Every record written so far (waits for one: a late Check's record is
+        written after its caller gave up)."""
         return OtlpReceiver.poll("audit records", lambda: self.sink.records() or None, WAIT)
 
     def stop(self) -> None:
@@ -119,7 +120,6 @@ class ObservedFactory:
         keys: Any = None,
         clock: Any = None,
         sink: ListSink | None = None,
-        queue_size: int = 100,
     ) -> Observed:
         spans = InMemorySpanExporter()
         provider = TracerProvider(shutdown_on_exit=False)
@@ -130,7 +130,7 @@ class ObservedFactory:
         observability = Observability(
             tracing=Tracing(provider),
             metrics=metrics,
-            audit=AuditWriter([sink], queue_size, metrics),
+            audit=AuditWriter([sink], metrics),
             config_version=config.version,
             late_status=config.audit.late_status,
         )
@@ -531,6 +531,10 @@ class StalledRefetch:
         return False
 
 
+# Longer than a call takes to reach the server's loop, on a busy machine too.
+_ARRIVAL_BOUND = 0.5
+
+
 def _late_records(observed: Observed) -> list[dict[str, Any]]:
     schema = json.loads(SCHEMA_PATH.read_text())
     records = observed.records()
@@ -544,9 +548,15 @@ def test_a_decision_made_after_the_deadline_is_audited_as_late(
 ) -> None:
     clock = GatedClock()  # holds the event loop inside verification until released
     observed = observe(make_config(), clock=clock)
+    sent = time.monotonic()
     with pytest.raises(grpc.RpcError) as raised:
-        observed.client.check(check_request(_bearer(signing.token())), timeout=0.3)
+        observed.client.check(check_request(_bearer(signing.token())), timeout=1.0)
     assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert clock.entered.is_set()
+    # The server's deadline counts from when the call arrived, a moment after
+    # the client's: the condition to wait for is that it has passed too.
+    while time.monotonic() < sent + 1.0 + _ARRIVAL_BOUND:
+        time.sleep(0.01)  # a poll interval, not a readiness guess
     clock.release.set()  # the decision completes now, after the deadline
     (record,) = _late_records(observed)
     assert (record["decision"], record["status"], record["reason"]) == (
@@ -575,7 +585,7 @@ def test_a_check_cancelled_by_the_deadline_while_waiting_is_audited_as_late(
     observed = observe(config, keys=keys)
     token = signing.token(kid="rotated-in")  # unknown kid: a refetch
     with pytest.raises(grpc.RpcError) as raised:
-        observed.client.check(check_request(_bearer(token)), timeout=0.3)
+        observed.client.check(check_request(_bearer(token)), timeout=1.0)
     assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert keys.waiting.is_set()
     (record,) = _late_records(observed)
@@ -611,12 +621,15 @@ def test_a_check_the_caller_cancels_is_audited_as_late_cancelled(
     )
 
 
-def test_an_answer_in_time_is_not_late(
+def test_an_answer_in_time_is_not_late_and_its_record_came_first(
     observe: ObservedFactory, make_config: ConfigFactory, signing: Signing
 ) -> None:
     observed = observe(make_config())
-    observed.client.check(check_request(_bearer(signing.token())), timeout=WAIT)
-    (record,) = _late_records(observed)
+    for count in range(1, 4):
+        observed.client.check(check_request(_bearer(signing.token())), timeout=WAIT)
+        # No waiting: the record was written before the answer was sent.
+        assert len(observed.sink.records()) == count
+    record = observed.sink.records()[-1]
     assert (record["decision"], record["undelivered"]) == ("allow", None)
 
 

@@ -126,7 +126,7 @@ def _config(workdir: Path, audit_file: Path) -> Path:
                 "keys": [{"jwks_file": "keys/jwks.json"}],
             }
         ],
-        "audit": {"stdout": False, "file": str(audit_file), "queue_size": 100_000},
+        "audit": {"stdout": False, "file": str(audit_file)},
     }
     path = workdir / "authz.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -137,11 +137,12 @@ def test_audit_counters_start_at_zero_and_count(measured: Measured) -> None:
     series = measured.series("authz.audit.records")
     assert set(series.values()) == {0}
     measured.metrics.audit_written(3)
-    measured.metrics.audit_dropped("queue_full", 2)
+    measured.metrics.audit_dropped("write_error", 2)
     measured.metrics.audit_write_failed("file", 1)
     series = measured.series("authz.audit.records")
     assert series[(("outcome", "written"), ("reason", "none"))] == 3
-    assert series[(("outcome", "dropped"), ("reason", "queue_full"))] == 2
+    assert series[(("outcome", "dropped"), ("reason", "write_error"))] == 2
+    assert series[(("outcome", "dropped"), ("reason", "shutdown"))] == 0
     assert measured.series("authz.audit.write_errors") == {(("sink", "file"),): 1}
 
 

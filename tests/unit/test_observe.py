@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import inspect
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -36,8 +37,8 @@ class ListSink:
     def __init__(self) -> None:
         self.text = ""
 
-    def write(self, text: str) -> None:
-        self.text += text
+    def write(self, data: bytes) -> None:
+        self.text += data.decode("ascii")
 
     def close(self) -> None:
         pass
@@ -63,11 +64,12 @@ def observability(
 ) -> Observability:
     provider = TracerProvider(shutdown_on_exit=False)
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    writer = AuditWriter([sink], 10)
+    metrics = metrics or Metrics(NoOpMeterProvider(), ["https://idp"])
+    writer = AuditWriter([sink], metrics)
     writer.start()
     return Observability(
         tracing=Tracing(provider),
-        metrics=metrics or Metrics(NoOpMeterProvider(), ["https://idp"]),
+        metrics=metrics,
         audit=writer,
         config_version="v1",
     )
@@ -203,6 +205,44 @@ def _series(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, An
         if metric.name == name
         for point in metric.data.data_points
     }
+
+
+class BrokenSink(ListSink):
+    name = "file"
+
+    def write(self, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("policy", "answered"),
+    [("count", ("allow", 200, "allowed")), ("deny", ("deny", 503, "audit_unavailable"))],
+)
+def test_a_record_no_sink_took_is_answered_per_on_sink_failure(
+    spans: InMemorySpanExporter, policy: str, answered: tuple[str, int, str]
+) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    observed = observability(spans, BrokenSink(), Metrics(provider, ["https://idp"]))
+    observed.apply(
+        parse_config(
+            DRY_RUN_CONFIG.replace("dry_run: true", f"audit: {{on_sink_failure: {policy}}}")
+        )
+    )
+    allow = Decision(allowed=True, status=200, reason="allowed", route="orders")
+    final = observed.finish(observed.begin(PARENT), REQUEST, allow)
+    assert final is not None
+    assert ("allow" if final.allowed else "deny", final.status, final.reason) == answered
+    (span,) = spans.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert (attributes["authz.decision"], attributes["authz.reason"]) == (answered[0], answered[2])
+    decided = _series(reader, "authz.decisions")
+    assert [dict(labels)["reason"] for labels in decided] == [answered[2]]
+    assert _series(reader, "authz.audit.write_errors") == {
+        (("sink", "file"),): 2 if policy == "deny" else 1
+    }
+    asyncio.run(observed.stop())
+    provider.shutdown()
 
 
 def test_an_internal_error_marks_the_span(spans: InMemorySpanExporter) -> None:
@@ -342,3 +382,12 @@ def test_the_public_surface_is_exactly_what_all_says(module: str) -> None:
         and value.__module__ == module
     }
     assert defined <= exported, defined - exported
+
+
+def test_a_queue_size_left_in_the_configuration_is_said_to_be_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = parse_config(DRY_RUN_CONFIG.replace("dry_run: true", "audit: {queue_size: 100}"))
+    with caplog.at_level(logging.WARNING, logger="authz.observe"):
+        Observability.from_config(config, environ={})
+    assert "audit.queue_size has no effect" in caplog.text
