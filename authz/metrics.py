@@ -15,6 +15,9 @@ nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
 ``authz_key_fetches_total``           counter    issuer, result
 ``authz_key_age_seconds``             gauge      issuer
 ``authz_key_cache_lookups_total``     counter    issuer, result (hit | miss)
+``authz_reloads_total``               counter    result (applied | failed | restart_required)
+``authz_config_restart_required``     gauge      setting: 1 while the file changes it and
+                                                 only a restart would apply it
 ====================================  =========  ==============================================
 
 ``authz_decisions_total`` counts what the client got: ``late`` (reason
@@ -81,6 +84,9 @@ __all__ = [
     "KEY_AGE",
     "KEY_CACHE_LOOKUPS",
     "KEY_FETCHES",
+    "RELOADS",
+    "RELOAD_RESULTS",
+    "RESTART_REQUIRED",
     "SHADOW_DECISIONS",
     "KeyEventHub",
     "KeyEvents",
@@ -105,6 +111,9 @@ AUDIT_WRITE_ERRORS = "authz.audit.write_errors"
 KEY_FETCHES = "authz.key.fetches"
 KEY_AGE = "authz.key.age"
 KEY_CACHE_LOOKUPS = "authz.key.cache.lookups"
+RELOADS = "authz.reloads"
+RESTART_REQUIRED = "authz.config.restart_required"
+RELOAD_RESULTS = ("applied", "failed", "restart_required")
 # Served by the scrape endpoint alone (prometheus-client), not an instrument.
 BUILD_INFO = "authz_build_info"
 
@@ -308,6 +317,17 @@ class Metrics:
             unit="s",
             description="Age of the key set in use, per issuer",
         )
+        self._reloads = _Tally(meter, RELOADS, "{reload}", "Configuration reloads by result")
+        self._restart_required: frozenset[str] = frozenset()
+        self._restart_settings: set[str] = set()  # every setting ever reported, for the zeros
+        meter.create_observable_gauge(
+            RESTART_REQUIRED,
+            callbacks=[self._observe_restart_required],
+            unit="1",
+            description="1 for a setting the file changes that only a restart applies",
+        )
+        for result in RELOAD_RESULTS:
+            self._reloads.add(0, (("result", result),))
         # Zero series up front, so "no drops" is a 0 and not a missing series.
         self._audit.add(0, _AUDIT_WRITTEN)
         for reason in ("write_error", "shutdown"):
@@ -346,6 +366,20 @@ class Metrics:
                 self._shadow_labels[raw] = attributes
         self._shadow.add(1, attributes)
 
+    def reloaded(self, result: str, restart_required: Iterable[str] = ()) -> None:
+        """One configuration reload's outcome (RELOAD_RESULTS); ``restart_required``:
+        the settings it would have changed that only a restart applies."""
+        self._reloads.add(1, (("result", result),))
+        self._restart_required = frozenset(restart_required)
+        self._restart_settings.update(self._restart_required)
+
+    def follow_issuers(self, issuers: Iterable[str]) -> None:
+        """A reload changed the configured issuers: label by the new ones."""
+        self.labels = Labels(issuers)
+        # Memoized label sets name issuers as the old labels saw them.
+        self._decision_labels = {}
+        self._cache_labels = {}
+
     # The audit writer's counters (audit.AuditCounters).
     def audit_written(self, count: int) -> None:
         self._audit.add(count, _AUDIT_WRITTEN)
@@ -375,6 +409,11 @@ class Metrics:
             if len(self._cache_labels) < _MEMO_LIMIT:
                 self._cache_labels[(issuer, hit)] = attributes
         self._cache.add(1, attributes)
+
+    def _observe_restart_required(self, options: CallbackOptions) -> Iterator[Observation]:
+        pending = self._restart_required
+        for setting in sorted(self._restart_settings):
+            yield Observation(1 if setting in pending else 0, {"setting": setting})
 
     def _observe_key_age(self, options: CallbackOptions) -> Iterator[Observation]:
         now = self._clock()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -171,15 +172,10 @@ class Observability:
                 "audit.queue_size has no effect: each record is written before its "
                 "Check is answered; remove it from the configuration"
             )
-        sinks: list[AuditSink] = []
-        if config.audit.stdout:
-            sinks.append(stdout_sink())
-        if config.audit.file is not None:
-            sinks.append(FileSink(config.resolve(config.audit.file)))
         return cls(
             tracing=Tracing.from_config(config.telemetry, the_resource, env),
             metrics=metrics,
-            audit=AuditWriter(sinks, metrics),
+            audit=AuditWriter(_audit_sinks(config), metrics),
             config_version=config.version,
             endpoint=endpoint,
             meter_provider=provider,
@@ -195,6 +191,25 @@ class Observability:
         self._dry_run = config.dry_run
         self._late_status = config.audit.late_status
         self._fail_closed = config.audit.on_sink_failure == "deny"
+        self._audit_timeout = config.audit.shutdown_timeout_seconds
+        self.metrics.follow_issuers(issuer.issuer for issuer in config.issuers)
+
+    def audit_for(self, config: Config, running: Config) -> AuditWriter | None:
+        """A new, opened audit writer if ``config`` moves the trail (other sinks
+        than ``running``'s), else None; ConfigError if a new sink cannot be opened."""
+        if _audit_destination(config) == _audit_destination(running):
+            return None
+        writer = AuditWriter(_audit_sinks(config), self.metrics)
+        try:
+            writer.start()
+        except OSError as exc:
+            raise ConfigError(f"audit: cannot open a sink: {exc}") from None
+        return writer
+
+    async def replace_audit(self, writer: AuditWriter) -> None:
+        """Records go to ``writer`` from now on; the old trail is fsynced and closed."""
+        old, self.audit = self.audit, writer
+        await asyncio.to_thread(_bounded, old.close, self._audit_timeout)
 
     def start(self) -> None:
         """Open the audit sinks and the metrics endpoint; errors here stop start-up."""
@@ -400,6 +415,20 @@ class Answer:
     decision: str  # allow | deny | late
     status: int
     reason: str
+
+
+def _audit_sinks(config: Config) -> list[AuditSink]:
+    sinks: list[AuditSink] = []
+    if config.audit.stdout:
+        sinks.append(stdout_sink())
+    if config.audit.file is not None:
+        sinks.append(FileSink(config.resolve(config.audit.file)))
+    return sinks
+
+
+def _audit_destination(config: Config) -> tuple[bool, Path | None]:
+    file = config.audit.file
+    return config.audit.stdout, None if file is None else config.resolve(file)
 
 
 def _audit_unavailable(decision: Decision) -> Decision:

@@ -8,9 +8,11 @@ with 401 ``invalid_token``, reason ``token_revoked``.
 
 The file is read at start-up (unreadable or malformed: a configuration error)
 and re-read when it changes, off the request path (``refresh`` is called from
-the server's watch task). A change that cannot be read or parsed keeps the
-last good list, is logged, and is counted in ``failures`` / ``last_error``:
-a typo must not empty the list, nor deny everyone.
+the server's watch task), once the new file is whole (``watch.WholeFile``):
+a list read half-way through an in-place rewrite would un-revoke what its
+missing half lists. A change that cannot be read or parsed keeps the last good
+list, is logged, and is counted in ``failures`` / ``last_error``: a typo must
+not empty the list, nor deny everyone.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from authz.errors import ConfigError, TokenRevoked
 from authz.verify import VerifiedToken
-from authz.watch import file_signature, read_text
+from authz.watch import WholeFile
 
 __all__ = ["DenyList", "RevocationList", "parse_deny_list"]
 
@@ -61,8 +63,8 @@ class RevocationList:
         self.path = path
         self.failures = 0
         self.last_error: str | None = None
-        self._signature = file_signature(path)
-        self._entries = self._read()
+        self._file = WholeFile(path, MAX_FILE_BYTES)
+        self._entries = parse_deny_list(self._file.text, str(path))
 
     @property
     def entries(self) -> DenyList:
@@ -82,13 +84,11 @@ class RevocationList:
 
         Blocking file I/O: call it from a worker thread, not the event loop.
         """
-        signature = file_signature(self.path)
-        if signature == self._signature:
-            return False
-        # Recorded before reading: a change during the read is seen next time.
-        self._signature = signature
         try:
-            entries = self._read()
+            text = self._file.changed()
+            if text is None:
+                return False
+            entries = parse_deny_list(text, str(self.path))
         except ConfigError as exc:
             self.failures += 1
             self.last_error = str(exc)
@@ -101,7 +101,3 @@ class RevocationList:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-    def _read(self) -> DenyList:
-        text, _ = read_text(self.path, MAX_FILE_BYTES)
-        return parse_deny_list(text, str(self.path))

@@ -13,14 +13,17 @@ the server keeps it across reloads that leave the issuers unchanged.
 ``ConfigFile`` notices changes by polling the file's resolved path and stat
 (see watch.py, which explains the Kubernetes ConfigMap symlink swap) and a
 digest of its bytes; the server's watch task calls ``poll`` off the event loop
-and swaps the runtime in. A new file that does not parse or validate, or whose
-keys or revocation list cannot be loaded, keeps the running configuration; the
-error is logged with file, line and key path and kept in ``ReloadStatus``.
+and swaps the runtime in. Only a whole file is taken: one that arrived as a
+new inode (an atomic rename, a ConfigMap swap) at once, one written in place
+only once a poll has read the same bytes twice (a writer still at work changes
+them; a truncated YAML file may well be valid). A new file that does not parse
+or validate, or whose keys or revocation list cannot be loaded, keeps the
+running configuration; the error is logged with file, line and key path and
+kept in ``ReloadStatus``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,7 @@ from authz.keys import KeySource, ManagedKeySource
 from authz.keystore import KeyStore, traced_fetchers
 from authz.revocation import RevocationList
 from authz.verify import Clock, Verifier
-from authz.watch import file_signature, read_text
+from authz.watch import WholeFile
 
 __all__ = ["ConfigFile", "ReloadStatus", "Runtime", "build_runtime"]
 
@@ -85,34 +88,21 @@ class ReloadStatus:
 
 
 class ConfigFile:
-    """The configuration file being served; ``poll`` returns a changed, valid Config."""
+    """The configuration file being served; ``poll`` returns a changed, whole, valid Config."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._signature = file_signature(path)
-        text, self._digest = self._read()
-        self.config = self._parse(text)
+        self._file = WholeFile(path, MAX_CONFIG_BYTES)
+        self.config = self._parse(self._file.text)
 
     def poll(self) -> Config | None:
-        """The new Config if the file changed; None if not; ConfigError if it is unusable.
+        """The new Config if the file changed and is whole (watch.WholeFile); None if
+        not (yet); ConfigError if it is unusable, once per content.
 
         Blocking file I/O: call it from a worker thread, not the event loop.
         """
-        signature = file_signature(self.path)
-        if signature == self._signature:
-            return None
-        # Recorded before reading: a change during the read is seen next time.
-        self._signature = signature
-        text, digest = self._read()
-        if digest == self._digest:
-            return None  # touched, or the same content published again
-        # A broken file is reported once, not on every poll; fixing it changes it.
-        self._digest = digest
-        return self._parse(text)
-
-    def _read(self) -> tuple[str, str]:
-        text, data = read_text(self.path, MAX_CONFIG_BYTES)
-        return text, hashlib.sha256(data).hexdigest()
+        text = self._file.changed()
+        return None if text is None else self._parse(text)
 
     def _parse(self, text: str) -> Config:
         # Relative paths resolve against the file's real directory, as load_config does:

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz import response
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from authz.audit import AuditWriter
 from authz.config import Config
 from authz.decision import Decision
 from authz.errors import ConfigError, InternalError, InvalidRequest
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 decisions_log = logging.getLogger("authz.decision")
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+# Sections built once at start (the listener; the span exporter and the
+# metrics endpoint): a reload that changes them is refused, not half-applied.
+_RESTART_ONLY = ("listen", "telemetry")
 # Time kept back from Envoy's deadline to build and send the answer.
 _REPLY_MARGIN = 0.02
 # A cancellation this close to the deadline is Envoy's timeout: the deadline
@@ -339,30 +343,50 @@ class AuthzServer:
             raise ConfigError(f"keys could not be loaded for issuers {missing}")
 
     async def _reload_config(self, config_file: ConfigFile) -> None:
+        """Apply every section of a changed file, or none of it.
+
+        ``listen`` and ``telemetry`` (the listener, the span exporter and the
+        metrics endpoint are set up at start) change only on restart: a file
+        that changes them is refused whole, with a log line and
+        ``authz_config_restart_required{setting}``, rather than applied in part.
+        """
+        audit: AuditWriter | None = None
         try:
             config = await asyncio.to_thread(config_file.poll)
             if config is None:
                 return
+            restart = [
+                name
+                for name in _RESTART_ONLY
+                if getattr(config, name) != getattr(self.config, name)
+            ]
+            if restart:
+                self._refuse(config_file, restart)
+                return
             runtime = self._build(config, self.runtime)
+            audit = self.observability.audit_for(config, self.config)
             await self._prepare_keys(runtime)
         except Exception as exc:
+            if audit is not None:
+                audit.close()
             # ConfigError names file, line and key; anything else is still a
             # failed reload, never a reason to drop the running configuration.
             message = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
             self.reload_status.failures += 1
             self.reload_status.last_error = message
+            self.observability.metrics.reloaded("failed")
             log.error("configuration not reloaded, the running one stays in force:\n%s", message)
             return
-        for name in ("listen", "grace_period_seconds"):
-            if getattr(config, name) != getattr(self.config, name):
-                log.warning("configuration reload: %s changes only on restart", name)
         self.observability.apply(config)  # audit records name its version
         previous, self.runtime = self.runtime, runtime  # one reference swap: a Check sees
         # the old or the new runtime whole; the old key source stops after the swap.
+        if audit is not None:
+            await self.observability.replace_audit(audit)
         if previous.keys is not runtime.keys and isinstance(previous.keys, ManagedKeySource):
             await previous.keys.close()
         self.reload_status.reloads += 1
         self.reload_status.last_error = None
+        self.observability.metrics.reloaded("applied")
         log.info(
             "configuration reloaded from %s (%d routes)",
             config_file.path,
@@ -370,6 +394,19 @@ class AuthzServer:
         )
         _warn_dry_run(config)
         await self._update_health()
+
+    def _refuse(self, config_file: ConfigFile, restart: list[str]) -> None:
+        message = f"{', '.join(restart)} change(s) only on restart"
+        self.reload_status.failures += 1
+        self.reload_status.last_error = message
+        self.observability.metrics.reloaded("restart_required", restart)
+        log.error(
+            "configuration not reloaded from %s: %s; the running configuration stays in "
+            "force, restart to apply the file",
+            config_file.path,
+            message,
+            extra={"restart_required": restart},
+        )
 
 
 def _warn_dry_run(config: Config) -> None:

@@ -7,17 +7,32 @@ atomically. Watching the path with inotify misses that (the watched inode
 never changes); comparing the *resolved* path and the stat of its target does
 not. The signature also covers an in-place rewrite (mtime, size) and an
 atomic rename over the file (inode).
+
+A file that changed is not necessarily whole: a writer that rewrites it in
+place may be read half-way, and a truncated YAML file can still be valid.
+``read_file`` therefore reports which file (resolved path, device, inode) the
+bytes came from, so that a reader can tell a file published by an atomic
+rename or a ConfigMap swap (a new inode: whole by construction) from one
+being written in place (same inode: wait until it stops changing).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 from authz.errors import ConfigError
 
-__all__ = ["FileSignature", "file_signature", "read_text"]
+__all__ = [
+    "FileIdentity",
+    "FileSignature",
+    "WatchedRead",
+    "WholeFile",
+    "file_signature",
+    "read_file",
+]
 
 
 class FileSignature(NamedTuple):
@@ -38,17 +53,84 @@ def file_signature(path: Path) -> FileSignature | None:
     return FileSignature(real, stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
-def read_text(path: Path, limit: int) -> tuple[str, bytes]:
-    """A watched file's UTF-8 text and its bytes, at most ``limit`` bytes; ConfigError
-    naming the file otherwise (a reload must report, not crash)."""
+class FileIdentity(NamedTuple):
+    real_path: str
+    device: int
+    inode: int
+
+
+class WatchedRead(NamedTuple):
+    text: str
+    data: bytes
+    identity: FileIdentity
+
+
+def read_file(path: Path, limit: int) -> WatchedRead:
+    """A watched file's UTF-8 text, its bytes (at most ``limit``) and the identity
+    of the file they were read from; ConfigError naming the file otherwise (a
+    reload must report, not crash)."""
+    real = os.path.realpath(path)
     try:
-        with path.open("rb") as handle:
+        with open(real, "rb") as handle:
+            stat = os.fstat(handle.fileno())
             data = handle.read(limit + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if len(data) > limit:
         raise ConfigError(f"{path}: larger than {limit} bytes")
     try:
-        return data.decode("utf-8"), data
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8: {exc}") from None
+    return WatchedRead(text, data, FileIdentity(real, stat.st_dev, stat.st_ino))
+
+
+class WholeFile:
+    """A watched file whose new content is taken only when it is whole.
+
+    ``changed`` returns the new text when the file changed and is whole: it
+    arrived as another file (a new inode, or the path now resolves elsewhere:
+    an atomic rename, a ConfigMap swap), or, written in place, a poll read the
+    same bytes the poll before it read. Content already returned (or reported
+    as unreadable or broken) is not returned again until it changes.
+    """
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path = path
+        self._limit = limit
+        self._signature = file_signature(path)
+        read = read_file(path, limit)
+        self.text = read.text  # the content taken at start
+        digest = _digest(read.data)
+        self._handled = digest
+        # What the last poll read, None after a failed read.
+        self._last: tuple[FileIdentity, str] | None = (read.identity, digest)
+
+    def changed(self) -> str | None:
+        """The new, whole text; None if unchanged or not whole yet; ConfigError
+        if unreadable (raised once, until the file changes again).
+
+        Blocking file I/O: call it from a worker thread, not the event loop.
+        """
+        signature = file_signature(self.path)
+        pending = self._last is not None and self._last[1] != self._handled
+        if signature == self._signature and not pending:
+            return None
+        # Recorded before reading: a change during the read is seen next time.
+        self._signature = signature
+        last, self._last = self._last, None
+        read = read_file(self.path, self._limit)
+        digest = _digest(read.data)
+        self._last = (read.identity, digest)
+        if digest == self._handled:
+            return None  # touched, or the same content published again
+        renamed = last is None or read.identity != last[0]
+        if not renamed and (last is None or digest != last[1]):
+            return None  # written in place: taken once a poll reads the same bytes
+        # Returned once: a broken file is reported once, and fixing it changes it.
+        self._handled = digest
+        return read.text
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +26,14 @@ def _config(path: Path, jwks: Path, extra_issuers: list[dict[str, object]]) -> N
         },
         *extra_issuers,
     ]
-    path.write_text(yaml.safe_dump({"listen": "127.0.0.1:0", "issuers": issuers}))
+    _publish(path, yaml.safe_dump({"listen": "127.0.0.1:0", "issuers": issuers}))
+
+
+def _publish(path: Path, text: str) -> None:
+    """Replace the file whole, by an atomic rename: a reload takes it at once."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 @pytest.fixture
@@ -61,7 +69,7 @@ def test_a_reload_with_the_same_issuers_keeps_the_key_store(
     try:
         keys = server.runtime.keys
         text = path.read_text().replace("listen:", "token_cache_entries: 5\nlisten:")
-        path.write_text(text)
+        _publish(path, text)
         loop.run(server.poll_files())
         assert server.reload_status.reloads == 1
         assert server.config.token_cache_entries == 5

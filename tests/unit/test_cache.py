@@ -172,8 +172,10 @@ def test_revocation_still_applies_to_a_cached_token(signer: PrivateKey, tmp_path
     token = _token(signer, jti="t-7")
     request = RequestView(headers={"authorization": (f"Bearer {token}",)})
     assert asyncio.run(decider.decide(request)).allowed
-    revoked.write_text("jti:t-7\n")
-    revocations.refresh()
+    published = revoked.with_suffix(".new")  # replaced whole, as a deployment would
+    published.write_text("jti:t-7\n")
+    published.replace(revoked)
+    assert revocations.refresh()
     decision = asyncio.run(decider.decide(request))
     assert not decision.allowed
     assert decision.reason == "token_revoked"

@@ -118,6 +118,22 @@ def test_refresh_takes_a_changed_file(tmp_path: Path) -> None:
     assert len(revocations) == 0
 
 
+def test_a_list_rewritten_in_place_is_taken_only_once_whole(tmp_path: Path) -> None:
+    path = tmp_path / "revoked.txt"
+    path.write_text("jti:a\njti:b\n")
+    revocations = RevocationList(path)
+    with path.open("r+") as handle:  # in place, read half-way: b is not there yet
+        handle.write("jti:a\n")
+        handle.truncate()
+    assert revocations.refresh() is False
+    assert revocations.entries.jti == {"a", "b"}  # the whole old list stays in force
+    with path.open("a") as handle:
+        handle.write("jti:b\njti:c\n")
+    assert revocations.refresh() is False  # changed since: still being written
+    assert revocations.refresh() is True  # the same bytes twice
+    assert revocations.entries.jti == {"a", "b", "c"}
+
+
 def test_a_broken_change_keeps_the_last_good_list(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

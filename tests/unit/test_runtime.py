@@ -101,8 +101,9 @@ def test_same_content_published_again_is_not_a_change(directory: Path) -> None:
     path = directory / "authz.yaml"
     path.write_text(CONFIG.format(realm="r1"))
     config_file = ConfigFile(path)
+    before = file_signature(path)
     _publish(path, CONFIG.format(realm="r1"))
-    assert file_signature(path) != config_file._signature
+    assert file_signature(path) != before
     assert config_file.poll() is None
 
 
@@ -178,3 +179,50 @@ def test_an_oversized_config_is_refused(directory: Path) -> None:
     _publish(path, CONFIG.format(realm="r1") + "#" * (5 * 1024 * 1024))
     with pytest.raises(ConfigError, match="larger than"):
         config_file.poll()
+
+
+def test_a_file_written_in_place_is_taken_only_once_it_stops_changing(directory: Path) -> None:
+    path = directory / "authz.yaml"
+    path.write_text(CONFIG.format(realm="r1"))
+    config_file = ConfigFile(path)
+    whole = CONFIG.format(realm="r2") + "routes:\n  - name: docs\n    mode: public\n"
+    inode = path.stat().st_ino
+    # A writer half-way through: what it has written so far is valid YAML and
+    # a valid configuration (no routes: every request needs a token).
+    with path.open("r+") as handle:  # in place: the same inode
+        handle.write(CONFIG.format(realm="r2"))
+        handle.truncate()
+    assert path.stat().st_ino == inode
+    assert config_file.poll() is None  # not whole yet, for all we know
+    with path.open("a") as handle:
+        handle.write(whole.removeprefix(CONFIG.format(realm="r2")))
+    assert config_file.poll() is None  # it changed since the last poll: still at work
+    taken = config_file.poll()  # the same bytes twice: the writer is done
+    assert taken is not None
+    assert taken.realm == "r2"
+    assert taken.routes is not None
+    assert [route.name for route in taken.routes] == ["docs"]
+    assert config_file.poll() is None
+
+
+def test_a_file_renamed_into_place_is_taken_at_once(directory: Path) -> None:
+    path = directory / "authz.yaml"
+    path.write_text(CONFIG.format(realm="r1"))
+    config_file = ConfigFile(path)
+    _publish(path, CONFIG.format(realm="r2"))  # a new inode: whole by construction
+    taken = config_file.poll()
+    assert taken is not None
+    assert taken.realm == "r2"
+
+
+def test_an_in_place_write_of_a_broken_file_is_reported_once_when_it_settles(
+    directory: Path,
+) -> None:
+    path = directory / "authz.yaml"
+    path.write_text(CONFIG.format(realm="r1"))
+    config_file = ConfigFile(path)
+    path.write_text(CONFIG.format(realm="r1") + "routes: [")  # in place, and broken
+    assert config_file.poll() is None
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config_file.poll()
+    assert config_file.poll() is None

@@ -1,0 +1,200 @@
+"""A reload applies every section of a whole file, or refuses it whole and says why.
+
+The real server watches its file (polled by hand here, through ``poll_files``);
+metrics go to an in-memory reader. Files are published as operators should
+(an atomic rename) unless a test is about a file written in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+
+from authz.audit import AuditWriter, FileSink
+from authz.dev.keys import generate, public_jwk
+from authz.dev.tokens import claims_for, mint
+from authz.metrics import Metrics
+from authz.observe import Observability
+from authz.runtime import ConfigFile
+from authz.server import AuthzServer
+from authz.telemetry import Tracing
+from tests.service.svc_helpers import (
+    AUDIENCE,
+    ISSUER,
+    WAIT,
+    Client,
+    LoopThread,
+    Signing,
+    check_request,
+    config_data,
+)
+
+OTHER_ISSUER = "https://second.reload.example"
+
+
+def publish(path: Path, data: dict[str, Any]) -> None:
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(temporary, path)
+
+
+@dataclass
+class Watched:
+    server: AuthzServer
+    path: Path
+    data: dict[str, Any]
+    reader: InMemoryMetricReader
+    client: Client
+    loop: LoopThread
+
+    def republish(self, **changes: Any) -> None:
+        self.data = {**self.data, **changes}
+        publish(self.path, self.data)
+
+    def poll(self) -> None:
+        self.loop.run(self.server.poll_files())
+
+    def series(self, name: str) -> dict[tuple[tuple[str, Any], ...], float]:
+        data = self.reader.get_metrics_data()
+        assert data is not None
+        return {
+            tuple(sorted(dict(point.attributes or {}).items())): point.value
+            for resource_metrics in data.resource_metrics
+            for scope in resource_metrics.scope_metrics
+            for metric in scope.metrics
+            if metric.name == name
+            for point in metric.data.data_points
+            if isinstance(point, NumberDataPoint)
+        }
+
+    def reloads(self) -> dict[str, float]:
+        return {
+            dict(labels)["result"]: value for labels, value in self.series("authz.reloads").items()
+        }
+
+
+@pytest.fixture
+def watched(loop_thread: LoopThread, tmp_path: Path, signing: Signing) -> Iterator[Watched]:
+    path = tmp_path / "authz.yaml"
+    data = config_data(
+        signing.jwks_file,
+        watch_interval_seconds=0,  # polled by the test
+        audit={"stdout": False, "file": str(tmp_path / "audit-1.jsonl")},
+    )
+    publish(path, data)
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+
+    async def start() -> AuthzServer:
+        config_file = ConfigFile(path)
+        config = config_file.config
+        metrics = Metrics(provider, [issuer.issuer for issuer in config.issuers])
+        observability = Observability(
+            tracing=Tracing(None),
+            metrics=metrics,
+            audit=AuditWriter([FileSink(tmp_path / "audit-1.jsonl")], metrics),
+            config_version=config.version,
+        )
+        server = AuthzServer(config, config_file=config_file, observability=observability)
+        await server.start()
+        return server
+
+    server = loop_thread.run(start())
+    client = Client.connect(server.address)
+    yield Watched(server, path, data, reader, client, loop_thread)
+    client.close()
+    loop_thread.run(server.stop(0))
+    provider.shutdown()
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_an_applied_reload_is_counted(watched: Watched) -> None:
+    assert watched.reloads() == {"applied": 0, "failed": 0, "restart_required": 0}
+    watched.republish(realm="renamed")
+    watched.poll()
+    assert watched.server.config.realm == "renamed"
+    assert watched.reloads()["applied"] == 1
+    watched.path.write_text("issuers: [")  # broken, in place: reported once it settles
+    watched.poll()
+    watched.poll()
+    assert watched.reloads()["failed"] == 1
+    assert watched.server.config.realm == "renamed"
+
+
+def test_a_reload_moves_the_audit_trail(watched: Watched, tmp_path: Path, signing: Signing) -> None:
+    token = signing.token()
+    first, second = tmp_path / "audit-1.jsonl", tmp_path / "audit-2.jsonl"
+    watched.client.check(check_request({"authorization": f"Bearer {token}"}), timeout=WAIT)
+    watched.republish(audit={"stdout": False, "file": str(second), "on_sink_failure": "deny"})
+    watched.poll()
+    assert watched.reloads()["applied"] == 1
+    watched.client.check(check_request({"authorization": f"Bearer {token}"}), timeout=WAIT)
+    assert len(_records(first)) == 1
+    (moved,) = _records(second)
+    assert moved["config_version"] == watched.server.config.version
+
+
+@pytest.mark.parametrize(
+    ("change", "setting"),
+    [
+        ({"listen": "127.0.0.1:1"}, "listen"),
+        ({"telemetry": {"metrics": {"listen": "127.0.0.1:0"}}}, "telemetry"),
+    ],
+)
+def test_a_setting_only_a_restart_applies_refuses_the_whole_file(
+    watched: Watched, caplog: pytest.LogCaptureFixture, change: dict[str, Any], setting: str
+) -> None:
+    running, original = watched.server.config, watched.data
+    with caplog.at_level(logging.ERROR, logger="authz.server"):
+        watched.republish(realm="renamed", **change)  # and a change a reload could apply
+        watched.poll()
+    assert watched.server.config is running  # nothing of the file applied
+    assert f"{setting} change(s) only on restart" in caplog.text
+    assert watched.reloads()["restart_required"] == 1
+    assert watched.series("authz.config.restart_required") == {(("setting", setting),): 1}
+    assert watched.server.reload_status.last_error == f"{setting} change(s) only on restart"
+    # The restart-only setting as it runs, the rest changed: applied, nothing pending.
+    watched.data = original
+    watched.republish(realm="renamed")
+    watched.poll()
+    assert watched.server.config.realm == "renamed"
+    assert watched.series("authz.config.restart_required") == {(("setting", setting),): 0}
+
+
+def test_metric_labels_follow_an_issuer_a_reload_adds(watched: Watched, signing: Signing) -> None:
+    other = generate("RS256")
+    jwks = signing.directory / "second-jwks.json"
+    jwks.write_text(json.dumps({"keys": [public_jwk(other, "o1", "RS256")]}))
+    issuers = [
+        *watched.data["issuers"],
+        {
+            "issuer": OTHER_ISSUER,
+            "audiences": [AUDIENCE],
+            "algorithms": ["RS256"],
+            "keys": [{"jwks_file": str(jwks)}],
+        },
+    ]
+    watched.republish(issuers=issuers)
+    watched.poll()
+    token = mint(other, "RS256", claims_for("bob", OTHER_ISSUER, AUDIENCE, ttl=300), "o1")
+    reply = watched.client.check(check_request({"authorization": f"Bearer {token}"}), timeout=WAIT)
+    assert reply.status.code == 0
+    counted = {dict(labels)["issuer"] for labels in watched.series("authz.decisions")}
+    assert counted == {OTHER_ISSUER}  # not "unknown": the labels know the new issuer
+    token = signing.token()
+    watched.client.check(check_request({"authorization": f"Bearer {token}"}), timeout=WAIT)
+    counted = {dict(labels)["issuer"] for labels in watched.series("authz.decisions")}
+    assert counted == {OTHER_ISSUER, ISSUER}
