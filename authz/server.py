@@ -22,6 +22,7 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_
 from authz.audit import AuditWriter
 from authz.config import Config
 from authz.decision import Decision
+from authz.decision_log import DecisionLog
 from authz.errors import ConfigError, InternalError, InvalidRequest
 from authz.keys import KeySource, ManagedKeySource
 from authz.keystore import KeyStore
@@ -34,7 +35,6 @@ from authz.workers import WORKER_INDEX_ENV, unblock_stop_signals
 __all__ = ["SERVICE_NAME", "AuthorizationService", "AuthzServer", "run"]
 
 log = logging.getLogger(__name__)
-decisions_log = logging.getLogger("authz.decision")
 
 SERVICE_NAME = "envoy.service.auth.v3.Authorization"
 # Sections built once at start (the listener; the span exporter and the
@@ -49,9 +49,15 @@ _DEADLINE_SLACK = 0.1
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, runtime: Callable[[], Runtime], observability: Observability) -> None:
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        observability: Observability,
+        decision_log: DecisionLog | None = None,
+    ) -> None:
         self._runtime = runtime
         self._observe = observability
+        self.decision_log = decision_log if decision_log is not None else DecisionLog()
 
     async def Check(
         self,
@@ -76,8 +82,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             # gRPC turns into this cancellation) or the server stopped. Nobody
             # gets authz's answer; the record says what the client got instead.
             reason = _late(context, slack=_DEADLINE_SLACK) or "cancelled"
-            _log_late(reason, None)
             self._observe.finish(observation, request_view, None, late=reason)
+            self.decision_log.late(reason, None, request_view)
             raise
         except Exception as exc:
             # decide() catches its own errors; this guards the request view.
@@ -99,9 +105,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         # with audit.on_sink_failure: deny, an unrecorded decision becomes a 503.
         answered = self._observe.finish(observation, request_view, decision, late=late) or decision
         if late is None:
-            _log_decision(answered)
+            self.decision_log.decision(answered, request_view)
         else:
-            _log_late(late, answered)
+            self.decision_log.late(late, answered, request_view)
         return response.build(answered, runtime.config.realm)
 
 
@@ -116,56 +122,6 @@ def _late(
     if remaining is not None and remaining <= slack:
         return "deadline_exceeded"
     return "cancelled" if context.cancelled() else None
-
-
-def _log_late(reason: str, decision: Decision | None) -> None:
-    decisions_log.warning(
-        "late: Envoy was no longer waiting (%s); the client got Envoy's error status, "
-        "not authz's %s",
-        reason,
-        "answer" if decision is None else ("allow" if decision.allowed else "deny"),
-        extra={
-            "late": reason,
-            "undelivered": None if decision is None else decision.reason,
-        },
-    )
-
-
-def _log_decision(decision: Decision) -> None:
-    if decision.allowed:
-        if decisions_log.isEnabledFor(logging.DEBUG):
-            token = decision.token
-            decisions_log.debug(
-                "allow sub=%r iss=%r token_fp=%s",
-                token.subject if token else None,
-                token.issuer if token else None,
-                decision.token_fingerprint,
-            )
-    else:
-        decisions_log.info(
-            "deny status=%d reason=%s detail=%r token_fp=%s",
-            decision.status,
-            decision.reason,
-            decision.detail,
-            decision.token_fingerprint or "-",
-        )
-    for shadow in decision.shadows:
-        if not shadow.allowed:
-            decisions_log.info(
-                "shadow route=%s would deny status=%d reason=%s detail=%r",
-                shadow.route,
-                shadow.status,
-                shadow.reason,
-                shadow.detail,
-            )
-    if decision.dry_run is not None:
-        decisions_log.info(
-            "dry run: would deny status=%d reason=%s detail=%r route=%s",
-            decision.dry_run.status,
-            decision.dry_run.reason,
-            decision.dry_run.detail,
-            decision.dry_run.route or "-",
-        )
 
 
 class AuthzServer:
@@ -200,9 +156,10 @@ class AuthzServer:
         # it; except among the workers of one `authz serve --workers N`.
         reuse_port = 1 if WORKER_INDEX_ENV in os.environ else 0
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", reuse_port)])
+        self._service = AuthorizationService(lambda: self.runtime, self.observability)
         # The generated *_pb2_grpc module carries no type hints.
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
-            AuthorizationService(lambda: self.runtime, self.observability), self._server
+            self._service, self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = 0
@@ -299,6 +256,7 @@ class AuthzServer:
         if isinstance(self.runtime.keys, ManagedKeySource):
             await self.runtime.keys.close()
         # Every Check has been answered: now the audit trail can be completed.
+        self._service.decision_log.flush()
         await self.observability.stop()
 
     async def wait(self) -> None:

@@ -303,8 +303,26 @@ def test_shadow_route_would_deny_what_the_enforced_route_allows(shop: Shop) -> N
         "orders-admin",
         "role_missing",
     )
-    log = shop.stack.authz.log.read_text()
-    assert "shadow route=orders-admin would deny status=403 reason=role_missing" in log
+    # The service log says so too, with the request id that finds the record.
+    (line,) = [
+        logged
+        for logged in _json_lines(shop.stack.authz.log)
+        if logged.get("request_id") == entry["request_id"]
+    ]
+    assert line["msg"] == "shadow route orders-admin would deny 403 role_missing"
+    assert (line["shadow_route"], line["reason"], line["route"]) == (
+        "orders-admin",
+        "role_missing",
+        "orders-read",
+    )
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    lines = []
+    for text in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            lines.append(json.loads(text))
+    return lines
 
 
 def test_revoked_jti_is_denied_and_the_list_is_reread(shop: Shop) -> None:

@@ -223,8 +223,8 @@ def test_serve_answers_checks_and_stops_cleanly_on_signal(
     assert "stopped" in stderr
     assert "Traceback" not in stderr
     # Decisions are logged (deny at info, allow at debug) by fingerprint, never the token.
-    assert f"token_fp={fingerprint(expired)}" in stderr
-    assert f"token_fp={fingerprint(token)}" in stderr
+    assert f'"token_fp": "{fingerprint(expired)}"' in stderr
+    assert f'"token_fp": "{fingerprint(token)}"' in stderr
     for logged in (token, expired):
         for segment in logged.split("."):
             assert segment not in stderr

@@ -1,0 +1,173 @@
+"""The service log's lines about decisions: structured, and bounded.
+
+Every decision already has its audit record, the complete trail (stdout or a
+file). The service log gets a line per deny, per would-be deny (a shadow
+route's, a dry run's) and per late answer, so that whoever reads the log sees
+what is being refused, with the fields that find the record: ``request_id``,
+``route``, ``reason``, ``status``, ``token_fp`` (never the token). Allows are
+logged at DEBUG only.
+
+The lines are rate-limited by one token bucket (``RATE`` a second, bursts of
+``BURST``): a flood of bad tokens must not become a flood of log lines, when
+the audit trail holds each one already. What the bucket suppresses is counted
+and reported in a line of its own (``suppressed``: how many, and since when)
+at most every ``SUMMARY_EVERY`` seconds while lines keep coming, and by
+``flush`` at shutdown. A level that hides a line does not spend the bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from authz.audit import redact
+from authz.decision import Decision
+from authz.request import RequestView
+
+__all__ = ["BURST", "RATE", "SUMMARY_EVERY", "DecisionLog", "TokenBucket"]
+
+RATE = 10.0
+BURST = 50
+SUMMARY_EVERY = 10.0
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class DecisionLog:
+    """Writes the decision lines of one server to ``logger`` (``authz.decision``)."""
+
+    def __init__(
+        self,
+        logger: logging.Logger | None = None,
+        *,
+        rate: float = RATE,
+        burst: int = BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger or logging.getLogger("authz.decision")
+        self._bucket = TokenBucket(rate, burst, clock)
+        self._clock = clock
+        self._suppressed = 0
+        self._since = 0.0
+
+    def decision(self, decision: Decision, request: RequestView | None) -> None:
+        """The lines of an answered decision: a deny, would-be denies; an allow at DEBUG."""
+        fields = _request_fields(request)
+        if decision.allowed:
+            if self._log.isEnabledFor(logging.DEBUG):
+                token = decision.token
+                self._emit(
+                    logging.DEBUG,
+                    "allow",
+                    fields,
+                    route=decision.route or None,
+                    sub=token.subject if token else None,
+                    iss=token.issuer if token else None,
+                    token_fp=decision.token_fingerprint or None,
+                )
+        else:
+            self._emit(
+                logging.INFO,
+                f"deny {decision.status} {decision.reason}",
+                fields,
+                status=decision.status,
+                reason=decision.reason,
+                detail=decision.detail,
+                route=decision.route or None,
+                token_fp=decision.token_fingerprint or None,
+            )
+        for shadow in decision.shadows:
+            if not shadow.allowed:
+                self._emit(
+                    logging.INFO,
+                    f"shadow route {shadow.route} would deny {shadow.status} {shadow.reason}",
+                    fields,
+                    shadow_route=shadow.route,
+                    status=shadow.status,
+                    reason=shadow.reason,
+                    detail=shadow.detail,
+                    route=decision.route or None,
+                    token_fp=decision.token_fingerprint or None,
+                )
+        if decision.dry_run is not None:
+            would = decision.dry_run
+            self._emit(
+                logging.INFO,
+                f"dry run: would deny {would.status} {would.reason}",
+                fields,
+                status=would.status,
+                reason=would.reason,
+                detail=would.detail,
+                route=would.route or None,
+                token_fp=decision.token_fingerprint or None,
+            )
+
+    def late(self, reason: str, decision: Decision | None, request: RequestView | None) -> None:
+        """A Check answered after Envoy stopped waiting (its client got Envoy's error)."""
+        undelivered = None if decision is None else ("allow" if decision.allowed else "deny")
+        self._emit(
+            logging.WARNING,
+            f"late ({reason}): Envoy had stopped waiting; the client got Envoy's error "
+            f"status, not authz's {undelivered or 'answer'}",
+            _request_fields(request),
+            late=reason,
+            undelivered=None if decision is None else decision.reason,
+            route=(decision.route or None) if decision is not None else None,
+        )
+
+    def flush(self) -> None:
+        """Report what was suppressed and not reported yet (at shutdown)."""
+        if self._suppressed:
+            self._summarize(self._clock())
+
+    def _emit(self, level: int, message: str, fields: dict[str, Any], **more: Any) -> None:
+        if not self._log.isEnabledFor(level):
+            return
+        now = self._clock()
+        if self._suppressed and now - self._since >= SUMMARY_EVERY:
+            self._summarize(now)
+        if not self._bucket.take():
+            if not self._suppressed:
+                self._since = now
+            self._suppressed += 1
+            return
+        self._log.log(level, message, extra={**fields, **more})
+
+    def _summarize(self, now: float) -> None:
+        count, seconds = self._suppressed, now - self._since
+        self._suppressed = 0
+        self._log.warning(
+            "%d decision log lines suppressed in the last %.0f s (more than %.0f a second); "
+            "the audit trail has every decision",
+            count,
+            seconds,
+            self._bucket.rate,
+            extra={"suppressed": count, "seconds": round(seconds, 3)},
+        )
+
+
+def _request_fields(request: RequestView | None) -> dict[str, Any]:
+    # Client-controlled: capped as in the audit record (logs.py also redacts
+    # anything token-shaped in every field).
+    request_id = redact(request.request_id, 256) if request is not None else ""
+    return {"request_id": request_id or None}
