@@ -387,15 +387,12 @@ class Decider:
         )
 
     def _check_size(self, request: RequestView) -> None:
-        count = sum(len(values) for values in request.headers.values())
+        count = request.header_count
         if count > self._config.max_request_headers:
             raise RequestTooLarge(
                 f"{count} headers; the limit is {self._config.max_request_headers}"
             )
-        size = sum(
-            len(name) + sum(len(value) for value in values)
-            for name, values in request.headers.items()
-        )
+        size = request.header_bytes
         if size > self._config.max_request_header_bytes:
             raise RequestTooLarge(
                 f"{size} bytes of headers; the limit is {self._config.max_request_header_bytes}"

@@ -3,6 +3,11 @@
 Envoy sends headers either as ``headers`` (a map: lower-case keys, duplicate
 headers joined with ",") or, with ``encode_raw_headers``, as ``header_map``
 (raw bytes, duplicates kept). Both become ``headers``: name -> tuple of values.
+
+The view also counts them once, as Envoy does (header_budget.py):
+``header_count`` lines and ``header_bytes``, the UTF-8 bytes of every name and
+value; the size limits and the header budget read these instead of walking
+the headers again.
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ class RequestView:
     source_address: str = ""
     source_principal: str = ""
     context_extensions: Mapping[str, str] = field(default_factory=dict)
+    # Counted from ``headers`` when not given (views built by hand, in tests).
+    header_count: int = -1
+    header_bytes: int = -1
+
+    def __post_init__(self) -> None:
+        if self.header_count < 0 or self.header_bytes < 0:
+            count, size = _measure(self.headers)
+            object.__setattr__(self, "header_count", count)
+            object.__setattr__(self, "header_bytes", size)
 
     def header(self, name: str) -> tuple[str, ...]:
         """Every value of a header (lower-case ``name``); empty when absent."""
@@ -44,34 +58,56 @@ class RequestView:
 def view(request: external_auth_pb2.CheckRequest) -> RequestView:
     attributes = request.attributes
     http = attributes.request.http
+    headers, count, size = _headers(http)
     return RequestView(
         method=http.method,
         path=http.path,
         host=http.host,
         scheme=http.scheme,
         protocol=http.protocol,
-        headers=_headers(http),
+        headers=headers,
         source_address=_address(attributes.source),
         source_principal=attributes.source.principal,
         context_extensions=dict(attributes.context_extensions),
+        header_count=count,
+        header_bytes=size,
     )
 
 
 def _headers(
     http: attribute_context_pb2.AttributeContext.HttpRequest,
-) -> dict[str, tuple[str, ...]]:
+) -> tuple[dict[str, tuple[str, ...]], int, int]:
+    """The headers, how many lines, and their bytes (names and values) as Envoy has them."""
     raw = http.header_map.headers
     if raw:
         collected: dict[str, list[str]] = {}
+        size = 0
         for header in raw:
+            key = header.key
+            raw_value = header.raw_value
             # raw_value carries bytes; anything not UTF-8 is replaced and so can
             # never look like a valid token or identity value.
-            value = (
-                header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
-            )
-            collected.setdefault(header.key.lower(), []).append(value)
-        return {name: tuple(values) for name, values in collected.items()}
-    return {name.lower(): (value,) for name, value in http.headers.items()}
+            value = raw_value.decode("utf-8", "replace") if raw_value else header.value
+            size += _utf8(key) + (len(raw_value) if raw_value else _utf8(value))
+            collected.setdefault(key.lower(), []).append(value)
+        return {name: tuple(values) for name, values in collected.items()}, len(raw), size
+    headers: dict[str, tuple[str, ...]] = {
+        name.lower(): (value,) for name, value in http.headers.items()
+    }
+    return headers, *_measure(headers)
+
+
+def _measure(headers: Mapping[str, tuple[str, ...]]) -> tuple[int, int]:
+    count = size = 0
+    for name, values in headers.items():
+        count += len(values)
+        size += _utf8(name) * len(values) + sum(_utf8(value) for value in values)
+    return count, size
+
+
+def _utf8(text: str) -> int:
+    """Bytes of ``text`` in UTF-8; a replacement character counts as its 3 bytes."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def _address(peer: attribute_context_pb2.AttributeContext.Peer) -> str:

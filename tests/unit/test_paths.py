@@ -8,9 +8,13 @@ checks the model against the running Envoy on generated paths.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz.errors import InvalidHost, InvalidPath, InvalidRequest
 from authz.paths import (
+    _PLAIN,
+    _refuse_ambiguous,
     config_path,
     envoy_normal_form,
     match_form,
@@ -250,3 +254,16 @@ def test_hosts_readers_disagree_on_are_refused(raw: str) -> None:
     with pytest.raises(InvalidHost) as info:
         normalize_host(raw)
     assert (info.value.status, info.value.reason) == (400, "invalid_host")
+
+
+@given(st.text(alphabet="/.a-~_!;%\\2e", max_size=24))
+@settings(max_examples=3000, deadline=None)
+def test_the_fast_path_accepts_only_what_the_model_accepts(path: str) -> None:
+    # normalize_path answers plain paths without the model of Envoy: the model
+    # must agree with every one of them.
+    path = "/" + path
+    if not _PLAIN.fullmatch(path):
+        return
+    assert envoy_normal_form(path) == path
+    assert normalize_path(path) == path
+    _refuse_ambiguous(path)  # raises if the slow path would have refused it
