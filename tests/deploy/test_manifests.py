@@ -9,6 +9,7 @@ different files agree.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -483,3 +484,20 @@ def test_istio_policy_names_the_mesh_provider_and_the_provider_names_authz() -> 
     assert source["namespaceSelector"]["matchLabels"] == {
         "kubernetes.io/metadata.name": policy["metadata"]["namespace"]
     }
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_authz_runs_one_worker_per_whole_cpu_of_its_limit(variant: str) -> None:
+    # `--workers auto` would count the node's CPUs where no CPU quota is visible.
+    served = 0
+    for workload in objects_of(rendered(variant), "Deployment"):
+        for entry in containers(workload):
+            if entry.get("args", [])[:1] != ["serve"]:
+                continue
+            served += 1
+            args = entry["args"]
+            workers = int(args[args.index("--workers") + 1])
+            limit = str(entry["resources"]["limits"]["cpu"])
+            cpus = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
+            assert workers == max(1, math.floor(cpus)), (variant, workload["metadata"]["name"])
+    assert served or variant in ("namespace", "examples")  # these run no authz
