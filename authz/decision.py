@@ -367,6 +367,8 @@ class Decider:
         if isinstance(error, Forbidden) and token is not None and route is not None:
             try:
                 headers = self._identity(route, token, progress.token_text)
+                # Past Envoy's header limits this allow would be Envoy's 500.
+                check_header_budget(request, headers, self._config.envoy)
             except AuthzError:
                 headers = ()
         _note(trace, "dry run", "info", f"would deny {error.status} {error.reason}; allowed")

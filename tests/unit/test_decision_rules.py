@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authz.config import Config, parse_config
+from authz.config import Config, EnvoyConfig, parse_config
 from authz.decision import Decider, Decision, Step, Unenforced
 from authz.dev.tokens import claims_for, mint
 from authz.errors import Forbidden, InvalidPath, NoRoute, TokenRevoked
@@ -478,6 +478,19 @@ def test_dry_run_keeps_the_identity_of_a_token_lacking_a_requirement(
     assert decision.dry_run is not None
     assert decision.dry_run.reason == "insufficient_scope"
     assert ("x-auth-subject", "alice") in decision.headers_to_set
+
+
+def test_dry_run_drops_an_identity_past_envoys_header_limits(env: Env) -> None:
+    # One request header and two identity headers: three, where Envoy takes two.
+    config = env.config.model_copy(
+        update={"dry_run": True, "envoy": EnvoyConfig(max_request_headers_count=2)}
+    )
+    decider = Decider(config, Verifier(config, StaticKeySource.from_config(config), FakeClock()))
+    decision = _decide(decider, _request("/orders/1", env.token(scopes="x")))
+    assert (decision.allowed, decision.reason) == (True, "dry_run")
+    assert decision.dry_run is not None
+    assert decision.dry_run.reason == "insufficient_scope"
+    assert decision.headers_to_set == ()
 
 
 @pytest.mark.parametrize("claims", [{"exp": T0 - 100}, {"jti": "stolen-1"}])
