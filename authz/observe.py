@@ -2,9 +2,14 @@
 
 ``server.Check`` calls ``begin`` when a Check arrives, runs the decision inside
 ``observation`` (so the decision's phases land on the span, see
-``authz.steps``), and calls ``finish`` with the decision. ``finish`` never
-raises: a broken exporter, counter or sink is logged (at most every 10 s per
-kind) and the Check is answered all the same.
+``authz.steps``), and calls ``finish`` with the decision before it answers.
+``finish`` writes the audit record first (see audit.py: it is in the kernel
+before the answer leaves), then ends the span and counts the metric, all for
+what the client gets: the decision, ``late`` when Envoy had stopped waiting,
+or, with ``audit.on_sink_failure: deny``, the 503 that replaces a decision
+whose record was not written. ``finish`` never raises: a broken exporter,
+counter or sink is logged (at most every 10 s per kind) and the Check is
+answered all the same.
 """
 
 from __future__ import annotations
