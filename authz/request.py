@@ -91,10 +91,14 @@ def _headers(
             size += _utf8(key) + (len(raw_value) if raw_value else _utf8(value))
             collected.setdefault(key.lower(), []).append(value)
         return {name: tuple(values) for name, values in collected.items()}, len(raw), size
-    headers: dict[str, tuple[str, ...]] = {
-        name.lower(): (value,) for name, value in http.headers.items()
-    }
-    return headers, *_measure(headers)
+    headers: dict[str, tuple[str, ...]] = {}
+    size = 0
+    for name, value in http.headers.items():
+        headers[name.lower()] = (value,)
+        size += len(name) + len(value)
+        if not (name.isascii() and value.isascii()):
+            size += _utf8(name) - len(name) + _utf8(value) - len(value)
+    return headers, len(headers), size
 
 
 def _measure(headers: Mapping[str, tuple[str, ...]]) -> tuple[int, int]:
