@@ -15,7 +15,8 @@ from typing import Any
 from jwt.exceptions import PyJWTError
 
 from authz import __version__
-from authz.config import ALGORITHMS, Config, load_config
+from authz.config.loader import load_config
+from authz.config.models import ALGORITHMS, Config
 from authz.errors import ConfigError
 
 __all__ = ["main"]
@@ -140,7 +141,7 @@ def _worker_count(requested: str, config: Config) -> int:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    from authz.logs import configure_logging
+    from authz.observability.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format, sys.stderr)
 
@@ -156,7 +157,7 @@ def _log_config_loaded(path: Path, config: Config) -> None:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from authz.keystore import KeyStore
+    from authz.keys.store import KeyStore
 
     config: Config = load_config(args.config)
     store = KeyStore(config)  # reads every local key; ConfigError names what is wrong
@@ -195,7 +196,7 @@ async def _fetch_once(store: Any) -> dict[str, bool]:
 
 def _check_rules(config: Config) -> None:
     """Print the routes and load the revocation list, as serving would."""
-    from authz.revocation import RevocationList
+    from authz.check.revocation import RevocationList
 
     if config.routes is None:
         print("routes: none (every request needs a valid token)")
@@ -239,8 +240,8 @@ def _add_explain(commands: Any) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from authz.check.request import RequestView
     from authz.explain import FixedClock, explain
-    from authz.request import RequestView
 
     config = load_config(args.config)
     headers: dict[str, list[str]] = {}

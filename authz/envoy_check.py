@@ -62,10 +62,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 import yaml
 from yaml.constructor import SafeConstructor
 
-from authz.config import Config, EnvoyConfig, FetchConfig
+from authz.config.models import Config, EnvoyConfig, FetchConfig
 
 if TYPE_CHECKING:
-    from authz.policy import Policy
+    from authz.check.policy import Policy
 
 __all__ = [
     "EXIT_FINDINGS",
@@ -361,7 +361,7 @@ class _Checker:
     @property
     def policy(self) -> Policy | None:
         if self.config is not None and self._policy is None:
-            from authz.policy import Policy  # the rules, only when -c asks for them
+            from authz.check.policy import Policy  # the rules, only when -c asks for them
 
             self._policy = Policy.from_config(self.config)
         return self._policy
@@ -717,8 +717,8 @@ class _Checker:
     def disabled_route(
         self, policy: Policy, route: _At, host: _At, disabled: _At, extensions: dict[str, str]
     ) -> None:
+        from authz.check.request import RequestView
         from authz.errors import InvalidPath, NoRoute
-        from authz.request import RequestView
 
         match = route.get("match")
         kind, envoy_path = _route_path(match)

@@ -24,15 +24,15 @@ from typing import Any, TextIO
 
 from google.protobuf import json_format
 
-from authz import response
-from authz.config import Config
-from authz.decision import Decision, Step
-from authz.keys import KeySource
-from authz.keystore import KeyStore
-from authz.policy import Check
-from authz.request import RequestView
+from authz.check import response
+from authz.check.decision import Decision, Step
+from authz.check.policy import Check
+from authz.check.request import RequestView
+from authz.check.verify import Clock
+from authz.config.models import Config
+from authz.keys.sources import KeySource
+from authz.keys.store import KeyStore
 from authz.runtime import build_runtime
-from authz.verify import Clock
 
 __all__ = ["FixedClock", "explain"]
 

@@ -30,12 +30,13 @@ from pathlib import Path
 
 from opentelemetry.trace import Tracer
 
-from authz.config import Config, parse_config
-from authz.decision import Decider
-from authz.keys import KeySource, ManagedKeySource
-from authz.keystore import KeyStore, traced_fetchers
-from authz.revocation import RevocationList
-from authz.verify import Clock, Verifier
+from authz.check.decision import Decider
+from authz.check.revocation import RevocationList
+from authz.check.verify import Clock, Verifier
+from authz.config.loader import parse_config
+from authz.config.models import Config
+from authz.keys.sources import KeySource, ManagedKeySource
+from authz.keys.store import KeyStore, traced_fetchers
 from authz.watch import WholeFile
 
 __all__ = ["ConfigFile", "ReloadStatus", "Runtime", "build_runtime"]

@@ -17,19 +17,19 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from authz import response
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from authz.audit import AuditWriter
-from authz.config import Config
-from authz.decision import Decision
-from authz.decision_log import DecisionLog
+from authz.check import response
+from authz.check.decision import Decision
+from authz.check.request import RequestView, view
+from authz.check.verify import Clock
+from authz.config.models import Config
 from authz.errors import ConfigError, InternalError, InvalidRequest
-from authz.keys import KeySource, ManagedKeySource
-from authz.keystore import KeyStore
-from authz.observe import Observability
-from authz.request import RequestView, view
+from authz.keys.sources import KeySource, ManagedKeySource
+from authz.keys.store import KeyStore
+from authz.observability.audit import AuditWriter
+from authz.observability.decision_log import DecisionLog
+from authz.observability.observe import Observability
 from authz.runtime import ConfigFile, ReloadStatus, Runtime, build_runtime
-from authz.verify import Clock
 from authz.workers import WORKER_INDEX_ENV, unblock_stop_signals
 
 __all__ = ["SERVICE_NAME", "AuthorizationService", "AuthzServer", "run"]

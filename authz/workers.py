@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from authz.worker_metrics import WorkerMetrics
+from authz.observability.worker_metrics import WorkerMetrics
 
 __all__ = ["WORKER_INDEX_ENV", "available_cpus", "supervise"]
 

@@ -25,7 +25,7 @@ from authz.dev.otlp import OtlpReceiver, ReceivedSpan
 from authz.dev.stack import REPO_ROOT, HttpResponse, Stack, wait_for
 from authz.dev.tokens import claims_for, mint
 from authz.dev.waterfall import waterfall
-from authz.telemetry import CHECK_SPAN
+from authz.observability.tracing import CHECK_SPAN
 
 __all__ = ["main"]
 

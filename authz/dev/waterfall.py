@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from authz.check.steps import STEP_PREFIX
 from authz.dev.otlp import ReceivedSpan, attributes
-from authz.steps import STEP_PREFIX
 
 __all__ = ["waterfall"]
 

@@ -34,16 +34,16 @@ from typing import Any
 
 import grpc
 
-from authz import response
 from authz._proto.envoy.service.auth.v3 import (
     attribute_context_pb2,
     external_auth_pb2,
 )
-from authz.config import load_config
+from authz.check import response
+from authz.check.request import view
+from authz.config.loader import load_config
 from authz.dev.keys import load_private, write_keypair
 from authz.dev.tokens import claims_for, mint
-from authz.observe import Observability
-from authz.request import view
+from authz.observability.observe import Observability
 from authz.runtime import build_runtime
 
 ISSUER = "https://idp.bench"

@@ -33,18 +33,19 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from authz import response
 from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
-from authz.config import Config, load_config
-from authz.decision import Decider
+from authz.check import response
+from authz.check.decision import Decider
+from authz.check.request import view
+from authz.check.verify import Verifier
+from authz.config.loader import load_config
+from authz.config.models import Config
 from authz.dev.keys import load_private, write_keypair
 from authz.dev.tokens import claims_for, mint
-from authz.keys import StaticKeySource
-from authz.observe import Observability
-from authz.request import view
+from authz.keys.sources import StaticKeySource
+from authz.observability.observe import Observability
 from authz.runtime import build_runtime
 from authz.server import AuthorizationService
-from authz.verify import Verifier
 
 ISSUER = "https://idp.bench"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0{}"

@@ -424,7 +424,8 @@ def profile_summary(raw: str, top: int = 20) -> dict[str, Any]:
 
 
 def _frame(frame: str) -> str:
-    """'decide (authz/decision.py:63)' -> 'decide (authz/decision.py)': one entry per function."""
+    """'decide (authz/check/decision.py:63)' -> 'decide (authz/check/decision.py)':
+    one entry per function."""
     name, _, where = frame.partition(" (")
     location = where.rstrip(")").rsplit(":", 1)[0]
     for marker in ("site-packages/", "/lib/python3"):

@@ -20,11 +20,11 @@ import jwt
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from authz.config import parse_config
+from authz.check.verify import Verifier
+from authz.config.loader import parse_config
 from authz.dev.keys import load_private, write_keypair
 from authz.dev.tokens import claims_for, mint
-from authz.keys import StaticKeySource
-from authz.verify import Verifier
+from authz.keys.sources import StaticKeySource
 
 ISSUER = "https://idp.bench.test"
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from authz import __version__
-from authz.config import parse_config
+from authz.config.loader import parse_config
 from authz.server import SERVICE_NAME
 from tests.deploy.manifests import (
     K8S,

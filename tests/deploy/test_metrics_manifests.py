@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from authz.config import parse_config
+from authz.config.loader import parse_config
 from tests.deploy.manifests import (
     K8S,
     Obj,

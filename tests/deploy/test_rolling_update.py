@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.config import parse_config
+from authz.config.loader import parse_config
 from authz.dev.stack import (
     AuthzProcess,
     EnvoyProcess,

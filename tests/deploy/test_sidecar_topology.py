@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from authz.config import parse_config
+from authz.config.loader import parse_config
 from authz.dev.stack import Stack
 from tests.deploy.conftest import SUBJECT, ClusterStandIn, embedded, poll, probe_exit
 from tests.deploy.manifests import K8S, container, find, render

@@ -31,10 +31,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from authz.audit import redact
+from authz.check.paths import envoy_normal_form, match_form, normalize_host, normalize_path
 from authz.dev.stack import REPO_ROOT, Stack
 from authz.errors import InvalidHost, InvalidPath
-from authz.paths import envoy_normal_form, match_form, normalize_host, normalize_path
+from authz.observability.audit import redact
 from tests.e2e.conftest import CONFIG, Keys
 from tests.e2e.edge_differential import Outcome, Probe, hosts, paths, send_all
 

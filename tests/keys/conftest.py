@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from authz.config import Config, parse_config
+from authz.config.loader import parse_config
+from authz.config.models import Config
 from authz.dev.keys import PrivateKey, generate, public_jwk
 from tests.support.idp import FakeIdP, LoopbackCA
 

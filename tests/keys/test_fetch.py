@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from authz.config import FetchConfig
+from authz.config.models import FetchConfig
 from authz.dev.keys import PrivateKey
-from authz.fetch import FetchError, HttpFetcher
+from authz.keys.fetch import FetchError, HttpFetcher
 from tests.keys.conftest import jwks
 from tests.support.idp import JWKS_PATH, FakeIdP, LoopbackCA
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from authz.config import parse_config
+from authz.check.verify import Verifier
+from authz.config.loader import parse_config
 from authz.dev.keys import PrivateKey, public_jwk
 from authz.dev.tokens import claims_for, mint
 from authz.errors import AudienceMismatch, ClaimInvalid, ConfigError, MissingClaim, UnknownIssuer
-from authz.keystore import KeyStore
-from authz.verify import Verifier
+from authz.keys.store import KeyStore
 
 
 def _issuers(count: int, jwks_file: Path, extra: str = "") -> str:

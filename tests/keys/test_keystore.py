@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from authz.config import Config, FetchConfig
-from authz.decision import Decider
+from authz.check.decision import Decider
+from authz.check.request import RequestView
+from authz.check.verify import Verifier
+from authz.config.models import Config, FetchConfig
 from authz.dev.keys import PrivateKey
 from authz.dev.tokens import claims_for, mint
 from authz.errors import KeysUnavailable, UnknownKey
-from authz.keystore import KeyStore, next_delay
-from authz.request import RequestView
-from authz.verify import Verifier
+from authz.keys.store import KeyStore, next_delay
 from tests.keys.conftest import FakeClock, issuer_config, jwks, until
 from tests.support.forge import b64url_json
 from tests.support.idp import DISCOVERY_PATH, JWKS_PATH, KUBERNETES_JWKS_PATH, FakeIdP, LoopbackCA

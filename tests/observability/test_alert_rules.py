@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from authz.config import FetchConfig, parse_config
+from authz.config.loader import parse_config
+from authz.config.models import FetchConfig
 from authz.dev.stack import ENVOY_GATEWAY, REPO_ROOT
-from authz.metrics import FETCH_RESULTS, known_reasons
+from authz.observability.metrics import FETCH_RESULTS, known_reasons
 from tests.deploy.manifests import K8S, config_arg, container, find, mounted_file, render
 from tests.observability.prom import (
     PODMONITOR,

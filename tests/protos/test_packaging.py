@@ -69,7 +69,7 @@ def test_the_sdist_has_the_code_and_the_generated_code(dist: Path) -> None:
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2.py" in names
-    assert "authz/audit_record.schema.json" in names
+    assert "authz/observability/audit_record.schema.json" in names
     assert "pyproject.toml" in names
 
 
@@ -78,7 +78,7 @@ def test_the_wheel_holds_the_package_only(dist: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2.py" in names
     assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2_grpc.py" in names
-    assert "authz/audit_record.schema.json" in names
+    assert "authz/observability/audit_record.schema.json" in names
     assert not any(name.startswith(("envoy/", "tests/", "protos/")) for name in names)
     metadata = (
         zipfile.ZipFile(wheel).read(f"envoy_jwt_authz-{__version__}.dist-info/METADATA").decode()

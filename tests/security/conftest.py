@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from authz.config import load_config
+from authz.config.loader import load_config
 from authz.dev.keys import generate
 from authz.dev.stack import Stack
 from authz.server import AuthzServer

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from authz import response
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-from authz.config import load_config
-from authz.decision import Decider, Decision
-from authz.keys import StaticKeySource
-from authz.request import view
-from authz.verify import Verifier
+from authz.check import response
+from authz.check.decision import Decider, Decision
+from authz.check.request import view
+from authz.check.verify import Verifier
+from authz.config.loader import load_config
+from authz.keys.sources import StaticKeySource
 from tests.security.corpus import AUDIENCE, HMAC_ISSUER, ISSUER, SECRET, Material, hs, rs
 
 B64URL = string.ascii_letters + string.digits + "-_"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from authz.config import parse_config
-from authz.decision import Decider, Decision
-from authz.request import RequestView
-from authz.verify import VerifiedToken
+from authz.check.decision import Decider, Decision
+from authz.check.request import RequestView
+from authz.check.verify import VerifiedToken
+from authz.config.loader import parse_config
 
 CONFIG = """\
 issuers:

@@ -26,12 +26,13 @@ from authz._proto.envoy.service.auth.v3 import (
     attribute_context_pb2,
     external_auth_pb2,
 )
-from authz.config import Config, load_config
+from authz.check.verify import Clock
+from authz.config.loader import load_config
+from authz.config.models import Config
 from authz.dev.keys import PrivateKey
 from authz.dev.tokens import claims_for, mint
-from authz.keys import KeySource
+from authz.keys.sources import KeySource
 from authz.server import SERVICE_NAME, AuthzServer
-from authz.verify import Clock
 from tests.support.harness import WAIT, Client, HealthWatch, LoopThread
 
 __all__ = [

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from google.rpc import code_pb2
 
-from authz.config import load_config
+from authz.config.loader import load_config
 from tests.service.svc_helpers import (
     AUDIENCE,
     ISSUER,

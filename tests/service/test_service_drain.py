@@ -21,7 +21,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2
 
-from authz.config import parse_config
+from authz.config.loader import parse_config
 from authz.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -29,14 +29,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from authz.audit import SCHEMA_PATH, AuditWriter
-from authz.config import Config
+from authz.config.models import Config
 from authz.errors import ConfigError
-from authz.keys import IssuerKeys, StaticKeySource
-from authz.metrics import Metrics
-from authz.observe import Observability
+from authz.keys.sources import IssuerKeys, StaticKeySource
+from authz.observability.audit import SCHEMA_PATH, AuditWriter
+from authz.observability.metrics import Metrics
+from authz.observability.observe import Observability
+from authz.observability.tracing import Tracing
 from authz.server import AuthzServer
-from authz.telemetry import Tracing
 from tests.service.svc_helpers import (
     ISSUER,
     WAIT,

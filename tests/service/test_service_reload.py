@@ -20,14 +20,14 @@ import yaml
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
-from authz.audit import AuditWriter, FileSink
 from authz.dev.keys import generate, public_jwk
 from authz.dev.tokens import claims_for, mint
-from authz.metrics import Metrics
-from authz.observe import Observability
+from authz.observability.audit import AuditWriter, FileSink
+from authz.observability.metrics import Metrics
+from authz.observability.observe import Observability
+from authz.observability.tracing import Tracing
 from authz.runtime import ConfigFile
 from authz.server import AuthzServer
-from authz.telemetry import Tracing
 from tests.service.svc_helpers import (
     AUDIENCE,
     ISSUER,

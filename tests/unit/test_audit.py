@@ -14,7 +14,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from authz.audit import (
+from authz.check.decision import Unenforced
+from authz.observability.audit import (
     MAX_FIELD,
     SCHEMA_PATH,
     AuditWriter,
@@ -26,7 +27,6 @@ from authz.audit import (
     stdout_sink,
     timestamp,
 )
-from authz.decision import Unenforced
 
 TOKEN = (
     "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0"
@@ -307,7 +307,7 @@ def test_records_no_sink_took_are_counted_and_the_gap_is_written_once_it_recover
     clock = [1_767_225_600.0]
     writer = AuditWriter([sink], counters, clock=lambda: clock[0])
     writer.start()
-    with caplog.at_level(logging.ERROR, logger="authz.audit"):
+    with caplog.at_level(logging.ERROR, logger="authz.observability.audit"):
         for index in range(3):
             clock[0] += 1
             assert writer.record({"n": index}) is False

@@ -8,16 +8,17 @@ from typing import Any
 
 import pytest
 
-from authz.cache import CachedToken, VerifiedCache, digest
-from authz.config import Config, parse_config
-from authz.decision import Decider
+from authz.check.cache import CachedToken, VerifiedCache, digest
+from authz.check.decision import Decider
+from authz.check.request import RequestView
+from authz.check.revocation import RevocationList
+from authz.check.verify import Verifier
+from authz.config.loader import parse_config
+from authz.config.models import Config
 from authz.dev.keys import PrivateKey, generate, public_jwk
 from authz.dev.tokens import claims_for, mint
 from authz.errors import SignatureInvalid, TokenExpired, UnknownKey
-from authz.keys import IssuerKeys, combine, keys_from_jwks
-from authz.request import RequestView
-from authz.revocation import RevocationList
-from authz.verify import Verifier
+from authz.keys.sources import IssuerKeys, combine, keys_from_jwks
 
 ISS = "https://cache.test"
 NOW = 1_800_000_000.0

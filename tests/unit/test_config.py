@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from authz.config import Config, IdentityConfig, load_config, parse_config
+from authz.config.loader import load_config, parse_config
+from authz.config.models import Config, IdentityConfig
 from authz.errors import ConfigError
 
 # Line numbers below refer to this text; keep it in sync with the tests.

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from authz.config import Config, parse_config
-from authz.config_rules import claim_path
+from authz.config.loader import parse_config
+from authz.config.models import Config
+from authz.config.rules import claim_path
 from authz.errors import ConfigError
 
 # Line numbers below refer to these texts.

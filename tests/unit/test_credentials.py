@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from authz.credentials import bearer
+from authz.check.credentials import bearer
+from authz.check.request import RequestView
 from authz.errors import (
     AuthzError,
     InvalidRequest,
@@ -13,7 +14,6 @@ from authz.errors import (
     TokenMalformed,
     TokenTooLarge,
 )
-from authz.request import RequestView
 
 MAX = 8192
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"

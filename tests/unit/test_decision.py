@@ -11,8 +11,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authz.config import Config, parse_config
-from authz.decision import Decider, Decision
+from authz.check.decision import Decider, Decision
+from authz.check.request import RequestView
+from authz.check.revocation import RevocationList
+from authz.check.verify import VerifiedToken, Verifier, fingerprint
+from authz.config.loader import parse_config
+from authz.config.models import Config
 from authz.dev.tokens import claims_for, mint
 from authz.errors import (
     ClaimInvalid,
@@ -21,10 +25,7 @@ from authz.errors import (
     MultipleCredentials,
     TokenExpired,
 )
-from authz.keys import IssuerKeys, StaticKeySource
-from authz.request import RequestView
-from authz.revocation import RevocationList
-from authz.verify import VerifiedToken, Verifier, fingerprint
+from authz.keys.sources import IssuerKeys, StaticKeySource
 
 ISS = "https://idp.example"
 AUD = "api"
@@ -280,7 +281,7 @@ def test_unexpected_exception_is_a_503_deny(
 ) -> None:
     decider = Decider(env.config, cast(Verifier, verifier))
     token = _token(env)
-    with caplog.at_level("ERROR", logger="authz.decision"):
+    with caplog.at_level("ERROR", logger="authz.check.decision"):
         decision = _decide(decider, _request(token))
     assert not decision.allowed
     assert decision.status == 503

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from authz.decision import Decision, Unenforced
-from authz.decision_log import BURST, SUMMARY_EVERY, DecisionLog, TokenBucket
+from authz.check.decision import Decision, Unenforced
+from authz.check.request import RequestView
+from authz.check.verify import VerifiedToken
 from authz.errors import MissingCredentials, NoRoute
-from authz.request import RequestView
-from authz.verify import VerifiedToken
+from authz.observability.decision_log import BURST, SUMMARY_EVERY, DecisionLog, TokenBucket
 
 TOKEN_FP = "0123456789abcdef"
 REQUEST = RequestView(
@@ -46,7 +46,7 @@ def clock() -> Clock:
 
 
 def test_a_deny_is_one_line_with_its_fields(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="authz.decision"):
+    with caplog.at_level(logging.INFO, logger="authz.check.decision"):
         DecisionLog(clock=clock).decision(DENY, REQUEST)
     (record,) = caplog.records
     assert record.getMessage() == "deny 401 missing_token"
@@ -74,7 +74,7 @@ def test_would_be_denies_have_lines_of_their_own(
         ),
         dry_run=Unenforced("orders", False, 403, "no_route", "no route takes GET /x"),
     )
-    with caplog.at_level(logging.INFO, logger="authz.decision"):
+    with caplog.at_level(logging.INFO, logger="authz.check.decision"):
         DecisionLog(clock=clock).decision(allow, REQUEST)
     shadow, dry_run = caplog.records  # an allow itself is DEBUG only
     assert shadow.getMessage() == "shadow route admin would deny 403 role_missing"
@@ -94,10 +94,10 @@ def test_an_allow_is_debug_only(clock: Clock, caplog: pytest.LogCaptureFixture) 
         allowed=True, status=200, reason="allowed", token=token, token_fingerprint=TOKEN_FP
     )
     log = DecisionLog(clock=clock)
-    with caplog.at_level(logging.INFO, logger="authz.decision"):
+    with caplog.at_level(logging.INFO, logger="authz.check.decision"):
         log.decision(allow, REQUEST)
     assert caplog.records == []
-    with caplog.at_level(logging.DEBUG, logger="authz.decision"):
+    with caplog.at_level(logging.DEBUG, logger="authz.check.decision"):
         log.decision(allow, REQUEST)
     (record,) = caplog.records
     assert _fields(record, "sub", "iss", "token_fp") == {
@@ -111,7 +111,7 @@ def test_a_flood_is_bounded_and_what_was_suppressed_is_counted(
     clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     log = DecisionLog(clock=clock)
-    with caplog.at_level(logging.INFO, logger="authz.decision"):
+    with caplog.at_level(logging.INFO, logger="authz.check.decision"):
         for _ in range(1000):
             log.decision(DENY, REQUEST)  # all in the same instant
         assert len(caplog.records) == BURST
@@ -129,7 +129,7 @@ def test_a_flood_is_bounded_and_what_was_suppressed_is_counted(
 
 def test_flush_reports_what_is_left(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     log = DecisionLog(clock=clock, burst=1)
-    with caplog.at_level(logging.INFO, logger="authz.decision"):
+    with caplog.at_level(logging.INFO, logger="authz.check.decision"):
         for _ in range(3):
             log.decision(DENY, REQUEST)
         log.flush()
@@ -140,7 +140,7 @@ def test_flush_reports_what_is_left(clock: Clock, caplog: pytest.LogCaptureFixtu
 
 def test_lines_a_level_hides_spend_nothing(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     log = DecisionLog(clock=clock, burst=1)
-    with caplog.at_level(logging.WARNING, logger="authz.decision"):
+    with caplog.at_level(logging.WARNING, logger="authz.check.decision"):
         for _ in range(10):
             log.decision(DENY, REQUEST)
         log.flush()
@@ -149,7 +149,7 @@ def test_lines_a_level_hides_spend_nothing(clock: Clock, caplog: pytest.LogCaptu
 
 def test_a_late_answer_is_a_warning(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     denied = Decision(allowed=False, status=403, reason="no_route", error=NoRoute("x"))
-    with caplog.at_level(logging.INFO, logger="authz.decision"):
+    with caplog.at_level(logging.INFO, logger="authz.check.decision"):
         DecisionLog(clock=clock).late("deadline_exceeded", denied, REQUEST)
     (record,) = caplog.records
     assert record.levelno == logging.WARNING

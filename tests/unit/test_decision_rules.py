@@ -11,13 +11,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authz.config import Config, EnvoyConfig, parse_config
-from authz.decision import Decider, Decision, Step, Unenforced
+from authz.check.decision import Decider, Decision, Step, Unenforced
+from authz.check.request import RequestView
+from authz.check.verify import VerifiedToken, Verifier, fingerprint
+from authz.config.loader import parse_config
+from authz.config.models import Config, EnvoyConfig
 from authz.dev.tokens import claims_for, mint
 from authz.errors import Forbidden, InvalidPath, NoRoute, TokenRevoked
-from authz.keys import StaticKeySource
-from authz.request import RequestView
-from authz.verify import VerifiedToken, Verifier, fingerprint
+from authz.keys.sources import StaticKeySource
 
 ISS = "https://idp.example"
 AUD = "api"

@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from authz.cli import main
-from authz.config import Config, parse_config
+from authz.config.loader import parse_config
+from authz.config.models import Config
 from authz.dev.stack import REPO_ROOT, envoy_binary
 from authz.envoy_check import EnvoyCheckError, Finding, check_file, check_text, run
 from tests.support.readme import yaml_block

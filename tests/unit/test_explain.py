@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from authz.check.request import RequestView
 from authz.cli import main
-from authz.config import load_config
+from authz.config.loader import load_config
 from authz.dev.keys import PrivateKey, load_private, write_keypair
 from authz.dev.tokens import claims_for, mint
 from authz.explain import explain
-from authz.request import RequestView
 from authz.runtime import build_runtime
 
 ISS = "https://idp.example"

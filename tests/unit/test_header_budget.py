@@ -15,14 +15,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authz.config import EnvoyConfig, parse_config
-from authz.decision import Decider
+from authz.check.decision import Decider
+from authz.check.header_budget import check_header_budget
+from authz.check.request import RequestView
+from authz.check.verify import Verifier
+from authz.config.loader import parse_config
+from authz.config.models import EnvoyConfig
 from authz.dev.tokens import claims_for, mint
 from authz.errors import RequestTooLarge
-from authz.header_budget import check_header_budget
-from authz.keys import StaticKeySource
-from authz.request import RequestView
-from authz.verify import Verifier
+from authz.keys.sources import StaticKeySource
 
 LIMITS = EnvoyConfig(max_request_headers_count=10, max_request_headers_kb=1)
 # What Envoy shows authz of a bare HTTP/1.1 GET: 8 entries, 168 bytes.

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from authz.config import IdentityConfig
-from authz.config_rules import RouteIdentityConfig
+from authz.check.identity import MAX_HEADER_VALUE, IdentityPlan, identity_headers, scopes
+from authz.config.models import IdentityConfig
+from authz.config.rules import RouteIdentityConfig
 from authz.errors import ClaimInvalid
-from authz.identity import MAX_HEADER_VALUE, IdentityPlan, identity_headers, scopes
 
 DEFAULT = IdentityConfig()
 WIDE = IdentityConfig(

@@ -11,10 +11,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
-from authz.config import Config, parse_config
+from authz.config.loader import parse_config
+from authz.config.models import Config
 from authz.dev.keys import public_jwk
 from authz.errors import ConfigError
-from authz.keys import (
+from authz.keys.sources import (
     IssuerKeys,
     StaticKeySource,
     VerificationKey,
@@ -119,7 +120,7 @@ def test_jwk_alg_outside_the_issuer_algorithms_skips_the_key(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     source = _write_jwks(tmp_path, _jwk(rsa_key, "ps", "PS512"), _jwk(rsa_key_b, "rs", "RS256"))
-    with caplog.at_level(logging.WARNING, logger="authz.keys"):
+    with caplog.at_level(logging.WARNING, logger="authz.keys.sources"):
         keys = _load(tmp_path, "RS256", source)
     assert set(keys.by_kid) == {"rs"}
     assert "keys[0]" in caplog.text
@@ -133,7 +134,7 @@ def test_weak_rsa_key_in_a_jwks_is_skipped_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     source = _write_jwks(tmp_path, _jwk(rsa_1024_key, "weak"), _jwk(rsa_key, "strong"))
-    with caplog.at_level(logging.WARNING, logger="authz.keys"):
+    with caplog.at_level(logging.WARNING, logger="authz.keys.sources"):
         keys = _load(tmp_path, "RS256", source)
     assert set(keys.by_kid) == {"strong"}
     [record] = caplog.records
@@ -169,7 +170,7 @@ def test_jwk_with_private_members_is_skipped_and_not_logged(
     secret_d = "private-exponent-" + format(private.d, "x")[:24]
     leaky = _jwk(rsa_key, "leaky", d=secret_d)
     source = _write_jwks(tmp_path, leaky, _jwk(rsa_key_b, "good"))
-    with caplog.at_level(logging.WARNING, logger="authz.keys"):
+    with caplog.at_level(logging.WARNING, logger="authz.keys.sources"):
         keys = _load(tmp_path, "RS256", source)
     assert set(keys.by_kid) == {"good"}
     assert "private key members ['d']" in caplog.text
@@ -185,7 +186,7 @@ def test_jwk_not_for_signatures_is_skipped(
     use: str,
 ) -> None:
     source = _write_jwks(tmp_path, _jwk(rsa_key, "enc", use=use), _jwk(rsa_key_b, "sig"))
-    with caplog.at_level(logging.WARNING, logger="authz.keys"):
+    with caplog.at_level(logging.WARNING, logger="authz.keys.sources"):
         keys = _load(tmp_path, "RS256", source)
     assert set(keys.by_kid) == {"sig"}
     assert f"use is {use!r}, not 'sig'" in caplog.text
@@ -203,7 +204,7 @@ def test_symmetric_jwk_in_a_jwks_is_skipped(
 ) -> None:
     oct_jwk = {"kty": "oct", "kid": "shared", "k": "c2VjcmV0LXNoYXJlZC1rZXktbWF0ZXJpYWwtMTIzNDU2"}
     source = _write_jwks(tmp_path, oct_jwk, _jwk(rsa_key, "rsa"))
-    with caplog.at_level(logging.WARNING, logger="authz.keys"):
+    with caplog.at_level(logging.WARNING, logger="authz.keys.sources"):
         keys = _load(tmp_path, "RS256", source)
     assert set(keys.by_kid) == {"rsa"}
     assert "symmetric keys are accepted only from a secret_file" in caplog.text
@@ -217,7 +218,7 @@ def test_k_member_on_an_asymmetric_jwk_is_private_material(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     source = _write_jwks(tmp_path, _jwk(rsa_key, "odd", k="AAAA"), _jwk(rsa_key_b, "good"))
-    with caplog.at_level(logging.WARNING, logger="authz.keys"):
+    with caplog.at_level(logging.WARNING, logger="authz.keys.sources"):
         keys = _load(tmp_path, "RS256", source)
     assert set(keys.by_kid) == {"good"}
     assert "private key members ['k']" in caplog.text
@@ -243,7 +244,7 @@ def test_broken_jwk_is_skipped(
     problem: str,
 ) -> None:
     source = _write_jwks(tmp_path, {**_jwk(rsa_key, "bad"), **change}, _jwk(rsa_key, "good"))
-    with caplog.at_level(logging.WARNING, logger="authz.keys"):
+    with caplog.at_level(logging.WARNING, logger="authz.keys.sources"):
         keys = _load(tmp_path, "RS256", source)
     assert set(keys.by_kid) == {"good"}
     assert problem in caplog.text
@@ -263,7 +264,7 @@ def test_jwk_that_is_not_an_object_is_skipped(
     (tmp_path / "jwks.json").write_text(
         json.dumps({"keys": ["not a key", _jwk(rsa_key, "rsa")]}), encoding="utf-8"
     )
-    with caplog.at_level(logging.WARNING, logger="authz.keys"):
+    with caplog.at_level(logging.WARNING, logger="authz.keys.sources"):
         keys = _load(tmp_path, "RS256", "      - jwks_file: jwks.json\n")
     assert set(keys.by_kid) == {"rsa"}
     assert "a JWK must be an object" in caplog.text
@@ -300,7 +301,7 @@ def test_duplicate_kid_keeps_the_first(
     source = _write_jwks(tmp_path, _jwk(rsa_key, "same")) + (
         "      - pem_file: b.pem\n        kid: same\n"
     )
-    with caplog.at_level(logging.WARNING, logger="authz.keys"):
+    with caplog.at_level(logging.WARNING, logger="authz.keys.sources"):
         keys = _load(tmp_path, "RS256", source)
     kept = keys.by_kid["same"].key
     assert isinstance(kept, rsa.RSAPublicKey)

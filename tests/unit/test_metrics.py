@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import authz.errors
 from authz.errors import AuthzError, ConfigError
-from authz.metrics import (
+from authz.observability.metrics import (
     FETCH_RESULTS,
     KeyEventHub,
     Labels,

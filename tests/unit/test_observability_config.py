@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from authz.config import config_version, parse_config
+from authz.config.loader import config_version, parse_config
 from authz.errors import ConfigError
-from authz.observe import Observability
+from authz.observability.observe import Observability
 
 BASE = """\
 issuers:

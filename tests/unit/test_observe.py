@@ -18,14 +18,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from authz.audit import AuditWriter
-from authz.config import parse_config
-from authz.decision import Decision, Unenforced
+from authz.check.decision import Decision, Unenforced
+from authz.check.request import RequestView
+from authz.config.loader import parse_config
 from authz.errors import InternalError, MissingCredentials
-from authz.metrics import Metrics
-from authz.observe import Observability
-from authz.request import RequestView
-from authz.telemetry import Tracing
+from authz.observability.audit import AuditWriter
+from authz.observability.metrics import Metrics
+from authz.observability.observe import Observability
+from authz.observability.tracing import Tracing
 
 PARENT = (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),)
 REQUEST = RequestView(method="GET", path="/orders/1?x=1", host="api", source_address="1.2.3.4:5")
@@ -235,7 +235,10 @@ def test_a_record_no_sink_took_is_answered_per_on_sink_failure(
     assert ("allow" if final.allowed else "deny", final.status, final.reason) == answered
     (span,) = spans.get_finished_spans()
     attributes = dict(span.attributes or {})
-    assert (attributes["authz.decision"], attributes["authz.reason"]) == (answered[0], answered[2])
+    assert (attributes["authz.decision"], attributes["authz.reason"]) == (
+        answered[0],
+        answered[2],
+    )
     decided = _series(reader, "authz.decisions")
     assert [dict(labels)["reason"] for labels in decided] == [answered[2]]
     assert _series(reader, "authz.audit.write_errors") == {
@@ -361,13 +364,13 @@ def test_an_ordinary_exception_leaves_the_span_open_for_the_deny(
 @pytest.mark.parametrize(
     "module",
     [
-        "authz.audit",
-        "authz.logs",
-        "authz.metrics",
-        "authz.observability_config",
-        "authz.observe",
-        "authz.steps",
-        "authz.telemetry",
+        "authz.observability.audit",
+        "authz.observability.logs",
+        "authz.observability.metrics",
+        "authz.config.observability",
+        "authz.observability.observe",
+        "authz.check.steps",
+        "authz.observability.tracing",
     ],
 )
 def test_the_public_surface_is_exactly_what_all_says(module: str) -> None:
@@ -388,6 +391,6 @@ def test_a_queue_size_left_in_the_configuration_is_said_to_be_ignored(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     config = parse_config(DRY_RUN_CONFIG.replace("dry_run: true", "audit: {queue_size: 100}"))
-    with caplog.at_level(logging.WARNING, logger="authz.observe"):
+    with caplog.at_level(logging.WARNING, logger="authz.observability.observe"):
         Observability.from_config(config, environ={})
     assert "audit.queue_size has no effect" in caplog.text

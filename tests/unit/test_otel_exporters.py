@@ -16,7 +16,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 )
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-from authz.otel_exporters import (
+from authz.observability.exporters import (
     GRPC,
     HTTP,
     MetricsChoice,
@@ -89,7 +89,7 @@ def test_the_exporters_built_for_each_choice() -> None:
 def test_what_is_not_supported_is_logged(
     environ: dict[str, str], message: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="authz.otel_exporters"):
+    with caplog.at_level(logging.WARNING, logger="authz.observability.exporters"):
         choice = traces_choice(FILE, environ)
     assert message in caplog.text
     if "PROTOCOL" in next(iter(environ)):

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.errors import InvalidHost, InvalidPath, InvalidRequest
-from authz.paths import (
+from authz.check.paths import (
     _PLAIN,
     _refuse_ambiguous,
     config_path,
@@ -21,6 +20,7 @@ from authz.paths import (
     normalize_host,
     normalize_path,
 )
+from authz.errors import InvalidHost, InvalidPath, InvalidRequest
 
 
 @pytest.mark.parametrize(

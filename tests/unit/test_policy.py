@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
-from authz.config import parse_config
+from authz.check.policy import Check, Policy, Route
+from authz.check.request import RequestView
+from authz.check.verify import VerifiedToken
+from authz.config.loader import parse_config
 from authz.errors import (
     ClaimMismatch,
     Forbidden,
@@ -17,9 +20,6 @@ from authz.errors import (
     NoRoute,
     RoleMissing,
 )
-from authz.policy import Check, Policy, Route
-from authz.request import RequestView
-from authz.verify import VerifiedToken
 
 ISS = "https://idp.example"
 OTHER = "https://other.example"

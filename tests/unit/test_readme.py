@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from authz.config import parse_config
+from authz.config.loader import parse_config
 from tests.support.readme import yaml_block
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-from authz.request import RequestView, view
+from authz.check.request import RequestView, view
 
 
 def _check_request(

@@ -13,8 +13,11 @@ from google.protobuf import json_format
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-from authz.config import parse_config
-from authz.decision import Decider, Decision, Unenforced
+from authz.check.decision import Decider, Decision, Unenforced
+from authz.check.request import RequestView
+from authz.check.response import build, www_authenticate
+from authz.check.verify import VerifiedToken, Verifier
+from authz.config.loader import parse_config
 from authz.dev.tokens import claims_for, mint
 from authz.errors import (
     AuthzError,
@@ -32,10 +35,7 @@ from authz.errors import (
     TokenExpired,
     TokenRevoked,
 )
-from authz.keys import StaticKeySource
-from authz.request import RequestView
-from authz.response import build, www_authenticate
-from authz.verify import VerifiedToken, Verifier
+from authz.keys.sources import StaticKeySource
 
 ISS = "https://idp.example"
 INVALID_TOKEN_CHALLENGE = (

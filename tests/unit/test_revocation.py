@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from authz.check.revocation import DenyList, RevocationList, parse_deny_list
+from authz.check.verify import VerifiedToken
 from authz.errors import ConfigError, TokenRevoked
-from authz.revocation import DenyList, RevocationList, parse_deny_list
-from authz.verify import VerifiedToken
 
 
 def _token(subject: str | None = "alice", **claims: Any) -> VerifiedToken:
@@ -141,7 +141,7 @@ def test_a_broken_change_keeps_the_last_good_list(
     path.write_text("jti:a\n")
     revocations = RevocationList(path)
     _write(path, "jti:a\njti:b\nhalf a li")
-    with caplog.at_level(logging.ERROR, logger="authz.revocation"):
+    with caplog.at_level(logging.ERROR, logger="authz.check.revocation"):
         assert revocations.refresh() is False
     assert revocations.entries.jti == {"a"}
     assert revocations.failures == 1

@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from authz.check.request import RequestView
 from authz.errors import ConfigError
-from authz.keys import IssuerKeys
-from authz.request import RequestView
+from authz.keys.sources import IssuerKeys
 from authz.runtime import ConfigFile, build_runtime
 from authz.watch import file_signature
 

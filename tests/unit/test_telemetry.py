@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import TraceFlags
 
+from authz.check.steps import step
+from authz.config.observability import TelemetryConfig, TracingConfig
 from authz.errors import InternalError, TokenExpired
-from authz.observability_config import TelemetryConfig, TracingConfig
-from authz.steps import step
-from authz.telemetry import Tracing, parent_context, resource, trace_id_from
+from authz.observability.tracing import Tracing, parent_context, resource, trace_id_from
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"

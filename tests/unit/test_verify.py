@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from jwt.algorithms import get_default_algorithms
 
-from authz.config import Config, parse_config
+from authz.check.verify import MAX_TIMESTAMP, Verifier, fingerprint
+from authz.config.loader import parse_config
+from authz.config.models import Config
 from authz.dev.keys import public_jwk
 from authz.dev.tokens import claims_for, mint
 from authz.errors import (
@@ -44,8 +46,7 @@ from authz.errors import (
     UnknownIssuer,
     UnknownKey,
 )
-from authz.keys import IssuerKeys, KeySource, StaticKeySource
-from authz.verify import MAX_TIMESTAMP, Verifier, fingerprint
+from authz.keys.sources import IssuerKeys, KeySource, StaticKeySource
 
 ISS = "https://issuer.test"
 HS_ISS = "https://hmac.test"

@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from authz.decision import Unenforced
+from authz.check.decision import Unenforced
 
 __all__ = [
     "MAX_FIELD",

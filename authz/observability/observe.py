@@ -2,7 +2,7 @@
 
 ``server.Check`` calls ``begin`` when a Check arrives, runs the decision inside
 ``observation`` (so the decision's phases land on the span, see
-``authz.steps``), and calls ``finish`` with the decision before it answers.
+``authz.check.steps``), and calls ``finish`` with the decision before it answers.
 ``finish`` writes the audit record first (see audit.py: it is in the kernel
 before the answer leaves), then ends the span and counts the metric, all for
 what the client gets: the decision, ``late`` when Envoy had stopped waiting,
@@ -33,15 +33,22 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from authz.audit import AuditSink, AuditWriter, FileSink, decision_record, redact, stdout_sink
-from authz.config import Config
-from authz.decision import Decision
+from authz.check.decision import Decision
+from authz.check.request import RequestView
+from authz.config.models import Config
+from authz.config.observability import MetricsConfig
 from authz.errors import AuditUnavailable, ConfigError
-from authz.metrics import Metrics, MetricsEndpoint, key_events, noop_provider
-from authz.observability_config import MetricsConfig
-from authz.otel_exporters import metrics_choice
-from authz.request import RequestView
-from authz.telemetry import (
+from authz.observability.audit import (
+    AuditSink,
+    AuditWriter,
+    FileSink,
+    decision_record,
+    redact,
+    stdout_sink,
+)
+from authz.observability.exporters import metrics_choice
+from authz.observability.metrics import Metrics, MetricsEndpoint, key_events, noop_provider
+from authz.observability.tracing import (
     ATTR_ALG,
     ATTR_DECISION,
     ATTR_DRY_RUN_REASON,
@@ -65,7 +72,7 @@ from authz.telemetry import (
     resource,
     trace_id_from,
 )
-from authz.worker_metrics import announce, worker_listen
+from authz.observability.worker_metrics import announce, worker_listen
 from authz.workers import WORKER_INDEX_ENV
 
 __all__ = ["Answer", "CheckObservation", "Observability", "build_meter_provider"]

@@ -34,8 +34,8 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from authz import __version__
-from authz.observability_config import TelemetryConfig
-from authz.otel_exporters import traces_choice
+from authz.config.observability import TelemetryConfig
+from authz.observability.exporters import traces_choice
 
 __all__ = [
     "ATTR_ALG",

@@ -28,7 +28,7 @@ import httpx
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from authz.config import FetchConfig
+from authz.config.models import FetchConfig
 
 __all__ = ["FetchError", "Fetched", "HttpFetcher", "max_age"]
 

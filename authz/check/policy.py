@@ -26,9 +26,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from authz.claims import claim_value
-from authz.config import Config
-from authz.config_rules import (
+from authz.check.claims import claim_value
+from authz.check.identity import IdentityPlan, scopes
+from authz.check.paths import match_form, normalize_host, normalize_path
+from authz.check.request import RequestView
+from authz.check.verify import VerifiedToken
+from authz.config.models import Config
+from authz.config.rules import (
     ClaimMatcherConfig,
     MatchConfig,
     RequirementConfig,
@@ -43,10 +47,6 @@ from authz.errors import (
     NoRoute,
     RoleMissing,
 )
-from authz.identity import IdentityPlan, scopes
-from authz.paths import match_form, normalize_host, normalize_path
-from authz.request import RequestView
-from authz.verify import VerifiedToken
 
 __all__ = ["Check", "Match", "Policy", "Route"]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_plus
 
+from authz.check.request import RequestView
 from authz.errors import (
     InvalidRequest,
     MissingCredentials,
@@ -24,7 +25,6 @@ from authz.errors import (
     TokenMalformed,
     TokenTooLarge,
 )
-from authz.request import RequestView
 
 __all__ = ["bearer"]
 

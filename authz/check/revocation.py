@@ -21,8 +21,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from authz.check.verify import VerifiedToken
 from authz.errors import ConfigError, TokenRevoked
-from authz.verify import VerifiedToken
 from authz.watch import WholeFile
 
 __all__ = ["DenyList", "RevocationList", "parse_deny_list"]

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from jwt.algorithms import Algorithm, get_default_algorithms
 
-from authz.cache import CachedToken, VerifiedCache, digest
-from authz.config import Config, IssuerConfig
+from authz.check.cache import CachedToken, VerifiedCache, digest
+from authz.config.models import Config, IssuerConfig
 from authz.errors import (
     AlgorithmNotAllowed,
     AudienceMismatch,
@@ -45,8 +45,8 @@ from authz.errors import (
     UnknownIssuer,
     UnknownKey,
 )
-from authz.keys import KeySource, VerificationKey
-from authz.metrics import key_events
+from authz.keys.sources import KeySource, VerificationKey
+from authz.observability.metrics import key_events
 
 __all__ = ["Clock", "SystemClock", "VerifiedToken", "Verifier", "fingerprint"]
 

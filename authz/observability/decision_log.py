@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from authz.audit import redact
-from authz.decision import Decision
-from authz.request import RequestView
+from authz.check.decision import Decision
+from authz.check.request import RequestView
+from authz.observability.audit import redact
 
 __all__ = ["BURST", "RATE", "SUMMARY_EVERY", "DecisionLog", "TokenBucket"]
 
@@ -54,7 +54,7 @@ class TokenBucket:
 
 
 class DecisionLog:
-    """Writes the decision lines of one server to ``logger`` (``authz.decision``)."""
+    """Writes the decision lines of one server to ``logger`` (``authz.check.decision``)."""
 
     def __init__(
         self,
@@ -64,7 +64,7 @@ class DecisionLog:
         burst: int = BURST,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._log = logger or logging.getLogger("authz.decision")
+        self._log = logger or logging.getLogger("authz.check.decision")
         self._bucket = TokenBucket(rate, burst, clock)
         self._clock = clock
         self._suppressed = 0

@@ -20,7 +20,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from authz.keys import VerificationKey
+from authz.keys.sources import VerificationKey
 
 T = TypeVar("T")
 

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from authz.config import EnvoyConfig
+from authz.check.request import RequestView
+from authz.config.models import EnvoyConfig
 from authz.errors import RequestTooLarge
-from authz.request import RequestView
 
 __all__ = ["check_header_budget"]
 

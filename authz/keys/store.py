@@ -35,17 +35,17 @@ from typing import Any
 
 from opentelemetry.trace import Tracer
 
-from authz.config import Config, FetchConfig, IssuerConfig, KeySourceConfig
+from authz.config.models import Config, FetchConfig, IssuerConfig, KeySourceConfig
 from authz.errors import ConfigError
-from authz.fetch import FetchError, HttpFetcher
-from authz.keys import (
+from authz.keys.fetch import FetchError, HttpFetcher
+from authz.keys.sources import (
     IssuerKeys,
     VerificationKey,
     combine,
     keys_from_jwks,
     load_local_source,
 )
-from authz.metrics import key_events
+from authz.observability.metrics import key_events
 
 __all__ = ["FetcherFactory", "IssuerStatus", "KeyStore", "MonotonicClock", "next_delay"]
 

@@ -16,7 +16,7 @@ from google.rpc import code_pb2, status_pb2
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz._proto.envoy.type.v3 import http_status_pb2
-from authz.decision import Decision
+from authz.check.decision import Decision
 from authz.errors import AuthzError, Forbidden
 
 __all__ = ["build", "www_authenticate"]

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from authz.paths import config_path
+from authz.check.paths import config_path
 
 __all__ = [
     "ClaimMatcherConfig",

@@ -33,9 +33,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.claims import claim_value
-from authz.config import IdentityConfig
-from authz.config_rules import RouteIdentityConfig, claim_path
+from authz.check.claims import claim_value
+from authz.config.models import IdentityConfig
+from authz.config.rules import RouteIdentityConfig, claim_path
 from authz.errors import ClaimInvalid
 
 __all__ = ["MAX_HEADER_VALUE", "IdentityPlan", "identity_headers", "scopes"]

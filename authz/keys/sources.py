@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
-from authz.config import Config, IssuerConfig, KeySourceConfig
+from authz.config.models import Config, IssuerConfig, KeySourceConfig
 from authz.errors import ConfigError
 
 __all__ = [

@@ -32,8 +32,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from authz.config import Config
-from authz.credentials import bearer
+from authz.check.credentials import bearer
+from authz.check.header_budget import check_header_budget
+from authz.check.policy import OPTIONAL, PUBLIC, Check, Match, Policy, Route
+from authz.check.request import RequestView
+from authz.check.revocation import RevocationList
+from authz.check.steps import step
+from authz.check.verify import VerifiedToken, fingerprint
+from authz.config.models import Config
 from authz.errors import (
     AuthzError,
     Forbidden,
@@ -42,12 +48,6 @@ from authz.errors import (
     RequestTooLarge,
     UnknownKey,
 )
-from authz.header_budget import check_header_budget
-from authz.policy import OPTIONAL, PUBLIC, Check, Match, Policy, Route
-from authz.request import RequestView
-from authz.revocation import RevocationList
-from authz.steps import step
-from authz.verify import VerifiedToken, fingerprint
 
 __all__ = ["DRY_RUN", "Decider", "Decision", "Refetch", "Step", "TokenVerifier", "Unenforced"]
 
@@ -157,7 +157,7 @@ class Decider:
         progress = _Progress()
         shadows: list[Unenforced] = []
         try:
-            # Each phase is an event on the Check's span (authz.steps).
+            # Each phase is an event on the Check's span (authz.check.steps).
             with step("extract"):
                 self._check_size(request)
                 progress.stage = "route"
