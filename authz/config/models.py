@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     field_validator,
     model_validator,
 )
 
+from authz.config.base import Model, PathModel, check_listen
 from authz.config.observability import AuditConfig, TelemetryConfig
 from authz.config.rules import (
     ClaimPath,
@@ -55,27 +54,11 @@ Algorithm = Literal[
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 
 _HEADER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_LISTEN_TCP = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
 _REALM = re.compile(r"^[\x20-\x7e]*$")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-_PATH_KEYS = ("jwks_file", "pem_file", "secret_file", "ca_file", "token_file")
-
-
-class _PathModel(_Model):
-    @model_validator(mode="before")
-    @classmethod
-    def _paths_from_strings(cls, data: Any) -> Any:
-        # Strict mode refuses str for Path; YAML only has strings.
-        if isinstance(data, dict):
-            for key in _PATH_KEYS:
-                if isinstance(data.get(key), str):
-                    data = {**data, key: Path(data[key])}
-        return data
+class _PathModel(PathModel):
+    PATH_KEYS = ("jwks_file", "pem_file", "secret_file", "ca_file", "token_file")
 
 
 class KubernetesSource(_PathModel):
@@ -173,7 +156,7 @@ class FetchConfig(_PathModel):
         return self
 
 
-class IssuerConfig(_Model):
+class IssuerConfig(Model):
     issuer: str = Field(min_length=1)
     audiences: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
     algorithms: Annotated[list[Algorithm], Field(min_length=1)]
@@ -230,7 +213,7 @@ def _default_headers() -> dict[str, str | list[str]]:
     return {"x-auth-subject": "sub", "x-auth-issuer": "iss", "x-auth-scopes": "scope"}
 
 
-class IdentityConfig(_Model):
+class IdentityConfig(Model):
     """Verified identity handed to the upstream service as request headers.
 
     Every client-sent header whose name starts with ``namespace`` is removed,
@@ -272,7 +255,7 @@ class IdentityConfig(_Model):
         return self
 
 
-class EnvoyConfig(_Model):
+class EnvoyConfig(Model):
     """What authz must know of the Envoy in front of it: its request header limits.
 
     Envoy refuses (500, empty body) an allow whose header changes take the
@@ -297,7 +280,7 @@ def check_identity_header(header: str, namespace: str) -> None:
         )
 
 
-class Config(_Model):
+class Config(Model):
     listen: str = "127.0.0.1:9001"
     grace_period_seconds: float = Field(default=10.0, ge=0, le=300)
     # On SIGTERM, health turns NOT_SERVING at once but Checks are still answered
@@ -337,14 +320,7 @@ class Config(_Model):
     @field_validator("listen")
     @classmethod
     def _listen_address(cls, value: str) -> str:
-        if value.startswith("unix:"):
-            if len(value) <= len("unix:"):
-                raise ValueError("unix: needs a socket path, e.g. unix:/run/authz/authz.sock")
-            return value
-        match = _LISTEN_TCP.match(value)
-        if not match or not 0 <= int(match["port"]) <= 65535:
-            raise ValueError("expected HOST:PORT, [IPv6]:PORT or unix:PATH")
-        return value
+        return check_listen(value, unix=True)
 
     @field_validator("realm")
     @classmethod

@@ -28,18 +28,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from authz.config.base import Model, PathModel, check_listen
 
 __all__ = ["AuditConfig", "MetricsConfig", "TelemetryConfig", "TracingConfig"]
 
-_LISTEN_TCP = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
 _ENDPOINT = re.compile(r"^https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?/?$")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def _check_endpoint(value: str | None) -> str | None:
@@ -48,7 +45,7 @@ def _check_endpoint(value: str | None) -> str | None:
     return value
 
 
-class TracingConfig(_Model):
+class TracingConfig(Model):
     # None: the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT
     # decide; with neither (nor OTEL_TRACES_EXPORTER=otlp), tracing is off.
     endpoint: str | None = None
@@ -63,7 +60,7 @@ class TracingConfig(_Model):
         return _check_endpoint(value)
 
 
-class MetricsConfig(_Model):
+class MetricsConfig(Model):
     # Off unless set: an extra open port should be a decision, and several
     # instances on one host would otherwise fight over a default port.
     listen: str | None = None
@@ -73,12 +70,7 @@ class MetricsConfig(_Model):
     @field_validator("listen")
     @classmethod
     def _listen_address(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        match = _LISTEN_TCP.match(value)
-        if not match or not 0 <= int(match["port"]) <= 65535:
-            raise ValueError("expected HOST:PORT or [IPv6]:PORT (port 0: any free port)")
-        return value
+        return value if value is None else check_listen(value, unix=False)
 
     @field_validator("otlp_endpoint")
     @classmethod
@@ -86,13 +78,15 @@ class MetricsConfig(_Model):
         return _check_endpoint(value)
 
 
-class TelemetryConfig(_Model):
+class TelemetryConfig(Model):
     service_name: str | None = Field(default=None, min_length=1, max_length=200)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
-class AuditConfig(_Model):
+class AuditConfig(PathModel):
+    PATH_KEYS = ("file",)
+
     """Where audit records go. Both sinks may be on; at least one must be."""
 
     stdout: bool = True
@@ -109,14 +103,6 @@ class AuditConfig(_Model):
     # Envoy's status_on_error (503 in every Envoy config shipped here; Envoy's
     # own default is 403). authz cannot see it, so it is told.
     late_status: int = Field(default=503, ge=400, le=599)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _path_from_string(cls, data: Any) -> Any:
-        # Strict mode refuses str for Path; YAML only has strings.
-        if isinstance(data, dict) and isinstance(data.get("file"), str):
-            data = {**data, "file": Path(data["file"])}
-        return data
 
     @model_validator(mode="after")
     def _some_sink(self) -> AuditConfig:

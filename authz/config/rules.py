@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from authz.check.paths import config_path
+from authz.config.base import Model, PathModel
 
 __all__ = [
     "ClaimMatcherConfig",
@@ -37,11 +38,6 @@ _HOST = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$|^\[[0-9a-f:.]+\]$")
 _METHOD = re.compile(r"^[A-Z][A-Z_-]*$")
 _PARAM = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_]*\}$")
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
-
-
-class _Model(BaseModel):
-    # The same settings as config._Model: unknown keys are errors, no coercion.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 def claim_path(value: str | list[str]) -> tuple[str, ...]:
@@ -91,7 +87,7 @@ def _valid_pattern(value: str) -> str:
     )
 
 
-class MatchConfig(_Model):
+class MatchConfig(Model):
     """Which requests a route takes; every condition given must hold."""
 
     hosts: Annotated[list[str], Field(min_length=1)] | None = None
@@ -117,7 +113,7 @@ class MatchConfig(_Model):
         return self
 
 
-class ClaimMatcherConfig(_Model):
+class ClaimMatcherConfig(Model):
     """One claim compared with a value: exactly one of equals, one_of, contains."""
 
     claim: ClaimPath
@@ -138,7 +134,7 @@ class ClaimMatcherConfig(_Model):
         return self
 
 
-class RequirementConfig(_Model):
+class RequirementConfig(Model):
     """What a verified token must carry. Every key given must hold (all of them).
 
     ``issuers`` (one of), ``scopes`` (all), ``roles`` (all), ``claims`` (all),
@@ -164,7 +160,7 @@ class RequirementConfig(_Model):
         return self
 
 
-class RouteIdentityConfig(_Model):
+class RouteIdentityConfig(Model):
     """Per-route changes to the ``identity`` section; what is not given is inherited."""
 
     headers: dict[str, ClaimPath] | None = None
@@ -173,7 +169,7 @@ class RouteIdentityConfig(_Model):
     strip_authorization: bool | None = None
 
 
-class RouteConfig(_Model):
+class RouteConfig(Model):
     name: str
     match: MatchConfig = Field(default_factory=MatchConfig)
     # No default: whether a route needs a token is the first thing to state.
@@ -195,15 +191,9 @@ class RouteConfig(_Model):
         return self
 
 
-class RevocationConfig(_Model):
+class RevocationConfig(PathModel):
     """A deny-list file: one ``jti:VALUE`` or ``sub:VALUE`` per line, ``#`` comments."""
 
-    file: Path
+    PATH_KEYS = ("file",)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _path_from_string(cls, data: Any) -> Any:
-        # Strict mode refuses str for Path; YAML only has strings.
-        if isinstance(data, dict) and isinstance(data.get("file"), str):
-            data = {**data, "file": Path(data["file"])}
-        return data
+    file: Path
