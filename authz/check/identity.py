@@ -38,10 +38,8 @@ from authz.config.models import IdentityConfig
 from authz.config.rules import RouteIdentityConfig, claim_path
 from authz.errors import ClaimInvalid
 
-__all__ = ["MAX_HEADER_VALUE", "IdentityPlan", "identity_headers", "scopes"]
+__all__ = ["IdentityPlan", "scopes"]
 
-# The default of identity.max_header_bytes.
-MAX_HEADER_VALUE = 4096
 # What a header value may hold so that the upstream reads exactly what the
 # rules checked: visible ASCII and spaces (and no space at either end).
 _CARRIED = re.compile(r"[\x20-\x7e]*")
@@ -147,11 +145,6 @@ class IdentityPlan:
                 f"identity headers total {total} bytes; the limit is {self.max_total_bytes}"
             )
         return result
-
-
-def identity_headers(claims: Mapping[str, Any], config: IdentityConfig) -> list[tuple[str, str]]:
-    """The global identity headers for ``claims`` (without the payload header)."""
-    return IdentityPlan.from_config(config).render(claims)
 
 
 def _payload_segment(token_text: str) -> str:

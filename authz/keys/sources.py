@@ -30,7 +30,6 @@ __all__ = [
     "IssuerKeys",
     "KeySource",
     "ManagedKeySource",
-    "StaticKeySource",
     "VerificationKey",
     "combine",
     "compatible_algorithms",
@@ -96,23 +95,6 @@ class ManagedKeySource(KeySource, Protocol):
     def add_listener(self, listener: Callable[[], None]) -> None: ...
 
     async def refetch(self, issuer: str, budget: float) -> bool: ...
-
-
-class StaticKeySource:
-    """Keys loaded once from files and inline JWKS at start-up."""
-
-    def __init__(self, keys: Mapping[str, IssuerKeys]) -> None:
-        self._keys = dict(keys)
-
-    @classmethod
-    def from_config(cls, config: Config) -> StaticKeySource:
-        return cls({issuer.issuer: load_issuer_keys(issuer, config) for issuer in config.issuers})
-
-    def keys_for(self, issuer: str) -> IssuerKeys | None:
-        return self._keys.get(issuer)
-
-    def ready(self) -> bool:
-        return all(keys.usable for keys in self._keys.values())
 
 
 def compatible_algorithms(key: PublicKey | bytes) -> tuple[str, frozenset[str]]:

@@ -42,10 +42,10 @@ from authz.config.loader import load_config
 from authz.config.models import Config
 from authz.dev.keys import load_private, write_keypair
 from authz.dev.tokens import claims_for, mint
-from authz.keys.sources import StaticKeySource
 from authz.observability.observe import Observability
 from authz.runtime import build_runtime
 from authz.server import AuthorizationService
+from tests.support.doubles import StaticKeySource
 
 ISSUER = "https://idp.bench"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0{}"

@@ -24,7 +24,7 @@ from authz.check.verify import Verifier
 from authz.config.loader import parse_config
 from authz.dev.keys import load_private, write_keypair
 from authz.dev.tokens import claims_for, mint
-from authz.keys.sources import StaticKeySource
+from tests.support.doubles import StaticKeySource
 
 ISSUER = "https://idp.bench.test"
 

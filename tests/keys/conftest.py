@@ -16,19 +16,6 @@ from authz.dev.keys import PrivateKey, generate, public_jwk
 from tests.support.idp import FakeIdP, LoopbackCA
 
 
-class FakeClock:
-    """Monotonic time the test moves by hand."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.value = start
-
-    def now(self) -> float:
-        return self.value
-
-    def advance(self, seconds: float) -> None:
-        self.value += seconds
-
-
 @pytest.fixture(scope="session")
 def test_ca(tmp_path_factory: pytest.TempPathFactory) -> LoopbackCA:
     return LoopbackCA.create(tmp_path_factory.mktemp("ca"))

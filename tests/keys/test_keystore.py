@@ -16,7 +16,8 @@ from authz.dev.keys import PrivateKey
 from authz.dev.tokens import claims_for, mint
 from authz.errors import KeysUnavailable, UnknownKey
 from authz.keys.store import KeyStore, next_delay
-from tests.keys.conftest import FakeClock, issuer_config, jwks, until
+from tests.keys.conftest import issuer_config, jwks, until
+from tests.support.clock import FakeClock
 from tests.support.forge import b64url_json
 from tests.support.idp import DISCOVERY_PATH, JWKS_PATH, KUBERNETES_JWKS_PATH, FakeIdP, LoopbackCA
 

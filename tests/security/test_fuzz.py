@@ -21,8 +21,8 @@ from authz.check.decision import Decider, Decision
 from authz.check.request import view
 from authz.check.verify import Verifier
 from authz.config.loader import load_config
-from authz.keys.sources import StaticKeySource
 from tests.security.corpus import AUDIENCE, HMAC_ISSUER, ISSUER, SECRET, Material, hs, rs
+from tests.support.doubles import StaticKeySource
 
 B64URL = string.ascii_letters + string.digits + "-_"
 NOW = time.time()

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authz.config.models import Config
 from authz.errors import ConfigError
-from authz.keys.sources import IssuerKeys, StaticKeySource
+from authz.keys.sources import IssuerKeys
 from authz.observability.audit import SCHEMA_PATH, AuditWriter
 from authz.observability.metrics import Metrics
 from authz.observability.observe import Observability
@@ -48,6 +48,7 @@ from tests.service.svc_helpers import (
     check_request,
     fingerprint,
 )
+from tests.support.doubles import StaticKeySource
 from tests.support.otlp import OtlpHttpReceiver, OtlpReceiver
 
 ENVOY_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

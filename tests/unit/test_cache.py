@@ -19,17 +19,10 @@ from authz.dev.keys import PrivateKey, generate, public_jwk
 from authz.dev.tokens import claims_for, mint
 from authz.errors import SignatureInvalid, TokenExpired, UnknownKey
 from authz.keys.sources import IssuerKeys, combine, keys_from_jwks
+from tests.support.clock import FakeClock
 
 ISS = "https://cache.test"
 NOW = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.value = NOW
-
-    def now(self) -> float:
-        return self.value
 
 
 class Keys:
@@ -74,14 +67,14 @@ def _token(key: PrivateKey, kid: str | None = "k1", **claims: Any) -> str:
 
 
 def test_a_repeated_token_is_served_from_the_cache(signer: PrivateKey) -> None:
-    verifier = Verifier(_config(), Keys((signer, "k1")), Clock())
+    verifier = Verifier(_config(), Keys((signer, "k1")), FakeClock(NOW))
     token = _token(signer)
     first = verifier.verify(token)
     assert verifier.verify(token) is first  # the very same result: nothing re-parsed
 
 
 def test_an_entry_ends_with_exp_plus_leeway(signer: PrivateKey) -> None:
-    clock = Clock()
+    clock = FakeClock(NOW)
     verifier = Verifier(_config(), Keys((signer, "k1")), clock)
     token = _token(signer)
     verifier.verify(token)
@@ -96,7 +89,7 @@ def test_a_token_without_kid_is_served_from_the_cache_too(signer: PrivateKey) ->
     # The issuer's one key has a kid; the token names none: the key is the only
     # candidate, and the cache must recognise it as still current.
     keys = Keys((signer, "k1"))
-    verifier = Verifier(_config(), keys, Clock())
+    verifier = Verifier(_config(), keys, FakeClock(NOW))
     token = _token(signer, kid=None)
     first = verifier.verify(token)
     assert first.kid is None
@@ -108,7 +101,7 @@ def test_a_token_without_kid_is_served_from_the_cache_too(signer: PrivateKey) ->
 
 def test_an_entry_ends_when_its_key_is_removed(signer: PrivateKey) -> None:
     keys = Keys((signer, "k1"))
-    verifier = Verifier(_config(), keys, Clock())
+    verifier = Verifier(_config(), keys, FakeClock(NOW))
     token = _token(signer)
     verifier.verify(token)
     keys.publish((generate("RS256"), "k2"))  # a refresh without k1
@@ -118,7 +111,7 @@ def test_an_entry_ends_when_its_key_is_removed(signer: PrivateKey) -> None:
 
 def test_an_entry_ends_when_its_kid_names_another_key(signer: PrivateKey) -> None:
     keys = Keys((signer, "k1"))
-    verifier = Verifier(_config(), keys, Clock())
+    verifier = Verifier(_config(), keys, FakeClock(NOW))
     token = _token(signer)
     verifier.verify(token)
     keys.publish((generate("RS256"), "k1"))  # same kid, a different key
@@ -128,7 +121,7 @@ def test_an_entry_ends_when_its_kid_names_another_key(signer: PrivateKey) -> Non
 
 def test_the_same_key_republished_keeps_working(signer: PrivateKey) -> None:
     keys = Keys((signer, "k1"))
-    verifier = Verifier(_config(), keys, Clock())
+    verifier = Verifier(_config(), keys, FakeClock(NOW))
     token = _token(signer)
     first = verifier.verify(token)
     keys.publish((signer, "k1"))  # a refresh: new objects for the same key
@@ -139,7 +132,7 @@ def test_the_same_key_republished_keeps_working(signer: PrivateKey) -> None:
 
 def test_failures_are_not_cached(signer: PrivateKey) -> None:
     keys = Keys((generate("RS256"), "k0"))
-    verifier = Verifier(_config(), keys, Clock())
+    verifier = Verifier(_config(), keys, FakeClock(NOW))
     token = _token(signer)
     with pytest.raises(UnknownKey):
         verifier.verify(token)
@@ -158,7 +151,7 @@ def test_the_cache_is_bounded_oldest_first() -> None:
 
 
 def test_cache_off(signer: PrivateKey) -> None:
-    verifier = Verifier(_config(entries=0), Keys((signer, "k1")), Clock())
+    verifier = Verifier(_config(entries=0), Keys((signer, "k1")), FakeClock(NOW))
     token = _token(signer)
     assert verifier.verify(token) is not verifier.verify(token)
 
@@ -167,7 +160,7 @@ def test_revocation_still_applies_to_a_cached_token(signer: PrivateKey, tmp_path
     revoked = tmp_path / "revoked.txt"
     revoked.write_text("")
     config = _config(extra=f"revocation: {{file: {revoked}}}\n")
-    verifier = Verifier(config, Keys((signer, "k1")), Clock())
+    verifier = Verifier(config, Keys((signer, "k1")), FakeClock(NOW))
     revocations = RevocationList(revoked)
     decider = Decider(config, verifier, revocations)
     token = _token(signer, jti="t-7")

@@ -25,19 +25,13 @@ from authz.errors import (
     MultipleCredentials,
     TokenExpired,
 )
-from authz.keys.sources import IssuerKeys, StaticKeySource
+from authz.keys.sources import IssuerKeys
+from tests.support.clock import FakeClock
+from tests.support.doubles import StaticKeySource
 
 ISS = "https://idp.example"
 AUD = "api"
 T0 = 1_700_000_000
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.value = now
-
-    def now(self) -> float:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -77,7 +71,7 @@ identity:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture
@@ -251,7 +245,7 @@ def test_keys_unavailable(env: Env) -> None:
         def ready(self) -> bool:
             return False
 
-    decider = Decider(env.config, Verifier(env.config, NoKeys(), FakeClock()))
+    decider = Decider(env.config, Verifier(env.config, NoKeys(), FakeClock(T0)))
     decision = _decide(decider, _request(_token(env)))
     assert (decision.allowed, decision.status, decision.reason) == (
         False,

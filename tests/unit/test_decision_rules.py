@@ -18,7 +18,8 @@ from authz.config.loader import parse_config
 from authz.config.models import Config, EnvoyConfig
 from authz.dev.tokens import claims_for, mint
 from authz.errors import Forbidden, InvalidPath, NoRoute, TokenRevoked
-from authz.keys.sources import StaticKeySource
+from tests.support.clock import FakeClock
+from tests.support.doubles import StaticKeySource
 
 ISS = "https://idp.example"
 AUD = "api"
@@ -84,14 +85,6 @@ routes:
 """
 
 
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.value = now
-
-    def now(self) -> float:
-        return self.value
-
-
 @dataclass(frozen=True)
 class Env:
     config: Config
@@ -134,7 +127,7 @@ def shadow_first(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Env:
 @pytest.fixture
 def decider(env: Env) -> Decider:
     keys = StaticKeySource.from_config(env.config)
-    return Decider(env.config, Verifier(env.config, keys, FakeClock()))
+    return Decider(env.config, Verifier(env.config, keys, FakeClock(T0)))
 
 
 def _decide(decider: Decider, request: RequestView, trace: list[Step] | None = None) -> Decision:
@@ -333,7 +326,7 @@ def test_revoked_token_on_an_optional_route_is_401(env: Env, decider: Decider) -
 def test_revocation_is_never_silently_off(env: Env) -> None:
     # A Decider built without a list loads the one the configuration names.
     keys = StaticKeySource.from_config(env.config)
-    decider = Decider(env.config, Verifier(env.config, keys, FakeClock()))
+    decider = Decider(env.config, Verifier(env.config, keys, FakeClock(T0)))
     decision = _decide(decider, _request("/orders/1", env.token(jti="stolen-1")))
     assert decision.reason == "token_revoked"
 
@@ -389,7 +382,7 @@ def test_shadow_route_identity_never_reaches_upstream(shadow_first: Env) -> None
     # public route decides, so the request goes upstream anonymous.
     env = shadow_first
     keys = StaticKeySource.from_config(env.config)
-    decider = Decider(env.config, Verifier(env.config, keys, FakeClock()))
+    decider = Decider(env.config, Verifier(env.config, keys, FakeClock(T0)))
     decision = _decide(decider, _request("/healthz", env.token(realm_access={"roles": ["a"]})))
     assert (decision.allowed, decision.route) == (True, "health")
     assert decision.headers_to_set == ()
@@ -407,7 +400,7 @@ def test_shadow_and_deciding_route_verify_the_token_once(env: Env) -> None:
             return self.inner.verify(token)
 
     keys = StaticKeySource.from_config(env.config)
-    verifier = Counting(Verifier(env.config, keys, FakeClock()))
+    verifier = Counting(Verifier(env.config, keys, FakeClock(T0)))
     decider = Decider(env.config, verifier)
     decision = _decide(decider, _request("/orders/admin/x", env.token(scopes="orders:read")))
     assert decision.allowed
@@ -441,7 +434,7 @@ def test_shadow_internal_error_is_reported_and_the_next_route_decides(
 def test_two_shadow_routes_are_both_reported(shadow_first: Env) -> None:
     env = shadow_first
     keys = StaticKeySource.from_config(env.config)
-    decider = Decider(env.config, Verifier(env.config, keys, FakeClock()))
+    decider = Decider(env.config, Verifier(env.config, keys, FakeClock(T0)))
     trace: list[Step] = []
     decision = _decide(decider, _request("/orders/1", env.token(scopes="orders:read")), trace)
     assert (decision.reason, decision.route) == ("allowed", "orders")
@@ -458,7 +451,7 @@ def test_two_shadow_routes_are_both_reported(shadow_first: Env) -> None:
 @pytest.fixture
 def dry_run(env: Env) -> Decider:
     config = env.config.model_copy(update={"dry_run": True})
-    return Decider(config, Verifier(config, StaticKeySource.from_config(config), FakeClock()))
+    return Decider(config, Verifier(config, StaticKeySource.from_config(config), FakeClock(T0)))
 
 
 def test_dry_run_allows_a_missing_token_and_records_the_deny(dry_run: Decider) -> None:
@@ -486,7 +479,7 @@ def test_dry_run_drops_an_identity_past_envoys_header_limits(env: Env) -> None:
     config = env.config.model_copy(
         update={"dry_run": True, "envoy": EnvoyConfig(max_request_headers_count=2)}
     )
-    decider = Decider(config, Verifier(config, StaticKeySource.from_config(config), FakeClock()))
+    decider = Decider(config, Verifier(config, StaticKeySource.from_config(config), FakeClock(T0)))
     decision = _decide(decider, _request("/orders/1", env.token(scopes="x")))
     assert (decision.allowed, decision.reason) == (True, "dry_run")
     assert decision.dry_run is not None

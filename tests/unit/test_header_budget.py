@@ -23,7 +23,7 @@ from authz.config.loader import parse_config
 from authz.config.models import EnvoyConfig
 from authz.dev.tokens import claims_for, mint
 from authz.errors import RequestTooLarge
-from authz.keys.sources import StaticKeySource
+from tests.support.doubles import StaticKeySource
 
 LIMITS = EnvoyConfig(max_request_headers_count=10, max_request_headers_kb=1)
 # What Envoy shows authz of a bare HTTP/1.1 GET: 8 entries, 168 bytes.

@@ -6,10 +6,11 @@ from typing import Any
 
 import pytest
 
-from authz.check.identity import MAX_HEADER_VALUE, IdentityPlan, identity_headers, scopes
+from authz.check.identity import IdentityPlan, scopes
 from authz.config.models import IdentityConfig
 from authz.config.rules import RouteIdentityConfig
 from authz.errors import ClaimInvalid
+from tests.support.doubles import MAX_HEADER_VALUE, identity_headers
 
 DEFAULT = IdentityConfig()
 WIDE = IdentityConfig(

@@ -35,7 +35,7 @@ from authz.errors import (
     TokenExpired,
     TokenRevoked,
 )
-from authz.keys.sources import StaticKeySource
+from tests.support.doubles import StaticKeySource
 
 ISS = "https://idp.example"
 INVALID_TOKEN_CHALLENGE = (

@@ -46,7 +46,9 @@ from authz.errors import (
     UnknownIssuer,
     UnknownKey,
 )
-from authz.keys.sources import IssuerKeys, KeySource, StaticKeySource
+from authz.keys.sources import IssuerKeys, KeySource
+from tests.support.clock import FakeClock
+from tests.support.doubles import StaticKeySource
 
 ISS = "https://issuer.test"
 HS_ISS = "https://hmac.test"
@@ -56,14 +58,6 @@ AUD = "api"
 T0 = 1_700_000_000
 LEEWAY = 30
 _ALGS = get_default_algorithms()
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.value = now
-
-    def now(self) -> float:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -155,7 +149,7 @@ issuers:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture
@@ -764,7 +758,7 @@ def test_payload_not_json(env: Env, verifier: Verifier, payload: bytes) -> None:
 
 def test_deeply_nested_json(env: Env) -> None:
     config = env.config.model_copy(update={"max_token_bytes": 300_000})
-    verifier = Verifier(config, env.keys, FakeClock())
+    verifier = Verifier(config, env.keys, FakeClock(T0))
     token = craft({"alg": "RS256", "kid": "rsa"}, b"[" * 100_000, key=None)
     assert len(token) < 300_000
     assert_rejected(verifier, token, TokenMalformed)
@@ -772,7 +766,7 @@ def test_deeply_nested_json(env: Env) -> None:
 
 def test_deeply_nested_header(env: Env) -> None:
     config = env.config.model_copy(update={"max_token_bytes": 300_000})
-    verifier = Verifier(config, env.keys, FakeClock())
+    verifier = Verifier(config, env.keys, FakeClock(T0))
     token = craft(b'{"x":[' * 30_000, claims(), key=None)
     assert_rejected(verifier, token, TokenMalformed)
 
@@ -831,14 +825,14 @@ class BrokenKeys:
 
 @pytest.mark.parametrize("source", [NoKeys(), EmptyKeys()], ids=["none", "empty"])
 def test_keys_unavailable(env: Env, source: KeySource) -> None:
-    verifier = Verifier(env.config, source, FakeClock())
+    verifier = Verifier(env.config, source, FakeClock(T0))
     error = assert_rejected(verifier, rs256(env, claims()), KeysUnavailable)
     assert error.status == 503
     assert error.reason == "keys_unavailable"
 
 
 def test_unexpected_exception_becomes_internal_error(env: Env) -> None:
-    verifier = Verifier(env.config, BrokenKeys(), FakeClock())
+    verifier = Verifier(env.config, BrokenKeys(), FakeClock(T0))
     error = assert_rejected(verifier, rs256(env, claims()), InternalError)
     assert error.status == 503
     assert error.reason == "internal_error"
@@ -860,14 +854,14 @@ def test_key_source_is_consulted_per_token(env: Env) -> None:
             return True
 
     source = Rotating()
-    verifier = Verifier(env.config, source, FakeClock())
+    verifier = Verifier(env.config, source, FakeClock(T0))
     verifier.verify(rs256(env, claims()))
     assert source.calls == [ISS]
 
 
 def test_issuer_is_checked_before_keys(env: Env) -> None:
     # An unknown issuer never reaches the key source (no lookups an attacker can steer).
-    verifier = Verifier(env.config, BrokenKeys(), FakeClock())
+    verifier = Verifier(env.config, BrokenKeys(), FakeClock(T0))
     assert_rejected(verifier, rs256(env, claims(iss="https://evil.test")), UnknownIssuer)
 
 

@@ -1,0 +1,38 @@
+"""Test doubles for seams of the service: a key source of fixed keys, identity
+headers rendered outside a route. They live here, not in the product."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from authz.check.identity import IdentityPlan
+from authz.config.models import Config, IdentityConfig
+from authz.keys.sources import IssuerKeys, load_issuer_keys
+
+__all__ = ["MAX_HEADER_VALUE", "StaticKeySource", "identity_headers"]
+
+# The default of identity.max_header_bytes.
+MAX_HEADER_VALUE = IdentityConfig().max_header_bytes
+
+
+class StaticKeySource:
+    """Keys loaded once from the configuration's files and inline JWKS."""
+
+    def __init__(self, keys: Mapping[str, IssuerKeys]) -> None:
+        self._keys = dict(keys)
+
+    @classmethod
+    def from_config(cls, config: Config) -> StaticKeySource:
+        return cls({issuer.issuer: load_issuer_keys(issuer, config) for issuer in config.issuers})
+
+    def keys_for(self, issuer: str) -> IssuerKeys | None:
+        return self._keys.get(issuer)
+
+    def ready(self) -> bool:
+        return all(keys.usable for keys in self._keys.values())
+
+
+def identity_headers(claims: Mapping[str, Any], config: IdentityConfig) -> list[tuple[str, str]]:
+    """The global identity headers for ``claims`` (without the payload header)."""
+    return IdentityPlan.from_config(config).render(claims)
