@@ -6,7 +6,8 @@ and one whose JWKS endpoint (a stand-in identity provider on loopback) answers
 evaluates the PrometheusRule's groups, unchanged but for shorter ``for:``
 durations. The failing issuer's key fetches must raise AuthzKeyFetchesFailing,
 its tokens' 503s AuthzKeysUnavailable, and the fetches' recovery must clear
-the first; every rule must evaluate without error, and every query of the
+the first; a broken configuration file must raise AuthzReloadFailed; every
+rule must evaluate without error, and every query of the
 Grafana dashboard must run and, where its metric exists from start-up or from
 the Checks sent here, return data.
 """
@@ -44,9 +45,9 @@ LOCAL = "https://local.example"
 AUDIENCE = "orders"
 KID = "k1"
 SCRAPE = "250ms"
-# Metrics that exist only once their event happened (a sink failing, a
-# configuration reload); their panels may show nothing here.
-EVENT_ONLY = frozenset({"authz_audit_write_errors_total", "authz_reloads_total"})
+# Metrics that exist only once their event happened (a sink failing); their
+# panels may show nothing here.
+EVENT_ONLY = frozenset({"authz_audit_write_errors_total"})
 METRIC = re.compile(r"\b((?:authz|process|python)_[a-z_]+|up)\b(?!\s*\()")
 
 
@@ -75,6 +76,7 @@ def authz_config(jwks_file: Path, idp: FakeIdP) -> dict[str, Any]:
     return {
         "listen": "127.0.0.1:0",
         "grace_period_seconds": 1,
+        "watch_interval_seconds": 0.1,  # a changed file is seen (and refused) at once
         "telemetry": {"metrics": {"listen": "127.0.0.1:0"}},
         "issuers": [
             {
@@ -227,6 +229,23 @@ def test_failing_key_fetches_and_503s_raise_alerts_that_clear(monitored: Monitor
         "AuthzKeyFetchesFailing to clear",
         lambda: monitored.firing_for("AuthzKeyFetchesFailing", issuer) is None,
     )
+
+
+def test_a_refused_configuration_raises_an_alert(monitored: Monitored) -> None:
+    config = monitored.authz.config
+    good = config.read_text()
+    try:
+        config.write_text(good + "no_such_setting: true\n")
+        poll(
+            "AuthzReloadFailed",
+            lambda: any(
+                a["labels"]["alertname"] == "AuthzReloadFailed"
+                and a["labels"]["result"] == "failed"
+                for a in monitored.firing()
+            ),
+        )
+    finally:
+        config.write_text(good)
 
 
 def test_every_rule_evaluates_without_error(monitored: Monitored) -> None:
