@@ -37,7 +37,7 @@ ENVOY_TRACING = REPO_ROOT / "envoy" / "gateway-tracing.yaml"
 SCOPES = "orders:read orders:write"
 
 CONFIG = f"""\
-# Written by the demo; see README.md for every setting.
+# Written by the demo; see docs/configuration.md for every setting.
 listen: 127.0.0.1:0
 realm: demo
 issuers:
@@ -192,7 +192,7 @@ def _show_audit(stack: Stack, count: int) -> None:
         found = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
         return found if len(found) >= count else None
 
-    print("\nauthz's audit trail (one JSON line per decision; see README, Observability):")
+    print("\nauthz's audit trail (one JSON line per decision; see docs/observability.md):")
     for record in wait_for("audit records", records, 10, stack.authz.log):
         print(
             f"   {record['status']} {record['path']!s:<12} decision={record['decision']} "

@@ -129,7 +129,7 @@ def relative(target: Path, start: Path) -> str:
 
 
 def test_the_readme_patch_moves_the_scrape_rule_to_another_namespace(tmp_path: Path) -> None:
-    kubernetes = section("Deploy on Kubernetes")
+    kubernetes = section("Metrics, alerts and the dashboard")
     start = kubernetes.index("# my-monitoring/kustomization.yaml")
     block = kubernetes[start : kubernetes.index("```", start)]
     overlay: dict[str, Any] = yaml.safe_load(block)

@@ -21,7 +21,7 @@ import yaml
 
 from authz.config.loader import parse_config
 from authz.config.models import FetchConfig
-from authz.dev.stack import ENVOY_GATEWAY
+from authz.dev.stack import ENVOY_GATEWAY, REPO_ROOT
 from authz.observability.metrics import FETCH_RESULTS, RELOAD_RESULTS, known_reasons
 from tests.deploy.manifests import K8S, config_arg, container, find, mounted_file, render
 from tests.observability.prom import (
@@ -211,7 +211,7 @@ def test_the_label_values_matched_are_values_authz_reports() -> None:
 
 
 def test_the_readmes_scrape_job_for_prometheus_without_the_operator(tmp_path: Path) -> None:
-    kubernetes = section("Deploy on Kubernetes")
+    kubernetes = section("Metrics, alerts and the dashboard")
     start = kubernetes.index("rule_files: [authz-rules.yaml]")
     config_text = kubernetes[start : kubernetes.index("```", start)]
     config: dict[str, Any] = yaml.safe_load(config_text)
@@ -242,3 +242,14 @@ def test_every_authz_metric_used_is_in_the_metrics_modules_table() -> None:
     for name in used:
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         assert f"``{base}``" in table or f'"{base}"' in table, name
+
+
+def test_every_alert_has_its_runbook_in_the_operations_page() -> None:
+    # docs/operations.md, "When an alert fires": one heading per alert with the
+    # rule's severity, summary and runbook, so the page and the rules agree.
+    page = (REPO_ROOT / "docs" / "operations.md").read_text()
+    for name, rule in alerts().items():
+        heading = f"### {name} ({rule['labels']['severity']})"
+        assert heading in page, heading
+        entry = page[page.index(heading) : page.find("\n### ", page.index(heading) + 1)]
+        assert " ".join(rule["annotations"]["runbook"].split()) in entry, name
