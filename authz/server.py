@@ -93,9 +93,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 if isinstance(exc, UnicodeError | ValueError)
                 else InternalError(type(exc).__name__)
             )
-            decision = Decision(
-                allowed=False, status=error.status, reason=error.reason, error=error
-            )
+            decision = Decision.deny(error)
         # Decided, but past the deadline Envoy sent (its ext_authz timeout):
         # Envoy has already answered the client with its status_on_error. Not
         # seen here: a cancellation gRPC has not delivered yet (the loop was

@@ -30,7 +30,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from authz.check.credentials import bearer
 from authz.check.header_budget import check_header_budget
@@ -99,6 +99,19 @@ class Decision:
     def __post_init__(self) -> None:
         if not self.issuer and self.token is not None:
             object.__setattr__(self, "issuer", self.token.issuer)
+
+    @classmethod
+    def deny(cls, error: AuthzError, **context: Any) -> Decision:
+        """A deny whose status, reason and detail are ``error``'s; ``context`` sets
+        the rest (token, token_fingerprint, route, mode, shadows, issuer)."""
+        return cls(
+            allowed=False,
+            status=error.status,
+            reason=error.reason,
+            detail=error.detail,
+            error=error,
+            **context,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,12 +444,8 @@ class Decider:
     def _deny(
         error: AuthzError, progress: _Progress, match: Match | None, shadows: list[Unenforced]
     ) -> Decision:
-        return Decision(
-            allowed=False,
-            status=error.status,
-            reason=error.reason,
-            detail=error.detail,
-            error=error,
+        return Decision.deny(
+            error,
             # A token that verified (then was revoked or lacked a requirement)
             # names who was denied, for logs and access logs.
             token=progress.token,

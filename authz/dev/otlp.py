@@ -8,7 +8,6 @@ and lets a test poll for them with a deadline.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from authz.dev.stack import StackError, wait_for
 
 __all__ = ["OtlpHttpReceiver", "OtlpReceiver", "ReceivedSpan", "attributes"]
 
@@ -153,16 +154,10 @@ class OtlpReceiver:
     @staticmethod
     def poll(what: str, probe: Callable[[], T | None], timeout: float = 10.0) -> T:
         """``probe()``'s first non-None value, polled until ``timeout``; AssertionError after."""
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            value = probe()
-            if value is not None:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}")
-            time.sleep(delay)  # a poll interval, not a readiness guess
-            delay = min(delay * 2, 0.1)
+        try:
+            return wait_for(what, probe, timeout, None)
+        except StackError as exc:
+            raise AssertionError(str(exc)) from None
 
 
 class OtlpHttpReceiver(OtlpReceiver):

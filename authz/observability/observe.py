@@ -446,12 +446,8 @@ def _audit_destination(config: Config) -> tuple[bool, Path | None]:
 def _audit_unavailable(decision: Decision) -> Decision:
     """The 503 that stands in for ``decision`` when its record was not written."""
     error = AuditUnavailable("the decision's audit record could not be written")
-    return Decision(
-        allowed=False,
-        status=error.status,
-        reason=error.reason,
-        detail=error.detail,
-        error=error,
+    return Decision.deny(
+        error,
         token=decision.token,
         token_fingerprint=decision.token_fingerprint,
         route=decision.route,

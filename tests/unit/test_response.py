@@ -65,14 +65,7 @@ def _allow(
 
 
 def _deny(error: AuthzError, fingerprint: str = "") -> Decision:
-    return Decision(
-        allowed=False,
-        status=error.status,
-        reason=error.reason,
-        detail=error.detail,
-        error=error,
-        token_fingerprint=fingerprint,
-    )
+    return Decision.deny(error, token_fingerprint=fingerprint)
 
 
 def _headers(options: Any) -> dict[str, str]:
