@@ -42,7 +42,8 @@ from tests.deploy.manifests import (
 OBSERVABILITY = Path(__file__).parent / "overlays" / "observability"
 # The PodMonitor, alerts and dashboard: a kustomization of their own, beside the component.
 PROMETHEUS = K8S / "observability" / "prometheus"
-RENDERED = [K8S / name for name in VARIANTS] + [OBSERVABILITY, PROMETHEUS]
+COLLECTOR = K8S / "observability" / "collector"
+RENDERED = [K8S / name for name in VARIANTS] + [OBSERVABILITY, PROMETHEUS, COLLECTOR]
 # The oldest Kubernetes the manifests claim (preStop sleep is on by default from
 # 1.30; native sidecars from 1.29) and the newest schemas the package bundles.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -88,7 +89,12 @@ def seconds(duration: str) -> float:
 
 def test_every_kustomization_under_k8s_is_rendered_here() -> None:
     found = {p.parent for p in K8S.glob("**/kustomization.yaml")}
-    assert found == {*(K8S / name for name in VARIANTS), K8S / "observability", PROMETHEUS}
+    assert found == {
+        *(K8S / name for name in VARIANTS),
+        K8S / "observability",
+        PROMETHEUS,
+        COLLECTOR,
+    }
 
 
 @pytest.mark.parametrize("directory", RENDERED, ids=lambda p: p.name)
@@ -501,3 +507,21 @@ def test_authz_runs_one_worker_per_whole_cpu_of_its_limit(variant: str) -> None:
             cpus = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
             assert workers == max(1, math.floor(cpus)), (variant, workload["metadata"]["name"])
     assert served or variant in ("namespace", "examples")  # these run no authz
+
+
+def test_the_collector_takes_what_authz_sends_and_forwards_it_to_the_trace_backend() -> None:
+    objects = render(COLLECTOR)
+    config = yaml.safe_load(find(objects, "ConfigMap", "otel-collector")["data"]["config.yaml"])
+    pipeline = config["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"]
+    assert set(config["receivers"]["otlp"]["protocols"]) == {"grpc", "http"}
+    (exporter,) = pipeline["exporters"]
+    backend = config["exporters"][exporter]["endpoint"]
+    jaeger = find(objects, "Service", "jaeger")
+    assert backend == f"jaeger.{jaeger['metadata']['namespace']}.svc.cluster.local:4317"
+    assert {port["port"] for port in jaeger["spec"]["ports"]} >= {4317}
+    # Where the observability component points authz.
+    component = (K8S / "observability" / "kustomization.yaml").read_text()
+    collector = find(objects, "Service", "otel-collector")
+    namespace = collector["metadata"]["namespace"]
+    assert f"http://otel-collector.{namespace}.svc.cluster.local:4317" in component
