@@ -14,7 +14,8 @@ nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
 ``authz_audit_write_errors_total``    counter    sink (stdout | file)
 ``authz_key_fetches_total``           counter    issuer, result
 ``authz_key_age_seconds``             gauge      issuer
-``authz_key_cache_lookups_total``     counter    issuer, result (hit | miss)
+``authz_key_cache_lookups_total``     counter    issuer, result (hit | miss): the verified-token
+                                                 cache (see below)
 ``authz_reloads_total``               counter    result (applied | failed | restart_required)
 ``authz_config_restart_required``     gauge      setting: 1 while the file changes it and
                                                  only a restart would apply it
@@ -33,45 +34,35 @@ Every label set is bounded: ``reason`` is one of the error classes' reasons,
 not verified is attacker-chosen), ``route`` a configured route name or
 ``none``. Never a path, a subject or a token.
 
-Key metrics are fed by the key-handling code through ``key_events`` (a
-``KeyEventHub``): it calls ``key_events.key_fetch(issuer, "ok")`` and so on,
-and every running server's ``Metrics`` listens. See ``KeyEvents``.
+``authz_key_cache_lookups_total`` is named for keys but counts the verifier's
+cache of verified tokens: ``hit`` when a token was answered from it, ``miss``
+when a token had to be verified afresh and verified (a token that fails
+verification is not counted). Its hit ratio is what the token cache saves.
 
-The scrape endpoint also serves ``authz_build_info{version}`` (always 1) and
-prometheus-client's ``process_*``, ``python_info`` and ``python_gc_*``
-metrics (``scrape_registry``); an OTLP push carries the instruments only.
+Key metrics are fed by the key store and the verifier through ``key_events``
+(``authz.observability.key_events``), and every running server's ``Metrics``
+listens. Where the numbers go, and what the scrape endpoint serves besides the
+instruments, is ``authz.observability.metrics_export``.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from socketserver import ThreadingMixIn
-from typing import Protocol, TypeVar
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import TypeVar
 
 from opentelemetry.metrics import (
     CallbackOptions,
     Meter,
     MeterProvider,
-    NoOpMeterProvider,
     Observation,
 )
-from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-    make_wsgi_app,
-)
-from prometheus_client.core import GaugeMetricFamily, Metric
 
-from authz import __version__
-from authz.errors import AuthzError, ConfigError
+from authz.errors import AuthzError
+
+# Re-exported: key-handling code reaches the hub through this module.
+from authz.observability.key_events import KeyEventHub, KeyEvents, key_events
 
 __all__ = [
     "AUDIT_RECORDS",
@@ -92,11 +83,8 @@ __all__ = [
     "KeyEvents",
     "Labels",
     "Metrics",
-    "MetricsEndpoint",
     "key_events",
     "known_reasons",
-    "noop_provider",
-    "scrape_registry",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,7 +123,7 @@ DURATION_BUCKETS = (
     1.0,
 )
 # What a key fetch may end as; anything else is counted as "other".
-FETCH_RESULTS = frozenset({"ok", "not_modified", "error", "timeout", "invalid", "rate_limited"})
+FETCH_RESULTS = frozenset({"ok", "error", "timeout", "invalid", "rate_limited"})
 UNKNOWN = "unknown"
 NO_ROUTE = "none"
 OTHER = "other"
@@ -176,71 +164,6 @@ class Labels:
     @staticmethod
     def fetch_result(result: str) -> str:
         return result if result in FETCH_RESULTS else OTHER
-
-
-class KeyEvents(Protocol):
-    """What key-handling code reports, per configured issuer.
-
-    - ``key_fetch(issuer, result)``: a fetch of the issuer's keys (JWKS URL,
-      OIDC discovery, file re-read) ended; ``result`` is one of FETCH_RESULTS.
-    - ``keys_loaded(issuer, loaded_at)``: the key set in use now was obtained
-      at ``loaded_at`` (Unix time); the age gauge counts from there, so a key
-      set kept through an IdP outage visibly ages.
-    - ``key_cache(issuer, hit)``: a key lookup was answered from the cache
-      (``hit``) or needed a fetch.
-    """
-
-    def key_fetch(self, issuer: str, result: str) -> None: ...
-
-    def keys_loaded(self, issuer: str, loaded_at: float) -> None: ...
-
-    def key_cache(self, issuer: str, hit: bool) -> None: ...
-
-
-class KeyEventHub:
-    """Hands key events to every subscriber; a failing subscriber is logged, never raised.
-
-    Key-handling code needs no reference to a server: it calls the module's
-    ``key_events``, and each running server's ``Metrics`` subscribes while it runs.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._listeners: tuple[KeyEvents, ...] = ()
-
-    def subscribe(self, listener: KeyEvents) -> Callable[[], None]:
-        """Start delivering to ``listener``; the returned function stops it."""
-        with self._lock:
-            self._listeners = (*self._listeners, listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                self._listeners = tuple(item for item in self._listeners if item is not listener)
-
-        return unsubscribe
-
-    def key_fetch(self, issuer: str, result: str) -> None:
-        for listener in self._listeners:
-            self._deliver(listener.key_fetch, issuer, result)
-
-    def keys_loaded(self, issuer: str, loaded_at: float) -> None:
-        for listener in self._listeners:
-            self._deliver(listener.keys_loaded, issuer, loaded_at)
-
-    def key_cache(self, issuer: str, hit: bool) -> None:
-        for listener in self._listeners:
-            self._deliver(listener.key_cache, issuer, hit)
-
-    @staticmethod
-    def _deliver(method: Callable[[str, T], None], issuer: str, value: T) -> None:
-        try:
-            method(issuer, value)
-        except Exception:
-            # Metrics must never break key handling.
-            log.exception("key metrics listener failed")
-
-
-key_events = KeyEventHub()
 
 
 Attributes = tuple[tuple[str, str], ...]
@@ -309,7 +232,9 @@ class Metrics:
         self._fetches = meter.create_counter(
             KEY_FETCHES, unit="{fetch}", description="Key set fetches by result"
         )
-        self._cache = _Tally(meter, KEY_CACHE_LOOKUPS, "{lookup}", "Key lookups by cache result")
+        self._cache = _Tally(
+            meter, KEY_CACHE_LOOKUPS, "{lookup}", "Verified-token cache lookups by result"
+        )
         self._cache_labels: dict[tuple[str, bool], Attributes] = {}
         meter.create_observable_gauge(
             KEY_AGE,
@@ -419,108 +344,3 @@ class Metrics:
         now = self._clock()
         for issuer, loaded_at in tuple(self._loaded_at.items()):
             yield Observation(max(0.0, now - loaded_at), {"issuer": issuer})
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        """Scrapes are not worth a log line each."""
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-@dataclass
-class MetricsEndpoint:
-    """The Prometheus scrape endpoint (any path answers): an HTTP server in its own thread.
-
-    prometheus-client renders the registry; the server is wsgiref's, run here
-    rather than by ``prometheus_client.start_http_server`` so that ``stop``
-    returns promptly (a short poll interval) instead of after up to 0.5 s.
-    """
-
-    registry: CollectorRegistry
-    listen: str
-    _server: WSGIServer | None = None
-    _thread: threading.Thread | None = None
-
-    def start(self) -> str:
-        """Bind and serve; the bound HOST:PORT (the real port when 0 was asked for)."""
-        host, _, port = self.listen.rpartition(":")
-        bare_host = host.strip("[]")
-        server_class = _Server6 if ":" in bare_host else _Server
-        try:
-            server = make_server(
-                bare_host,
-                int(port),
-                make_wsgi_app(scrape_registry(self.registry)),
-                server_class=server_class,
-                handler_class=_QuietHandler,
-            )
-        except OSError as exc:
-            raise ConfigError(
-                f"telemetry.metrics.listen {self.listen}: cannot bind: {exc}"
-            ) from None
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="authz-metrics", daemon=True
-        )
-        self._thread.start()
-        return f"{host}:{server.server_port}"
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-        self._server = self._thread = None
-
-
-class _Collected:
-    """Another registry's metrics, served as one collector among others.
-
-    No ``describe``: the registry then skips its duplicate-name check, which
-    would ask the OpenTelemetry reader to collect at registration.
-    """
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._registry = registry
-
-    def collect(self) -> Iterable[Metric]:
-        return self._registry.collect()
-
-
-class _BuildInfo:
-    def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily(
-            BUILD_INFO, "The running authz version (always 1)", labels=["version"]
-        )
-        family.add_metric([__version__], 1)
-        yield family
-
-
-def scrape_registry(instruments: CollectorRegistry) -> CollectorRegistry:
-    """What the scrape endpoint serves: the instruments, the build, the process and its GC.
-
-    prometheus-client's process, platform and GC collectors are module
-    singletons registered in its global registry; ``instruments`` is a registry
-    of its own (servers in one process must not see each other's numbers), so
-    they are added here. They describe the whole process, which is what every
-    server in it shares.
-    """
-    served = CollectorRegistry(auto_describe=False)
-    served.register(_Collected(instruments))
-    served.register(_BuildInfo())
-    for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
-        served.register(collector)
-    return served
-
-
-def noop_provider() -> MeterProvider:
-    """Instruments that record nothing: metrics are configured off."""
-    return NoOpMeterProvider()

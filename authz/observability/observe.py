@@ -20,62 +20,29 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
-from opentelemetry.util.types import AttributeValue
 
 from authz.check.decision import Decision
 from authz.check.request import RequestView
 from authz.config.models import Config
-from authz.config.observability import MetricsConfig
-from authz.errors import AuditUnavailable, ConfigError
-from authz.observability.audit import (
-    AuditSink,
-    AuditWriter,
-    FileSink,
-    decision_record,
-    redact,
-    stdout_sink,
-)
-from authz.observability.exporters import metrics_choice
-from authz.observability.metrics import Metrics, MetricsEndpoint, key_events, noop_provider
-from authz.observability.tracing import (
-    ATTR_ALG,
-    ATTR_DECISION,
-    ATTR_DRY_RUN_REASON,
-    ATTR_DRY_RUN_STATUS,
-    ATTR_ISSUER,
-    ATTR_KID,
-    ATTR_METHOD,
-    ATTR_PATH,
-    ATTR_REASON,
-    ATTR_ROUTE,
-    ATTR_SHADOW_REASON,
-    ATTR_SHADOW_ROUTE,
-    ATTR_SHADOW_STATUS,
-    ATTR_SHADOW_WOULD,
-    ATTR_STATUS,
-    ATTR_UNDELIVERED_DECISION,
-    ATTR_UNDELIVERED_REASON,
-    ATTR_UNDELIVERED_STATUS,
-    Tracing,
-    parent_context,
-    resource,
-    trace_id_from,
-)
-from authz.observability.worker_metrics import announce, worker_listen
+from authz.errors import ConfigError
+from authz.observability.audit import AuditSink, AuditWriter, FileSink, stdout_sink
+from authz.observability.key_events import key_events
+from authz.observability.metrics import Metrics
+from authz.observability.metrics_export import MetricsEndpoint, build_meter_provider
+from authz.observability.outcome import Answer, audit_unavailable, check_record, end_span
+from authz.observability.tracing import Tracing, parent_context, resource, trace_id_from
+from authz.observability.worker_metrics import announce
 from authz.workers import WORKER_INDEX_ENV
 
-__all__ = ["Answer", "CheckObservation", "Observability", "build_meter_provider"]
+__all__ = ["CheckObservation", "Observability"]
 
 log = logging.getLogger(__name__)
 
@@ -270,11 +237,12 @@ class Observability:
         # First the record, so that it is in the kernel before the answer leaves.
         recorded = self._write_record(ids, request, decision, answer, seconds)
         if not recorded and self._fail_closed and decision is not None and late is None:
-            decision = _audit_unavailable(decision)
+            decision = audit_unavailable(decision)
             answer = self._answer(decision, None)
             self._write_record(ids, request, decision, answer, seconds)
         try:
-            self._end_span(observation, request, decision, answer)
+            observation.ended = True
+            end_span(observation.span, request, decision, answer)
         except Exception:
             self._complain("span")
         try:
@@ -300,16 +268,22 @@ class Observability:
         seconds: float,
     ) -> bool:
         try:
-            return self.audit.record(self._record(ids, request, decision, answer, seconds))
+            record = check_record(
+                at=self._clock(),
+                ids=ids,
+                request=request,
+                decision=decision,
+                answer=answer,
+                seconds=seconds,
+                config_version=self.config_version,
+            )
+            return self.audit.record(record)
         except Exception:
             self._complain("audit record")
             return False
 
     def _answer(self, decision: Decision | None, late: str | None) -> Answer:
-        if late is not None:
-            return Answer("late", self._late_status, late)
-        assert decision is not None
-        return Answer("allow" if decision.allowed else "deny", decision.status, decision.reason)
+        return Answer.of(decision, late, self._late_status)
 
     def _count_unenforced(self, decision: Decision) -> None:
         for shadow in decision.shadows:
@@ -325,75 +299,6 @@ class Observability:
                 allowed=would is None and decision.allowed,
                 reason=decision.reason if would is None else would.reason,
             )
-
-    def _end_span(
-        self,
-        observation: CheckObservation,
-        request: RequestView | None,
-        decision: Decision | None,
-        answer: Answer,
-    ) -> None:
-        span = observation.span
-        observation.ended = True
-        if span.is_recording():
-            attributes: dict[str, AttributeValue] = {
-                ATTR_DECISION: answer.decision,
-                ATTR_REASON: answer.reason,
-                ATTR_STATUS: answer.status,
-            }
-            if decision is not None:
-                _decision_attributes(attributes, decision, answer)
-            if request is not None:
-                attributes[ATTR_METHOD] = redact(request.method, 32)
-                attributes[ATTR_PATH] = redact(request.path_without_query)
-            span.set_attributes(attributes)
-            # A deny is the service working; failing to decide, or to decide in
-            # time, is an error.
-            if answer.status >= 500 or answer.decision == "late":
-                span.set_status(Status(StatusCode.ERROR, answer.reason))
-        span.end()
-
-    def _record(
-        self,
-        ids: tuple[str | None, str | None],
-        request: RequestView | None,
-        decision: Decision | None,
-        answer: Answer,
-        seconds: float,
-    ) -> dict[str, Any]:
-        token = decision.token if decision is not None else None
-        jti = token.claims.get("jti") if token is not None else None
-        trace_id, span_id = ids
-        undelivered = None
-        if answer.decision == "late" and decision is not None:
-            undelivered = {
-                "decision": "allow" if decision.allowed else "deny",
-                "status": decision.status,
-                "reason": decision.reason,
-            }
-        return decision_record(
-            at=self._clock(),
-            decision=answer.decision,
-            status=answer.status,
-            reason=answer.reason,
-            issuer=(decision.issuer or None) if decision is not None else None,
-            subject=token.subject if token is not None else None,
-            jti=jti if isinstance(jti, str) else None,
-            token_fp=decision.token_fingerprint if decision is not None else "",
-            route=decision.route if decision is not None else "",
-            method=request.method if request else "",
-            path=request.path if request else "",
-            host=request.host if request else "",
-            source=request.source_address if request else "",
-            request_id=request.request_id if request else "",
-            trace_id=trace_id,
-            span_id=span_id,
-            latency_seconds=seconds,
-            config_version=self.config_version,
-            shadow=decision.shadows if decision is not None else (),
-            dry_run=decision.dry_run if decision is not None else None,
-            undelivered=undelivered,
-        )
 
     def _complain(self, what: str) -> None:
         now = time.monotonic()
@@ -419,16 +324,6 @@ class Observability:
             self._meter_provider.shutdown()
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the client got for one Check: authz's allow or deny, or ``late``:
-    Envoy's own error status, because it had stopped waiting for authz."""
-
-    decision: str  # allow | deny | late
-    status: int
-    reason: str
-
-
 def _audit_sinks(config: Config) -> list[AuditSink]:
     sinks: list[AuditSink] = []
     if config.audit.stdout:
@@ -441,51 +336,6 @@ def _audit_sinks(config: Config) -> list[AuditSink]:
 def _audit_destination(config: Config) -> tuple[bool, Path | None]:
     file = config.audit.file
     return config.audit.stdout, None if file is None else config.resolve(file)
-
-
-def _audit_unavailable(decision: Decision) -> Decision:
-    """The 503 that stands in for ``decision`` when its record was not written."""
-    error = AuditUnavailable("the decision's audit record could not be written")
-    return Decision.deny(
-        error,
-        token=decision.token,
-        token_fingerprint=decision.token_fingerprint,
-        route=decision.route,
-        mode=decision.mode,
-        shadows=decision.shadows,
-        issuer=decision.issuer,
-    )
-
-
-def _decision_attributes(
-    attributes: dict[str, AttributeValue], decision: Decision, answer: Answer
-) -> None:
-    if decision.issuer:
-        attributes[ATTR_ISSUER] = decision.issuer
-    token = decision.token
-    if token is not None:
-        attributes[ATTR_ALG] = token.algorithm
-        if token.kid is not None:
-            attributes[ATTR_KID] = redact(token.kid, 128)
-    if decision.route:
-        attributes[ATTR_ROUTE] = decision.route
-    if answer.decision == "late":
-        attributes[ATTR_UNDELIVERED_DECISION] = "allow" if decision.allowed else "deny"
-        attributes[ATTR_UNDELIVERED_STATUS] = decision.status
-        attributes[ATTR_UNDELIVERED_REASON] = decision.reason
-    _unenforced_attributes(attributes, decision)
-
-
-def _unenforced_attributes(attributes: dict[str, AttributeValue], decision: Decision) -> None:
-    shadows = decision.shadows
-    if shadows:
-        attributes[ATTR_SHADOW_ROUTE] = [shadow.route for shadow in shadows]
-        attributes[ATTR_SHADOW_WOULD] = [shadow.would for shadow in shadows]
-        attributes[ATTR_SHADOW_STATUS] = [shadow.status for shadow in shadows]
-        attributes[ATTR_SHADOW_REASON] = [shadow.reason for shadow in shadows]
-    if decision.dry_run is not None:
-        attributes[ATTR_DRY_RUN_STATUS] = decision.dry_run.status
-        attributes[ATTR_DRY_RUN_REASON] = decision.dry_run.reason
 
 
 def _bounded(work: Callable[[], None], seconds: float) -> None:
@@ -503,42 +353,3 @@ def _bounded(work: Callable[[], None], seconds: float) -> None:
     thread.join(seconds)
     if thread.is_alive():
         log.warning("telemetry exporters did not flush within %.1fs; continuing", seconds)
-
-
-def build_meter_provider(
-    config: MetricsConfig, the_resource: Resource, environ: Mapping[str, str]
-) -> tuple[MeterProvider, MetricsEndpoint | None]:
-    """The SDK provider with a Prometheus reader and/or an OTLP push reader, or a no-op."""
-    from opentelemetry.sdk.metrics.export import MetricReader
-
-    readers: list[MetricReader] = []
-    endpoint: MetricsEndpoint | None = None
-    if config.listen is not None:
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-        from prometheus_client import CollectorRegistry
-
-        # A registry of our own, not prometheus_client's global one: several
-        # servers in one process (tests) must not see each other's numbers.
-        registry = CollectorRegistry(auto_describe=False)
-        readers.append(
-            PrometheusMetricReader(
-                disable_target_info=True, scope_info_enabled=False, registry=registry
-            )
-        )
-        endpoint = MetricsEndpoint(registry, worker_listen(config.listen, environ))
-    pushed = metrics_choice(config.otlp_endpoint, environ).exporter()
-    if pushed is not None:
-        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-        readers.append(
-            PeriodicExportingMetricReader(
-                pushed,
-                export_interval_millis=config.otlp_interval_seconds * 1000,
-            )
-        )
-    if not readers:
-        return noop_provider(), None
-    provider = SdkMeterProvider(
-        metric_readers=readers, resource=the_resource, shutdown_on_exit=False
-    )
-    return provider, endpoint

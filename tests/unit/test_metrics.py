@@ -22,10 +22,10 @@ from authz.observability.metrics import (
     KeyEventHub,
     Labels,
     Metrics,
-    MetricsEndpoint,
     key_events,
     known_reasons,
 )
+from authz.observability.metrics_export import MetricsEndpoint
 
 ISSUER = "https://idp.example"
 NOW = 1_800_000_000.0
@@ -255,6 +255,9 @@ def test_stop_releases_the_port(endpoint: tuple[Metrics, MetricsEndpoint]) -> No
     _, served = endpoint
     port = int(served.start().rsplit(":", 1)[1])
     served.stop()
+    # Nothing listens there any more, and the port can be bound again.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
     with socket.socket() as again:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))

@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from authz import __version__
-from authz.observability.metrics import BUILD_INFO, Metrics, MetricsEndpoint
+from authz.observability.metrics import BUILD_INFO, Metrics
+from authz.observability.metrics_export import MetricsEndpoint
 
 ISSUER = "https://idp.example"
 
