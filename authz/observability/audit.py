@@ -5,7 +5,8 @@ issuer, subject and ``jti``, a token fingerprint (16 hex digits of its SHA-256:
 enough to correlate, useless to replay), the route, method, path without the
 query string (where tokens and other secrets like to hide), host, source
 address, ``x-request-id``, trace and span id, latency and the configuration
-version. The format is ``audit_record.schema.json`` beside this module.
+version. The format is ``audit_record.schema.json`` beside this module; the
+record is built in ``audit_record``, the sinks it goes to are ``audit_sinks``.
 
 Writing comes first: ``AuditWriter.record`` hands the record's line to the
 kernel (``os.write`` on stdout's descriptor, or on the file opened for
@@ -38,250 +39,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
-from authz.check.decision import Unenforced
+from authz.observability.audit_record import timestamp
+from authz.observability.audit_sinks import AuditSink, FileSink
 
-__all__ = [
-    "MAX_FIELD",
-    "SCHEMA_PATH",
-    "AuditCounters",
-    "AuditSink",
-    "AuditWriter",
-    "FdSink",
-    "FileSink",
-    "NullCounters",
-    "StreamSink",
-    "decision_record",
-    "redact",
-    "stdout_sink",
-    "timestamp",
-]
+__all__ = ["AuditCounters", "AuditWriter", "NullCounters"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).with_name("audit_record.schema.json")
-
-# Longest value kept for a request-controlled field; the record stays bounded.
-MAX_FIELD = 1024
 _WARN_EVERY = 10.0
-_ROTATION_CHECK_EVERY = 1.0
-# Anything shaped like a JWS/JWE (base64url JSON header "eyJ…" and a dot):
-# a token in a path segment or a request id must not reach the trail.
-_JWT_LIKE = re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*)+")
-_REDACTED = "[redacted]"
-
-
-def redact(value: str, limit: int = MAX_FIELD) -> str:
-    """``value`` capped at ``limit`` characters, with token-like runs replaced."""
-    if "eyJ" in value:
-        value = _JWT_LIKE.sub(_REDACTED, value)
-    return value if len(value) <= limit else value[:limit] + "…"
-
-
-_second: tuple[int, str] = (-1, "")
-
-
-def timestamp(seconds: float) -> str:
-    """RFC 3339 UTC with milliseconds: 2026-01-31T12:00:00.123Z."""
-    global _second  # noqa: PLW0603 - a one-entry cache: formatting is per Check
-    whole = int(seconds)
-    cached = _second  # one read: another thread may replace it
-    if cached[0] != whole:
-        cached = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-        _second = cached
-    return f"{cached[1]}.{int((seconds - whole) * 1000):03d}Z"
-
-
-def decision_record(
-    *,
-    at: float,
-    decision: str,
-    status: int,
-    reason: str,
-    issuer: str | None,
-    subject: str | None,
-    jti: str | None,
-    token_fp: str,
-    route: str,
-    method: str,
-    path: str,
-    host: str,
-    source: str,
-    request_id: str,
-    trace_id: str | None,
-    span_id: str | None,
-    latency_seconds: float,
-    config_version: str,
-    shadow: Sequence[Unenforced] = (),
-    dry_run: Unenforced | None = None,
-    undelivered: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One audit record (see the schema). Request-controlled strings are redacted.
-
-    ``decision`` is what the client got: allow, deny, or late (authz answered
-    after Envoy stopped waiting; ``undelivered`` is then the answer authz made,
-    None if it was cancelled before deciding).
-    """
-    return {
-        "type": "decision",
-        "time": timestamp(at),
-        "decision": decision,
-        "status": status,
-        "reason": reason,
-        "issuer": issuer,
-        "subject": None if subject is None else redact(subject, 256),
-        "jti": None if jti is None else redact(jti, 256),
-        "token_fp": token_fp or None,
-        "route": route or None,
-        "method": redact(method, 32),
-        "path": redact(path.split("?", 1)[0]),
-        "host": redact(host, 256),
-        "source": source,
-        "request_id": redact(request_id, 256) or None,
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "latency_ms": round(latency_seconds * 1000, 3),
-        "config_version": config_version,
-        "shadow": [_unenforced(outcome) for outcome in shadow] or None,
-        "dry_run": None if dry_run is None else _unenforced(dry_run),
-        "undelivered": None if undelivered is None else dict(undelivered),
-    }
-
-
-def _unenforced(outcome: Unenforced) -> dict[str, Any]:
-    return {
-        "route": outcome.route or None,
-        "would": outcome.would,
-        "status": outcome.status,
-        "reason": outcome.reason,
-        # A deny's detail may quote the request (a path): redacted like one.
-        "detail": redact(outcome.detail, 512),
-    }
-
-
-class AuditSink(Protocol):
-    name: str
-
-    def write(self, data: bytes) -> None:
-        """Hand complete lines to the kernel before returning; raise OSError (or
-        ValueError on a closed stream) on failure."""
-        ...
-
-    def close(self) -> None:
-        """Flush durably and release the sink."""
-        ...
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):  # a pipe may take part of a large write
-        rest = memoryview(data)[written:]
-        while rest:
-            rest = rest[os.write(fd, rest) :]
-
-
-class FdSink:
-    """A file descriptor, e.g. stdout's (the Kubernetes way: the node ships it).
-
-    ``os.write`` straight to the descriptor: no Python buffer to flush, and a
-    record is in the kernel (the pipe, the file) when ``write`` returns.
-    """
-
-    def __init__(self, fd: int, name: str = "stdout") -> None:
-        self._fd = fd
-        self.name = name
-
-    def write(self, data: bytes) -> None:
-        _write_all(self._fd, data)
-
-    def close(self) -> None:
-        """Nothing buffered here; the descriptor is not ours to close."""
-
-
-class StreamSink:
-    """A text stream without a usable descriptor (e.g. a replaced sys.stdout):
-    written and flushed per record."""
-
-    def __init__(self, stream: TextIO | Callable[[], TextIO], name: str = "stdout") -> None:
-        # A callable is resolved per write, so a replaced sys.stdout is honoured.
-        self._stream = stream
-        self.name = name
-
-    def _target(self) -> TextIO:
-        return self._stream() if callable(self._stream) else self._stream
-
-    def write(self, data: bytes) -> None:
-        target = self._target()
-        target.write(data.decode("ascii"))
-        target.flush()
-
-    def close(self) -> None:
-        self._target().flush()
-
-
-class FileSink:
-    """Appends to a file with ``os.write``; reopens it when it was rotated away
-    (moved or deleted). fsync only at close: per record it would cost a disk
-    flush per Check, and what the kernel holds already survives the process.
-
-    Rotation is looked for at most once a second (a stat per record would cost
-    as much as the write): for up to a second after logrotate moves the file,
-    records still go to the moved file, which is where logrotate keeps them.
-    """
-
-    name = "file"
-
-    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
-        self._path = path
-        self._fd: int | None = None
-        self._identity: tuple[int, int] | None = None
-        self._clock = clock
-        self._checked = 0.0
-
-    def open(self) -> None:
-        """Open now, so an unwritable path is a start-up error and not a lost record."""
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        stat = os.fstat(fd)
-        self._fd = fd
-        self._identity = (stat.st_dev, stat.st_ino)
-        self._checked = self._clock()
-
-    def _rotated(self) -> bool:
-        now = self._clock()
-        if now - self._checked < _ROTATION_CHECK_EVERY:
-            return False
-        self._checked = now
-        try:
-            stat = os.stat(self._path)
-        except FileNotFoundError:
-            return True
-        return (stat.st_dev, stat.st_ino) != self._identity
-
-    def write(self, data: bytes) -> None:
-        if self._fd is None or self._rotated():
-            self._close_file()
-            self.open()
-        assert self._fd is not None
-        _write_all(self._fd, data)
-
-    def close(self) -> None:
-        self._close_file()
-
-    def _close_file(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
 
 class AuditCounters(Protocol):
@@ -437,11 +206,3 @@ def _dropped_record(drops: _Drops, now: float) -> dict[str, Any]:
         "first": timestamp(drops.first),
         "last": timestamp(drops.last),
     }
-
-
-def stdout_sink() -> AuditSink:
-    """stdout by its descriptor; by the stream when it has none (a test's capture)."""
-    try:
-        return FdSink(sys.stdout.fileno(), "stdout")
-    except (AttributeError, OSError, ValueError):
-        return StreamSink(lambda: sys.stdout, "stdout")

@@ -24,7 +24,7 @@ from typing import Any
 
 from authz.check.decision import Decision
 from authz.check.request import RequestView
-from authz.observability.audit import redact
+from authz.observability.audit_record import redact
 
 __all__ = ["BURST", "RATE", "SUMMARY_EVERY", "DecisionLog", "TokenBucket"]
 

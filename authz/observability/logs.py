@@ -20,7 +20,7 @@ from typing import Any, TextIO
 
 from opentelemetry import trace
 
-from authz.observability.audit import redact, timestamp
+from authz.observability.audit_record import redact, timestamp
 
 __all__ = ["JsonFormatter", "configure_logging"]
 

@@ -33,7 +33,8 @@ from authz.check.decision import Decision
 from authz.check.request import RequestView
 from authz.config.models import Config
 from authz.errors import ConfigError
-from authz.observability.audit import AuditSink, AuditWriter, FileSink, stdout_sink
+from authz.observability.audit import AuditWriter
+from authz.observability.audit_sinks import AuditSink, FileSink, stdout_sink
 from authz.observability.key_events import key_events
 from authz.observability.metrics import Metrics
 from authz.observability.metrics_export import MetricsEndpoint, build_meter_provider

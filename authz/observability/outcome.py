@@ -16,7 +16,7 @@ from opentelemetry.util.types import AttributeValue
 from authz.check.decision import Decision
 from authz.check.request import RequestView
 from authz.errors import AuditUnavailable
-from authz.observability.audit import decision_record, redact
+from authz.observability.audit_record import decision_record, redact
 from authz.observability.tracing import (
     ATTR_ALG,
     ATTR_DECISION,

@@ -34,7 +34,7 @@ import pytest
 from authz.check.paths import envoy_normal_form, match_form, normalize_host, normalize_path
 from authz.dev.stack import REPO_ROOT, Stack
 from authz.errors import InvalidHost, InvalidPath
-from authz.observability.audit import redact
+from authz.observability.audit_record import redact
 from tests.e2e.conftest import CONFIG, Keys
 from tests.e2e.edge_differential import Outcome, Probe, hosts, paths, send_all
 

@@ -27,7 +27,7 @@ from authz.config.loader import config_version
 from authz.dev.keys import load_private, write_keypair
 from authz.dev.stack import REPO_ROOT, Stack, http_request
 from authz.dev.tokens import claims_for, mint
-from authz.observability.audit import SCHEMA_PATH
+from authz.observability.audit_record import SCHEMA_PATH
 from tests.e2e.conftest import AUDIENCE, ISSUER, KID
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 

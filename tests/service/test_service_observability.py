@@ -32,7 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from authz.config.models import Config
 from authz.errors import ConfigError
 from authz.keys.sources import IssuerKeys
-from authz.observability.audit import SCHEMA_PATH, AuditWriter
+from authz.observability.audit import AuditWriter
+from authz.observability.audit_record import SCHEMA_PATH
 from authz.observability.metrics import Metrics
 from authz.observability.observe import Observability
 from authz.observability.tracing import Tracing

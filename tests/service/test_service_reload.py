@@ -22,7 +22,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoi
 
 from authz.dev.keys import generate, public_jwk
 from authz.dev.tokens import claims_for, mint
-from authz.observability.audit import AuditWriter, FileSink
+from authz.observability.audit import AuditWriter
+from authz.observability.audit_sinks import FileSink
 from authz.observability.metrics import Metrics
 from authz.observability.observe import Observability
 from authz.observability.tracing import Tracing

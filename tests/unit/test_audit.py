@@ -15,18 +15,15 @@ import jsonschema
 import pytest
 
 from authz.check.decision import Unenforced
-from authz.observability.audit import (
+from authz.observability.audit import AuditWriter
+from authz.observability.audit_record import (
     MAX_FIELD,
     SCHEMA_PATH,
-    AuditWriter,
-    FdSink,
-    FileSink,
-    StreamSink,
     decision_record,
     redact,
-    stdout_sink,
     timestamp,
 )
+from authz.observability.audit_sinks import FdSink, FileSink, StreamSink, stdout_sink
 
 TOKEN = (
     "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0"

@@ -365,6 +365,8 @@ def test_an_ordinary_exception_leaves_the_span_open_for_the_deny(
     "module",
     [
         "authz.observability.audit",
+        "authz.observability.audit_record",
+        "authz.observability.audit_sinks",
         "authz.observability.logs",
         "authz.observability.metrics",
         "authz.config.observability",
