@@ -1,0 +1,224 @@
+"""Each listener's HTTP connection manager: paths, header names, client addresses,
+header limits; then its ext_authz filter and routes (``ext_authz``, ``routes``)."""
+
+from __future__ import annotations
+
+import yaml
+
+from authz.config.models import EnvoyConfig
+from authz.envoy_check.base import ENVOY_MAX_HEADERS_COUNT, ENVOY_MAX_REQUEST_HEADERS_KB
+from authz.envoy_check.ext_authz import ExtAuthzChecks
+from authz.envoy_check.routes import RouteChecks
+from authz.envoy_check.yaml_nodes import At, enum_of, shown, type_of, value_of
+
+__all__ = ["Checker"]
+
+_HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+_EXT_AUTHZ = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+# Enum values as Envoy accepts them: by name, or by number.
+_ESCAPED_SLASHES = {
+    0: "IMPLEMENTATION_SPECIFIC_DEFAULT",
+    1: "KEEP_UNCHANGED",
+    2: "REJECT_REQUEST",
+    3: "UNESCAPE_AND_REDIRECT",
+    4: "UNESCAPE_AND_FORWARD",
+}
+_UNDERSCORES = {0: "ALLOW", 1: "REJECT_REQUEST", 2: "DROP_HEADER"}
+
+
+class Checker(ExtAuthzChecks, RouteChecks):
+    """Every check, over every HTTP connection manager of the documents given to ``envoy``."""
+
+    def envoy(self, root: At) -> None:
+        self.duplicates(root, set())
+        listeners = root.path("static_resources", "listeners")
+        for listener in listeners.items() if listeners else ():
+            edge = _is_edge(listener)
+            chains = listener.get("filter_chains")
+            default_chain = listener.get("default_filter_chain")
+            for chain in [*(chains.items() if chains else ()), *filter(None, [default_chain])]:
+                filters = chain.get("filters")
+                for item in filters.items() if filters else ():
+                    typed_config = item.get("typed_config")
+                    if typed_config is not None and type_of(typed_config) == _HCM:
+                        self.managers += 1
+                        self.manager(typed_config, edge)
+
+    def duplicates(self, at: At, seen: set[int]) -> None:
+        """A key given twice: Envoy takes one silently, which may not be the one read."""
+        if id(at.node) in seen:  # an alias to a node already walked
+            return
+        seen.add(id(at.node))
+        names: set[str] = set()
+        for key_node, _ in at.node.value if isinstance(at.node, yaml.MappingNode) else ():
+            name = str(key_node.value)
+            if name in names:
+                why = "keep one: which one Envoy uses is unclear"
+                self.add(at.line_of(key_node), f"duplicate key {name}", why)
+            names.add(name)
+        children = [at.get(name) for name in names] + at.items()
+        for child in children:
+            if child is not None:
+                self.duplicates(child, seen)
+
+    def manager(self, hcm: At, edge: bool) -> None:
+        self.paths(hcm)
+        self.underscores(hcm)
+        if edge:
+            self.remote_address(hcm)
+        self.header_limits(hcm)
+        filters = hcm.get("http_filters")
+        ext_authz = [
+            item
+            for item in (filters.items() if filters else ())
+            if type_of(item.get("typed_config")) == _EXT_AUTHZ
+        ]
+        if not ext_authz:
+            self.add(
+                (filters or hcm).line,
+                "no ext_authz filter",
+                "requests on this listener reach their upstreams without asking authz",
+            )
+        for item in ext_authz:
+            self.ext_authz(item)
+            self.routes(hcm, value_of(item.get("name")))
+
+    def paths(self, hcm: At) -> None:
+        for key, why in (
+            (
+                "normalize_path",
+                "Envoy then passes the path as the client wrote it (. and .. unresolved, "
+                "%2e undecoded), and the upstream may read it otherwise than authz did; "
+                "set true",
+            ),
+            (
+                "merge_slashes",
+                "Envoy then passes repeated slashes on, and the upstream may read //a/b "
+                "otherwise than authz did; set true",
+            ),
+        ):
+            node = hcm.get(key)
+            if node is None:
+                self.add(hcm.line, f"{key} absent (Envoy's default is off)", why)
+            elif value_of(node) is not True:
+                self.add(node.line, f"{key} is {shown(node)}", why)
+        node = hcm.get("path_with_escaped_slashes_action")
+        action = enum_of(node, _ESCAPED_SLASHES)
+        if action in (None, "IMPLEMENTATION_SPECIFIC_DEFAULT", "KEEP_UNCHANGED"):
+            what = (
+                "path_with_escaped_slashes_action absent (Envoy's default is KEEP_UNCHANGED)"
+                if node is None
+                else f"path_with_escaped_slashes_action is {action}"
+            )
+            self.add(
+                hcm.line if node is None else node.line,
+                what,
+                "Envoy forwards %2F and %5C as they are, and servers disagree on them; authz "
+                "refuses such paths (400), but not on routes where ext_authz is off: set "
+                "REJECT_REQUEST (recommended) to refuse them at the edge, on every route",
+            )
+
+    def underscores(self, hcm: At) -> None:
+        options = hcm.get("common_http_protocol_options")
+        node = options.get("headers_with_underscores_action") if options else None
+        action = enum_of(node, _UNDERSCORES)
+        if action in (None, "ALLOW"):
+            what = (
+                "headers_with_underscores_action absent (Envoy's default is ALLOW)"
+                if node is None
+                else f"headers_with_underscores_action is {action}"
+            )
+            self.add(
+                (node or options or hcm).line,
+                what,
+                f"a client's {self.namespace.replace('-', '_')}roles reaches the upstream, "
+                f"and CGI/WSGI servers read it as {self.namespace}roles: a forged identity; "
+                "set common_http_protocol_options.headers_with_underscores_action: "
+                "REJECT_REQUEST",
+            )
+
+    def remote_address(self, hcm: At) -> None:
+        node = hcm.get("use_remote_address")
+        if node is None or value_of(node) is not True:
+            self.add(
+                hcm.line if node is None else node.line,
+                "use_remote_address absent (Envoy's default is false)"
+                if node is None
+                else f"use_remote_address is {shown(node)}",
+                "on an edge listener Envoy then trusts the client's x-forwarded-for, "
+                "x-envoy-* headers (x-envoy-original-path rewrites the logged path) and "
+                "x-request-id; set true (or mark an internal listener with "
+                "metadata.filter_metadata.authz.edge: false)",
+            )
+        internal = hcm.get("internal_address_config")
+        ranges = internal.get("cidr_ranges") if internal else None
+        if internal is not None and not (ranges and ranges.items()):
+            self.add(
+                internal.line,
+                "internal_address_config without cidr_ranges",
+                "Envoy then treats every loopback and private (RFC 1918, RFC 4193) client "
+                "as internal and keeps its x-envoy-* headers and x-request-id; list the "
+                "trusted CIDRs (0.0.0.0/32 trusts none), or leave the key out (Envoy 1.40 "
+                "then trusts none)",
+            )
+
+    def header_limits(self, hcm: At) -> None:
+        options = hcm.get("common_http_protocol_options")
+        envoy = self.config.envoy if self.config else EnvoyConfig()
+        source = "" if self.config else " by default; pass -c for yours"
+        for node, default, unit, envoy_key, budget_key, budget, own_key in (
+            (
+                hcm.get("max_request_headers_kb"),
+                ENVOY_MAX_REQUEST_HEADERS_KB,
+                1024,
+                "max_request_headers_kb",
+                "max_request_headers_kb",
+                envoy.max_request_headers_kb,
+                "max_request_header_bytes",
+            ),
+            (
+                options.get("max_headers_count") if options else None,
+                ENVOY_MAX_HEADERS_COUNT,
+                1,
+                "common_http_protocol_options.max_headers_count",
+                "max_request_headers_count",
+                envoy.max_request_headers_count,
+                "max_request_headers",
+            ),
+        ):
+            value = value_of(node)
+            limit = value if isinstance(value, int) and not isinstance(value, bool) else default
+            line = hcm.line if node is None else node.line
+            what = f"{envoy_key} is {limit}" + (" (Envoy's default)" if node is None else "")
+            if limit != budget:
+                effect = (
+                    "authz lets through identity headers that take a request past Envoy's "
+                    "limit, and Envoy answers 500 instead of authz's 431"
+                    if limit < budget
+                    else "authz refuses (431) requests whose identity headers Envoy could carry"
+                )
+                self.add(
+                    line,
+                    what,
+                    f"authz's envoy.{budget_key} is {budget}{source}: {effect}; set "
+                    f"envoy.{budget_key}: {limit} in authz's configuration",
+                )
+            own = getattr(self.config, own_key) if self.config else None
+            if own is not None and limit * unit > own:
+                self.add(
+                    line,
+                    what,
+                    f"more than authz's {own_key} ({own}): authz refuses (431) "
+                    "requests Envoy accepted; keep Envoy's limit within authz's",
+                )
+
+
+def _is_edge(listener: At) -> bool:
+    address = listener.get("address")
+    if address is not None and (
+        address.get("pipe") is not None or address.get("envoy_internal_address") is not None
+    ):
+        return False
+    if listener.get("internal_listener") is not None:
+        return False
+    return value_of(listener.path("metadata", "filter_metadata", "authz", "edge")) is not False

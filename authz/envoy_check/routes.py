@@ -1,0 +1,154 @@
+"""Routes where ext_authz is off although authz's rules would not make the request public."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from authz.envoy_check.base import CheckerBase
+from authz.envoy_check.yaml_nodes import At, type_of, value_of
+
+if TYPE_CHECKING:
+    from authz.check.policy import Policy
+
+__all__ = ["RouteChecks"]
+
+_EXT_AUTHZ_PER_ROUTE = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+_FILTER_CONFIG = "envoy.config.route.v3.FilterConfig"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class RouteChecks(CheckerBase):
+    """With authz's rules (``-c``): a route that skips ext_authz must lead only where
+    authz would allow anyone."""
+
+    def routes(self, hcm: At, filter_name: Any) -> None:
+        policy = self.policy
+        table = hcm.get("route_config")
+        if policy is None or table is None or not isinstance(filter_name, str):
+            return
+        table_config = _per_route(table, filter_name)
+        hosts = table.get("virtual_hosts")
+        for host in hosts.items() if hosts else ():
+            host_config = _per_route(host, filter_name)
+            routes = host.get("routes")
+            for route in routes.items() if routes else ():
+                route_config = _per_route(route, filter_name)
+                # The most specific config decides whether the filter runs.
+                decisive = route_config or host_config or table_config
+                if decisive is None or decisive.disabled is None:
+                    continue
+                if route.get("direct_response") or route.get("redirect"):
+                    continue  # answered by Envoy itself: no upstream behind it
+                extensions: dict[str, str] = {}
+                for level in (table_config, host_config, route_config):
+                    if level is not None:
+                        extensions.update(level.extensions)
+                self.disabled_route(policy, route, host, decisive.disabled, extensions)
+
+    def disabled_route(
+        self, policy: Policy, route: At, host: At, disabled: At, extensions: dict[str, str]
+    ) -> None:
+        from authz.check.request import RequestView
+        from authz.errors import InvalidPath, NoRoute
+
+        match = route.get("match")
+        kind, envoy_path = _route_path(match)
+        if not envoy_path:
+            return
+        paths = [envoy_path, *_paths_under(policy, kind, envoy_path)]
+        for path in dict.fromkeys(paths):
+            for name in _hosts(host, policy):
+                for method in _METHODS:
+                    request = RequestView(
+                        method=method, path=path, host=name, context_extensions=extensions
+                    )
+                    try:
+                        taken = policy.match(request).route
+                    except InvalidPath:
+                        continue
+                    except NoRoute:
+                        outcome = "authz has no route for it (it would deny it)"
+                    else:
+                        if taken.mode == "public":
+                            continue
+                        outcome = f"authz's route {taken.name or '(implicit)'!r} is {taken.mode}"
+                    on = f"{method} {path}" + (f" on {name}" if name else "")
+                    self.add(
+                        disabled.line,
+                        f"ext_authz disabled on the route for {kind} {envoy_path}",
+                        f"{outcome} for {on}, but Envoy sends such requests to the upstream "
+                        "without asking authz",
+                    )
+                    return  # one finding per route
+
+
+@dataclass(frozen=True)
+class _PerRoute:
+    disabled: At | None  # the "disabled: true" key, when the filter is off here
+    extensions: dict[str, str]
+
+
+def _per_route(owner: At, filter_name: str) -> _PerRoute | None:
+    """The ext_authz per-route config of a route, virtual host or route table."""
+    config = owner.path("typed_per_filter_config", filter_name)
+    if config is None:
+        return None
+    if type_of(config) == _FILTER_CONFIG:  # the generic wrapper: disabled, or config
+        wrapper_off = config.get("disabled")
+        inner = config.get("config")
+        if value_of(wrapper_off) is True:
+            return _PerRoute(wrapper_off, {})
+        if inner is None:
+            return None
+        config = inner
+    if type_of(config) != _EXT_AUTHZ_PER_ROUTE:
+        return None
+    disabled = config.get("disabled")
+    raw = value_of(config.path("check_settings", "context_extensions"))
+    extensions = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    return _PerRoute(disabled if value_of(disabled) is True else None, extensions)
+
+
+def _route_path(match: At | None) -> tuple[str, str]:
+    for kind in ("path", "prefix", "path_separated_prefix"):
+        value = value_of(match.get(kind)) if match is not None else None
+        if isinstance(value, str):
+            return kind, value or "/"
+    return "", ""
+
+
+def _paths_under(policy: Policy, kind: str, envoy_path: str) -> Iterable[str]:
+    """authz's own route paths that the Envoy route's prefix also takes."""
+    if kind == "path":
+        return
+    for route in policy.routes:
+        if not route.path_kind:
+            continue
+        path = "/".join("x" if segment is None else segment for segment in route.segments)
+        path = ("/" + path) if route.path_kind == "pattern" else route.path
+        if kind == "path_separated_prefix":
+            taken = path == envoy_path or path.startswith(envoy_path.rstrip("/") + "/")
+        else:
+            taken = path.startswith(envoy_path)  # a plain prefix: /docs takes /docsx too
+        if taken:
+            yield path
+
+
+def _hosts(host: At, policy: Policy) -> list[str]:
+    """Host names a virtual host takes, including those authz's routes name."""
+    domains = value_of(host.get("domains"))
+    named = [pattern.replace("*.", "any.", 1) for route in policy.routes for pattern in route.hosts]
+    found: list[str] = []
+    for item in domains if isinstance(domains, list) else ["*"]:
+        domain = str(item)
+        if domain == "*":
+            found += ["", *named]
+        elif domain.startswith("*"):
+            found += [f"any{domain[1:]}", *(name for name in named if name.endswith(domain[1:]))]
+        elif domain.endswith("*"):
+            found += [f"{domain[:-1]}invalid", *(n for n in named if n.startswith(domain[:-1]))]
+        else:
+            found.append(domain)
+    return list(dict.fromkeys(found))
