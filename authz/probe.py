@@ -20,15 +20,16 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz import AUTHORIZATION_SERVICE
+
 __all__ = ["main", "probe"]
 
-SERVICE_NAME = "envoy.service.auth.v3.Authorization"  # as authz.server; no server import here
 EXIT_SERVING = 0
 EXIT_NOT_SERVING = 1
 EXIT_NO_ANSWER = 2
 
 
-def probe(target: str, service: str = SERVICE_NAME, timeout: float = 1.0) -> str:
+def probe(target: str, service: str = AUTHORIZATION_SERVICE, timeout: float = 1.0) -> str:
     """The health status name at ``target`` (e.g. ``SERVING``); grpc.RpcError without answer."""
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -40,7 +41,7 @@ def probe(target: str, service: str = SERVICE_NAME, timeout: float = 1.0) -> str
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m authz.probe", description=__doc__)
     parser.add_argument("target", help="unix:/path/to.sock or HOST:PORT")
-    parser.add_argument("--service", default=SERVICE_NAME, help="health service name")
+    parser.add_argument("--service", default=AUTHORIZATION_SERVICE, help="health service name")
     parser.add_argument("--timeout", type=float, default=1.0, help="seconds (default 1)")
     parser.add_argument("--alive", action="store_true", help="any answer is a success")
     args = parser.parse_args(argv)

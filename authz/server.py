@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from authz import AUTHORIZATION_SERVICE
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.check import response
 from authz.check.decision import Decision
@@ -36,7 +37,8 @@ __all__ = ["SERVICE_NAME", "AuthorizationService", "AuthzServer", "run"]
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = "envoy.service.auth.v3.Authorization"
+# The health service (besides "") that Envoy and the probes ask about.
+SERVICE_NAME = AUTHORIZATION_SERVICE
 # Sections built once at start (the listener; the span exporter and the
 # metrics endpoint): a reload that changes them is refused, not half-applied.
 _RESTART_ONLY = ("listen", "telemetry")

@@ -33,7 +33,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import Span, SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from authz import __version__
+from authz import AUTHORIZATION_SERVICE, __version__
 from authz.config.observability import TelemetryConfig
 from authz.observability.exporters import traces_choice
 
@@ -66,9 +66,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # OpenTelemetry's RPC conventions: span name "{rpc.service}/{rpc.method}".
-RPC_SERVICE = "envoy.service.auth.v3.Authorization"
-CHECK_SPAN = f"{RPC_SERVICE}/Check"
-_RPC_ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": RPC_SERVICE, "rpc.method": "Check"}
+CHECK_SPAN = f"{AUTHORIZATION_SERVICE}/Check"
+_RPC_ATTRIBUTES = {
+    "rpc.system": "grpc",
+    "rpc.service": AUTHORIZATION_SERVICE,
+    "rpc.method": "Check",
+}
 
 ATTR_DECISION = "authz.decision"
 ATTR_REASON = "authz.reason"
