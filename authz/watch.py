@@ -8,6 +8,9 @@ never changes); comparing the *resolved* path and the stat of its target does
 not. The signature also covers an in-place rewrite (mtime, size) and an
 atomic rename over the file (inode).
 
+``WatchedFile`` is that comparison, for every watched file: the
+configuration, the revocation list and the issuers' key files.
+
 A file that changed is not necessarily whole: a writer that rewrites it in
 place may be read half-way, and a truncated YAML file can still be valid.
 ``read_file`` therefore reports which file (resolved path, device, inode) the
@@ -28,6 +31,7 @@ from authz.errors import ConfigError
 __all__ = [
     "FileIdentity",
     "FileSignature",
+    "WatchedFile",
     "WatchedRead",
     "WholeFile",
     "file_signature",
@@ -51,6 +55,31 @@ def file_signature(path: Path) -> FileSignature | None:
     except OSError:
         return None
     return FileSignature(real, stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+
+class WatchedFile:
+    """A file polled for changes by its signature (``file_signature``).
+
+    ``changed`` is True once per change: the new signature is recorded before
+    the caller reads the file, so a change during that read is seen at the
+    next poll, and a file that stays broken is not read again until it
+    changes again.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._signature = file_signature(path)
+
+    def changed(self) -> bool:
+        """True if the file changed since the last call (or since it was created).
+
+        Blocking file I/O, though only a stat.
+        """
+        signature = file_signature(self.path)
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        return True
 
 
 class FileIdentity(NamedTuple):
@@ -98,7 +127,7 @@ class WholeFile:
     def __init__(self, path: Path, limit: int) -> None:
         self.path = path
         self._limit = limit
-        self._signature = file_signature(path)
+        self._watched = WatchedFile(path)
         read = read_file(path, limit)
         self.text = read.text  # the content taken at start
         digest = _digest(read.data)
@@ -112,12 +141,10 @@ class WholeFile:
 
         Blocking file I/O: call it from a worker thread, not the event loop.
         """
-        signature = file_signature(self.path)
+        moved = self._watched.changed()  # records the new signature before the read
         pending = self._last is not None and self._last[1] != self._handled
-        if signature == self._signature and not pending:
+        if not moved and not pending:
             return None
-        # Recorded before reading: a change during the read is seen next time.
-        self._signature = signature
         last, self._last = self._last, None
         read = read_file(self.path, self._limit)
         digest = _digest(read.data)

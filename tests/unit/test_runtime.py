@@ -14,7 +14,7 @@ from authz.check.request import RequestView
 from authz.errors import ConfigError
 from authz.keys.sources import IssuerKeys
 from authz.runtime import ConfigFile, build_runtime
-from authz.watch import file_signature
+from authz.watch import WatchedFile, file_signature
 
 CONFIG = """\
 realm: {realm}
@@ -170,6 +170,21 @@ def test_file_signature(tmp_path: Path) -> None:
     link = tmp_path / "link"
     link.symlink_to(path)
     assert file_signature(link) == file_signature(path)
+
+
+def test_a_watched_file_reports_each_change_once(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_text("a")
+    watched = WatchedFile(path)
+    assert not watched.changed()
+    path.write_text("bb")  # in place
+    assert watched.changed()
+    assert not watched.changed()
+    _publish(path, "bb")  # a new inode, the same bytes: still a change of the file
+    assert watched.changed()
+    path.unlink()
+    assert watched.changed()
+    assert not watched.changed()
 
 
 def test_an_oversized_config_is_refused(directory: Path) -> None:
