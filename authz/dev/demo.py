@@ -17,12 +17,13 @@ import base64
 import contextlib
 import json
 import signal
+import sys
 import threading
 from pathlib import Path
 
 from authz.dev.keys import load_private, write_keypair
 from authz.dev.otlp import OtlpReceiver, ReceivedSpan
-from authz.dev.stack import REPO_ROOT, HttpResponse, Stack, wait_for
+from authz.dev.stack import HttpResponse, Stack, envoy_config, wait_for
 from authz.dev.tokens import claims_for, mint
 from authz.dev.waterfall import waterfall
 from authz.observability.tracing import CHECK_SPAN
@@ -33,7 +34,7 @@ ISSUER = "https://idp.demo.local"
 AUDIENCE = "orders-api"
 KID = "demo-key-1"
 # envoy/gateway.yaml plus Envoy's OpenTelemetry tracer.
-ENVOY_TRACING = REPO_ROOT / "envoy" / "gateway-tracing.yaml"
+ENVOY_TRACING = envoy_config("gateway-tracing.yaml")
 SCOPES = "orders:read orders:write"
 
 CONFIG = f"""\
@@ -172,7 +173,7 @@ def run(workdir: Path, once: bool) -> int:
         print(f'   curl -i {url} -H "Authorization: Bearer $(cat {token_file})"')
         print(f"   curl -i {url}")
         print(
-            f"   {Path(__file__).parents[2] / '.venv/bin/authz'} token mint --key {private_path} "
+            f"   {Path(sys.executable).parent / 'authz'} token mint --key {private_path} "
             f"--kid {KID} --iss {ISSUER} --aud {AUDIENCE} --sub bob --scope orders:read"
         )
         print("Press Ctrl-C to stop.")

@@ -8,6 +8,7 @@ races for a port. Readiness is polled, never slept for.
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import json
 import os
 import shutil
@@ -36,13 +37,22 @@ __all__ = [
     "Stack",
     "StackError",
     "envoy_binary",
+    "envoy_config",
     "http_request",
     "render_envoy_config",
     "wait_for",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ENVOY_GATEWAY = REPO_ROOT / "envoy" / "gateway.yaml"
+
+def envoy_config(name: str) -> Path:
+    """One of the Envoy configurations shipped in the package (``authz/dev/envoy/``;
+    the repository's ``envoy/`` links to them), so the stack runs from an install."""
+    resource = importlib.resources.files("authz.dev").joinpath("envoy", name)
+    # A wheel is installed unpacked, so the resource is a file Envoy can be given.
+    return Path(str(resource))
+
+
+ENVOY_GATEWAY = envoy_config("gateway.yaml")
 T = TypeVar("T")
 # Where a cluster's one endpoint is: (host, port), or "unix:/path" (an Envoy pipe).
 Endpoint = tuple[str, int] | str

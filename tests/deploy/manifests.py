@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from authz.dev.stack import REPO_ROOT
+from tests.support.repo import REPO_ROOT
 
 __all__ = [
     "K8S",

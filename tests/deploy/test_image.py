@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from authz import __version__
-from authz.dev.stack import REPO_ROOT
 from tests.deploy.manifests import K8S, container, find, render
+from tests.support.repo import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 

@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 
-from authz.dev.stack import REPO_ROOT, HttpResponse, Stack, wait_for
+from authz.dev.stack import HttpResponse, Stack, wait_for
 from tests.e2e.conftest import Keys
 from tests.e2e.test_gateway_rules import readme_config
+from tests.support.repo import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

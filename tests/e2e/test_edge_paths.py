@@ -32,11 +32,12 @@ from collections.abc import Iterator
 import pytest
 
 from authz.check.paths import envoy_normal_form, match_form, normalize_host, normalize_path
-from authz.dev.stack import REPO_ROOT, Stack
+from authz.dev.stack import Stack
 from authz.errors import InvalidHost, InvalidPath
 from authz.observability.audit_record import redact
 from tests.e2e.conftest import CONFIG, Keys
 from tests.e2e.edge_differential import Outcome, Probe, hosts, paths, send_all
+from tests.support.repo import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

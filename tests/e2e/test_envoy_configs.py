@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from authz.dev.stack import REPO_ROOT, envoy_binary
+from authz.dev.stack import envoy_binary
+from tests.support.repo import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
-from authz.dev.stack import REPO_ROOT, HttpResponse, Stack, http_request, wait_for
+from authz.dev.stack import HttpResponse, Stack, http_request, wait_for
 from tests.e2e.conftest import ISSUER, Keys
 from tests.support.readme import yaml_block
+from tests.support.repo import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

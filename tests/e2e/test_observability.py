@@ -25,11 +25,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authz.config.loader import config_version
 from authz.dev.keys import load_private, write_keypair
-from authz.dev.stack import REPO_ROOT, Stack, http_request
+from authz.dev.stack import Stack, http_request
 from authz.dev.tokens import claims_for, mint
 from authz.observability.audit_record import SCHEMA_PATH
 from tests.e2e.conftest import AUDIENCE, ISSUER, KID
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
+from tests.support.repo import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

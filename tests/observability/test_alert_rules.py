@@ -21,7 +21,7 @@ import yaml
 
 from authz.config.loader import parse_config
 from authz.config.models import FetchConfig
-from authz.dev.stack import ENVOY_GATEWAY, REPO_ROOT
+from authz.dev.stack import ENVOY_GATEWAY
 from authz.observability.metrics import FETCH_RESULTS, RELOAD_RESULTS, known_reasons
 from tests.deploy.manifests import K8S, config_arg, container, find, mounted_file, render
 from tests.observability.prom import (
@@ -33,6 +33,7 @@ from tests.observability.prom import (
     write_rule_file,
 )
 from tests.support.readme import section
+from tests.support.repo import REPO_ROOT
 
 UNIT_TESTS = Path(__file__).parent / "alerts_test.yaml"
 SEVERITIES = {"warning", "critical"}

@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from authz import __version__
-from authz.dev.stack import REPO_ROOT
+from tests.support.repo import REPO_ROOT
 
 DIST_NAME = "envoy-jwt-authz"
 
@@ -88,7 +88,9 @@ def test_the_wheel_holds_the_package_only(dist: Path) -> None:
     assert "Classifier: Topic :: Security" in metadata
 
 
-def test_installed_in_a_fresh_venv_it_reports_its_version(dist: Path, tmp_path: Path) -> None:
+def _install(dist: Path, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The wheel in a fresh venv: its directory, its site-packages, and an
+    environment that runs it rather than this checkout."""
     (wheel,) = dist.glob("envoy_jwt_authz-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -106,6 +108,11 @@ def test_installed_in_a_fresh_venv_it_reports_its_version(dist: Path, tmp_path: 
     (site,) = (venv / "lib").glob("python3*/site-packages")
     (site / "dev-deps.pth").write_text(f"{purelib}\n")
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    return venv, site, clean
+
+
+def test_installed_in_a_fresh_venv_it_reports_its_version(dist: Path, tmp_path: Path) -> None:
+    venv, site, clean = _install(dist, tmp_path)
     result = subprocess.run(
         [str(venv / "bin" / "authz"), "--version"],
         capture_output=True,
@@ -126,6 +133,30 @@ def test_installed_in_a_fresh_venv_it_reports_its_version(dist: Path, tmp_path: 
         env=clean,
     ).stdout
     assert where.startswith(str(site)), where
+
+
+def test_installed_the_demo_finds_its_envoy_configurations(dist: Path, tmp_path: Path) -> None:
+    """The demo's stack needs no checkout: its Envoy templates are package data."""
+    venv, site, clean = _install(dist, tmp_path)
+    paths = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "from authz.dev import demo, stack\n"
+            "print(stack.ENVOY_GATEWAY)\n"
+            "print(demo.ENVOY_TRACING)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env=clean,
+    ).stdout.split()
+    assert len(paths) == 2, paths
+    for path in map(Path, paths):
+        assert path.is_relative_to(site), path
+        assert path.is_file(), path
+        assert "static_resources" in path.read_text()
 
 
 def test_the_version_is_written_once() -> None:

@@ -13,7 +13,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FileDescripto
 from authz._proto.envoy.config.core.v3 import address_pb2, base_pb2
 from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from authz._proto.envoy.type.v3 import http_status_pb2
-from authz.dev.stack import REPO_ROOT
+from tests.support.repo import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "protos"))
 from compile_protos import generate

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from authz.dev.stack import REPO_ROOT
+from tests.support.repo import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 PAGES = (README, *sorted((REPO_ROOT / "docs").glob("*.md")))

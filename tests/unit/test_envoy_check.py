@@ -21,9 +21,10 @@ import yaml
 from authz.cli import main
 from authz.config.loader import parse_config
 from authz.config.models import Config
-from authz.dev.stack import REPO_ROOT, envoy_binary
+from authz.dev.stack import envoy_binary
 from authz.envoy_check import EnvoyCheckError, Finding, check_file, check_text, run
 from tests.support.readme import yaml_block
+from tests.support.repo import REPO_ROOT
 
 HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 EXT_AUTHZ = "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
