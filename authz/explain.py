@@ -25,7 +25,8 @@ from typing import Any, TextIO
 from google.protobuf import json_format
 
 from authz.check import response
-from authz.check.decision import Decision, Step
+from authz.check.decision import Decision
+from authz.check.phases import Phase, Step
 from authz.check.policy import Check
 from authz.check.request import RequestView
 from authz.check.verify import Clock
@@ -81,7 +82,7 @@ def explain(
     routes = {route.name: route for route in runtime.decider.policy.routes}
     for step in trace:
         _print_step(out, step, routes=routes, decision=decision, keys=runtime.keys, now=now)
-        if step.phase == "token" and step.outcome == "fail":
+        if step.phase is Phase.TOKEN and step.outcome == "fail":
             _print_unverified(out, request, now)
     _print_answer(out, decision, config)
     return decision
@@ -98,7 +99,7 @@ def _print_step(
 ) -> None:
     outcome = {"ok": "ok", "fail": "FAIL", "skip": "skip", "info": "note"}[step.outcome]
     text = step.text
-    if step.phase == "route" and step.outcome == "skip":
+    if step.phase is Phase.ROUTE and step.outcome == "skip":
         name, _, rest = text.partition(": ")
         condition = rest.split(" ", 1)[0]
         route = routes.get(name)
@@ -110,7 +111,7 @@ def _print_step(
         top = step.check.children if step.check.label == "requirements" else (step.check,)
         for check in top:
             _print_check(out, check, depth=1)
-    if step.phase == "token" and step.outcome == "ok" and decision.token is not None:
+    if step.phase is Phase.TOKEN and step.outcome == "ok" and decision.token is not None:
         _print_token(out, decision, keys, now)
 
 

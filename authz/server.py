@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from authz import AUTHORIZATION_SERVICE
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.check import response
-from authz.check.decision import Decision
+from authz.check.decision import Deny
 from authz.check.request import RequestView, view
 from authz.check.verify import Clock
 from authz.config.models import Config
@@ -95,7 +95,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 if isinstance(exc, UnicodeError | ValueError)
                 else InternalError(type(exc).__name__)
             )
-            decision = Decision.deny(error)
+            decision = Deny(error)
         # Decided, but past the deadline Envoy sent (its ext_authz timeout):
         # Envoy has already answered the client with its status_on_error. Not
         # seen here: a cancellation gRPC has not delivered yet (the loop was

@@ -20,8 +20,10 @@ becomes an allow that records the deny it would have been
 that verified and is not revoked. An answer of 503 (authz could not decide)
 is never turned into an allow, in a dry run or by a shadow route.
 
-``decide`` can record every phase into a trace for ``authz explain``: the
-same code decides for the service and explains for the operator.
+A decision is an ``Allow`` or a ``Deny(error)``: a deny's status, reason and
+detail are its error's. The phases themselves are in phases.py; here they run
+in order. ``decide`` can record every phase into a trace for ``authz
+explain``: the same code decides for the service and explains for the operator.
 """
 
 from __future__ import annotations
@@ -30,26 +32,40 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import ClassVar, Protocol
 
-from authz.check.credentials import bearer
 from authz.check.header_budget import check_header_budget
-from authz.check.policy import OPTIONAL, PUBLIC, Check, Match, Policy, Route
+from authz.check.identity import headers_to_remove
+from authz.check.phases import (
+    Memo,
+    Phase,
+    Run,
+    Step,
+    check_size,
+    credential,
+    identity,
+    match_route,
+    requirements,
+    revocation,
+)
+from authz.check.policy import Match, Policy, Route
 from authz.check.request import RequestView
 from authz.check.revocation import RevocationList
-from authz.check.steps import step
-from authz.check.verify import VerifiedToken, fingerprint
+from authz.check.verify import VerifiedToken
 from authz.config.models import Config
-from authz.errors import (
-    AuthzError,
-    Forbidden,
-    InternalError,
-    MissingCredentials,
-    RequestTooLarge,
-    UnknownKey,
-)
+from authz.errors import AuthzError, Forbidden, InternalError, UnknownKey
 
-__all__ = ["DRY_RUN", "Decider", "Decision", "Refetch", "Step", "TokenVerifier", "Unenforced"]
+__all__ = [
+    "DRY_RUN",
+    "Allow",
+    "Decider",
+    "Decision",
+    "Deny",
+    "Refetch",
+    "Step",
+    "TokenVerifier",
+    "Unenforced",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +89,20 @@ class Unenforced:
         return "allow" if self.allowed else "deny"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    allowed: bool
-    status: int
-    reason: str
-    detail: str = ""
-    error: AuthzError | None = None
+# Not slotted: a slotted frozen dataclass answers an assignment to a class
+# attribute (allowed, status …) with a TypeError, not FrozenInstanceError.
+@dataclass(frozen=True, kw_only=True)
+class _Decided:
+    """What every decision reports, whichever way it went."""
+
     # The token, once verified; a deny after verification (revoked, 403) keeps it.
     token: VerifiedToken | None = None
     token_fingerprint: str = ""
-    headers_to_set: tuple[tuple[str, str], ...] = ()
-    headers_to_remove: tuple[str, ...] = ()
     # The route that decided ("" when the configuration has no routes, or none matched).
     route: str = ""
     mode: str = ""
     # What each shadow route that took the request would have decided, in order.
     shadows: tuple[Unenforced, ...] = ()
-    # A dry run's allow in place of a deny: the deny it would have been.
-    dry_run: Unenforced | None = None
     # The configured issuer the token named, also when it failed to verify
     # ("" when no configured issuer was named): a bounded label.
     issuer: str = ""
@@ -100,28 +111,52 @@ class Decision:
         if not self.issuer and self.token is not None:
             object.__setattr__(self, "issuer", self.token.issuer)
 
-    @classmethod
-    def deny(cls, error: AuthzError, **context: Any) -> Decision:
-        """A deny whose status, reason and detail are ``error``'s; ``context`` sets
-        the rest (token, token_fingerprint, route, mode, shadows, issuer)."""
-        return cls(
-            allowed=False,
-            status=error.status,
-            reason=error.reason,
-            detail=error.detail,
-            error=error,
-            **context,
-        )
+
+@dataclass(frozen=True, kw_only=True)
+class Allow(_Decided):
+    headers_to_set: tuple[tuple[str, str], ...] = ()
+    headers_to_remove: tuple[str, ...] = ()
+    # A dry run's allow in place of a deny: the deny it would have been.
+    dry_run: Unenforced | None = None
+
+    # What a deny reads from its error, fixed for an allow: code that logs,
+    # counts or answers either kind reads the same attributes.
+    allowed: ClassVar[bool] = True
+    status: ClassVar[int] = 200
+    detail: ClassVar[str] = ""
+    error: ClassVar[AuthzError | None] = None
+
+    @property
+    def reason(self) -> str:
+        return "allowed" if self.dry_run is None else DRY_RUN
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One phase of a decision, as ``authz explain`` prints it."""
+@dataclass(frozen=True)
+class Deny(_Decided):
+    """A deny: its status, reason and detail are ``error``'s."""
 
-    phase: str
-    outcome: str  # "ok", "fail", "skip" or "info"
-    text: str
-    check: Check | None = None
+    error: AuthzError
+
+    allowed: ClassVar[bool] = False
+    # What an allow carries and a deny never does, for code that reads either.
+    headers_to_set: ClassVar[tuple[tuple[str, str], ...]] = ()
+    headers_to_remove: ClassVar[tuple[str, ...]] = ()
+    dry_run: ClassVar[Unenforced | None] = None
+
+    @property
+    def status(self) -> int:
+        return self.error.status
+
+    @property
+    def reason(self) -> str:
+        return self.error.reason
+
+    @property
+    def detail(self) -> str:
+        return self.error.detail
+
+
+Decision = Allow | Deny
 
 
 class TokenVerifier(Protocol):
@@ -166,112 +201,66 @@ class Decider:
     ) -> Decision:
         """Decide one request; ``budget`` is how long it may wait (Envoy's deadline)."""
         match: Match | None = None
-        memo = _Memo()
-        progress = _Progress()
+        memo = Memo()
+        run = Run(trace)
         shadows: list[Unenforced] = []
         try:
-            # Each phase is an event on the Check's span (authz.check.steps).
-            with step("extract"):
-                self._check_size(request)
-                progress.stage = "route"
-                match = self._match(self.policy, request, trace)
+            with Phase.REQUEST.step():  # the "extract" event, which the route shares
+                check_size(request, self._config, run)
+                match = match_route(self.policy, request, run)
             while match.route.shadow:
                 shadows.append(await self._shadow(request, match.route, memo, trace, budget=budget))
                 after, match = self._after[match.route.index], None
-                match = self._match(after, request, trace)
-            route = match.route
-            headers = await self._evaluate(request, route, memo, progress, trace, budget=budget)
+                match = match_route(after, request, run)
+            taken = match.route
+            headers = await self._evaluate(request, taken, memo, run, budget=budget)
             # Past Envoy's header limits, Envoy would answer this allow with a 500.
             check_header_budget(request, headers, self._config.envoy)
         except AuthzError as error:
-            if progress.stage != "requirements":  # the requirements step already shows its checks
-                _note(trace, progress.stage, "fail", f"{error.reason}: {error.detail}")
+            run.denied(error)
             # A dry run lifts denies, never a 503: authz could not decide, and an
             # allow then would be failing open on an outage or a bug, which no
             # rehearsal of the rules is meant to do.
             if self._dry_run and error.status < 500:
-                return self._dry_run_allow(
-                    request, match, error, progress, shadows=shadows, trace=trace
-                )
-            return self._deny(error, progress, match, shadows)
+                return self._dry_run_allow(request, match, error, run, shadows)
+            return self._deny(error, run, match, shadows)
         except Exception as exc:
             log.exception("internal error while deciding")
-            _note(trace, progress.stage, "fail", f"internal error: {type(exc).__name__}")
-            return self._deny(InternalError(f"{type(exc).__name__}"), progress, match, shadows)
-        _note(trace, "identity", "ok", f"{len(headers)} header(s) to set")
-        return self._allow(request, route, progress, headers, shadows)
-
-    # --- phases ------------------------------------------------------------------------
-
-    def _match(self, policy: Policy, request: RequestView, trace: list[Step] | None) -> Match:
-        skipped: list[tuple[Route, str]] | None = [] if trace is not None else None
-        try:
-            match = policy.match(request, skipped)
-        finally:
-            for route, condition in skipped or ():
-                _note(trace, "route", "skip", f"{route.name}: {condition} does not match")
-        if trace is not None:
-            name = match.route.name or "(no routes configured: every request is protected)"
-            shadow = ", shadow" if match.route.shadow else ""
-            params = "".join(f", {k}={v}" for k, v in match.params.items())
-            _note(trace, "route", "ok", f"{name}: {match.route.mode}{shadow}{params}")
-        return match
+            run.failed(exc)
+            return self._deny(InternalError(f"{type(exc).__name__}"), run, match, shadows)
+        run.note(Phase.IDENTITY, "ok", f"{len(headers)} header(s) to set")
+        return Allow(
+            token=run.token,
+            token_fingerprint=run.token_fingerprint,
+            headers_to_set=headers,
+            headers_to_remove=self._headers_to_remove(request, taken, headers),
+            route=taken.name,
+            mode=taken.mode,
+            shadows=tuple(shadows),
+        )
 
     async def _evaluate(
-        self,
-        request: RequestView,
-        route: Route,
-        memo: _Memo,
-        progress: _Progress,
-        trace: list[Step] | None,
-        *,
-        budget: float,
+        self, request: RequestView, route: Route, memo: Memo, run: Run, *, budget: float
     ) -> tuple[tuple[str, str], ...]:
-        """The phases of ``route`` for ``request``: the identity headers to set, or the
-        AuthzError that denies. ``progress`` keeps what a deny reports."""
-        progress.stage = "credentials"
-        with step("credentials"):
-            token_text = progress.token_text = self._credential(request, route, memo, trace)
+        """The phases of ``route`` for ``request``, each an event on the Check's span
+        (authz.check.steps): the identity headers to set, or the AuthzError that
+        denies. ``run`` keeps what a deny reports."""
+        with Phase.CREDENTIALS.step():
+            max_bytes = self._config.max_token_bytes
+            token_text = run.token_text = credential(request, route, memo, run, max_bytes)
         token: VerifiedToken | None = None
         if token_text:
-            progress.stage = "token"
-            with step("verify"):
-                token = progress.token = await self._verified(token_text, memo, budget)
-            _note(trace, "token", "ok", f"verified: issuer {token.issuer}")
-            progress.stage = "revocation"
-            with step("policy"):
-                self._check_revocation(token, trace)
-                progress.stage = "requirements"
-                self._authorize(route, token, trace)
-        progress.stage = "identity"
-        with step("identity"):
-            return self._identity(route, token, token_text)
+            with Phase.TOKEN.step():
+                token = run.token = await self._token(token_text, memo, run, budget)
+            run.note(Phase.TOKEN, "ok", f"verified: issuer {token.issuer}")
+            with Phase.REVOCATION.step():  # the "policy" event, which requirements share
+                revocation(self._revocations, token, run)
+                requirements(self.policy, route, token, run)
+        with Phase.IDENTITY.step():
+            return identity(route, token, token_text, run)
 
-    def _credential(
-        self, request: RequestView, route: Route, memo: _Memo, trace: list[Step] | None
-    ) -> str:
-        """The bearer token, or "" where the route lets the request in without one."""
-        if route.mode == PUBLIC:
-            _note(trace, "credentials", "skip", "public route: no token examined")
-            return ""
-        if memo.credential is None:
-            try:
-                memo.credential = bearer(request, self._config.max_token_bytes)
-            except AuthzError as error:
-                memo.credential = error
-        credential = memo.credential
-        if isinstance(credential, MissingCredentials) and route.mode == OPTIONAL:
-            _note(trace, "credentials", "skip", f"optional route, no token: {credential.detail}")
-            return ""
-        if isinstance(credential, AuthzError):
-            raise credential
-        if trace is not None:  # not worth a hash on the hot path
-            _note(
-                trace, "credentials", "ok", f"bearer token, fingerprint {fingerprint(credential)}"
-            )
-        return credential
-
-    async def _verified(self, token_text: str, memo: _Memo, budget: float) -> VerifiedToken:
+    async def _token(self, token_text: str, memo: Memo, run: Run, budget: float) -> VerifiedToken:
+        run.phase = Phase.TOKEN
         # Verification does not depend on the route: a shadow route and the
         # route after it share one, so a shadow rule costs no second signature
         # check and no second key refetch.
@@ -284,135 +273,6 @@ class Decider:
             raise memo.verified
         return memo.verified
 
-    def _check_revocation(self, token: VerifiedToken, trace: list[Step] | None) -> None:
-        if self._revocations is None:
-            return
-        self._revocations.check(token)
-        _note(trace, "revocation", "ok", "neither jti nor sub is revoked")
-
-    def _authorize(self, route: Route, token: VerifiedToken, trace: list[Step] | None) -> None:
-        check = self.policy.authorize(route, token)
-        if check is None:
-            return
-        if trace is not None:
-            trace.append(Step("requirements", "ok" if check.passed else "fail", "", check))
-        if not check.passed:
-            raise check.error or Forbidden(check.detail)
-
-    def _identity(
-        self, route: Route, token: VerifiedToken | None, token_text: str
-    ) -> tuple[tuple[str, str], ...]:
-        if token is None:
-            return ()
-        return tuple(route.identity.render(token.claims, token_text))
-
-    async def _shadow(
-        self,
-        request: RequestView,
-        route: Route,
-        memo: _Memo,
-        trace: list[Step] | None,
-        *,
-        budget: float,
-    ) -> Unenforced:
-        """What ``route`` would decide; it decides nothing, whatever happens here."""
-        progress = _Progress()
-        try:
-            await self._evaluate(request, route, memo, progress, trace, budget=budget)
-            outcome = Unenforced(route.name, True, 200, "allowed")
-        except AuthzError as error:
-            if progress.stage != "requirements":
-                _note(trace, progress.stage, "fail", f"{error.reason}: {error.detail}")
-            outcome = _would_deny(route.name, error)
-        except Exception as exc:
-            # Reported like any would-be deny; the routes after it still decide
-            # (and fail the same way if the fault is theirs too).
-            log.exception("internal error while evaluating shadow route %s", route.name)
-            _note(trace, progress.stage, "fail", f"internal error: {type(exc).__name__}")
-            outcome = _would_deny(route.name, InternalError(type(exc).__name__))
-        verdict = "allow" if outcome.allowed else f"deny {outcome.status} {outcome.reason}"
-        _note(
-            trace,
-            "shadow",
-            "info",
-            f"{route.name} would {verdict}; not enforced: the routes after it decide",
-        )
-        return outcome
-
-    # --- outcomes ----------------------------------------------------------------------
-
-    def _allow(
-        self,
-        request: RequestView,
-        route: Route,
-        progress: _Progress,
-        headers: tuple[tuple[str, str], ...],
-        shadows: list[Unenforced],
-    ) -> Decision:
-        return Decision(
-            allowed=True,
-            status=200,
-            reason="allowed",
-            token=progress.token,
-            token_fingerprint=fingerprint(progress.token_text) if progress.token_text else "",
-            headers_to_set=headers,
-            headers_to_remove=self._headers_to_remove(request, route, headers),
-            route=route.name,
-            mode=route.mode,
-            shadows=tuple(shadows),
-        )
-
-    def _dry_run_allow(
-        self,
-        request: RequestView,
-        match: Match | None,
-        error: AuthzError,
-        progress: _Progress,
-        *,
-        shadows: list[Unenforced],
-        trace: list[Step] | None,
-    ) -> Decision:
-        route = match.route if match is not None else None
-        token = progress.token
-        headers: tuple[tuple[str, str], ...] = ()
-        # Identity only from a token that verified and is not revoked: a failed
-        # requirement does not make the identity less true; anything else does.
-        if isinstance(error, Forbidden) and token is not None and route is not None:
-            try:
-                headers = self._identity(route, token, progress.token_text)
-                # Past Envoy's header limits this allow would be Envoy's 500.
-                check_header_budget(request, headers, self._config.envoy)
-            except AuthzError:
-                headers = ()
-        _note(trace, "dry run", "info", f"would deny {error.status} {error.reason}; allowed")
-        name = route.name if route is not None else ""
-        return Decision(
-            allowed=True,
-            status=200,
-            reason=DRY_RUN,
-            token=token,
-            token_fingerprint=fingerprint(progress.token_text) if progress.token_text else "",
-            headers_to_set=headers,
-            headers_to_remove=self._headers_to_remove(request, route, headers),
-            route=name,
-            mode=route.mode if route is not None else "",
-            shadows=tuple(shadows),
-            dry_run=_would_deny(name, error),
-            issuer=error.issuer,
-        )
-
-    def _check_size(self, request: RequestView) -> None:
-        count = request.header_count
-        if count > self._config.max_request_headers:
-            raise RequestTooLarge(
-                f"{count} headers; the limit is {self._config.max_request_headers}"
-            )
-        size = request.header_bytes
-        if size > self._config.max_request_header_bytes:
-            raise RequestTooLarge(
-                f"{size} bytes of headers; the limit is {self._config.max_request_header_bytes}"
-            )
-
     async def _verify(self, token_text: str, budget: float) -> VerifiedToken:
         try:
             return self._verifier.verify(token_text)
@@ -421,35 +281,95 @@ class Decider:
             # refetch, then one more try. Anything else is final.
             if self._refetch is None or not error.issuer:
                 raise
-            with step("keys"):  # only a refetch is worth an event: lookups are a dict get
+            with Phase.KEYS.step():  # only a refetch is worth an event: lookups are a dict get
                 fetched = await self._refetch(error.issuer, budget)
             if not fetched:
                 raise
             return self._verifier.verify(token_text)
 
+    async def _shadow(
+        self,
+        request: RequestView,
+        route: Route,
+        memo: Memo,
+        trace: list[Step] | None,
+        *,
+        budget: float,
+    ) -> Unenforced:
+        """What ``route`` would decide; it decides nothing, whatever happens here."""
+        run = Run(trace)
+        try:
+            await self._evaluate(request, route, memo, run, budget=budget)
+            outcome = Unenforced(route.name, True, 200, "allowed")
+        except AuthzError as error:
+            run.denied(error)
+            outcome = _would_deny(route.name, error)
+        except Exception as exc:
+            # Reported like any would-be deny; the routes after it still decide
+            # (and fail the same way if the fault is theirs too).
+            log.exception("internal error while evaluating shadow route %s", route.name)
+            run.failed(exc)
+            outcome = _would_deny(route.name, InternalError(type(exc).__name__))
+        verdict = "allow" if outcome.allowed else f"deny {outcome.status} {outcome.reason}"
+        run.note(
+            Phase.SHADOW,
+            "info",
+            f"{route.name} would {verdict}; not enforced: the routes after it decide",
+        )
+        return outcome
+
+    # --- outcomes ----------------------------------------------------------------------
+
+    def _dry_run_allow(
+        self,
+        request: RequestView,
+        match: Match | None,
+        error: AuthzError,
+        run: Run,
+        shadows: list[Unenforced],
+    ) -> Allow:
+        taken = match.route if match is not None else None
+        token = run.token
+        headers: tuple[tuple[str, str], ...] = ()
+        # Identity only from a token that verified and is not revoked: a failed
+        # requirement does not make the identity less true; anything else does.
+        if isinstance(error, Forbidden) and token is not None and taken is not None:
+            try:
+                headers = identity(taken, token, run.token_text)
+                # Past Envoy's header limits this allow would be Envoy's 500.
+                check_header_budget(request, headers, self._config.envoy)
+            except AuthzError:
+                headers = ()
+        run.note(Phase.DRY_RUN, "info", f"would deny {error.status} {error.reason}; allowed")
+        name = taken.name if taken is not None else ""
+        return Allow(
+            token=token,
+            token_fingerprint=run.token_fingerprint,
+            headers_to_set=headers,
+            headers_to_remove=self._headers_to_remove(request, taken, headers),
+            route=name,
+            mode=taken.mode if taken is not None else "",
+            shadows=tuple(shadows),
+            dry_run=_would_deny(name, error),
+            issuer=error.issuer,
+        )
+
     def _headers_to_remove(
         self, request: RequestView, route: Route | None, headers: tuple[tuple[str, str], ...]
     ) -> tuple[str, ...]:
-        # Remove every client-sent header in the identity namespace, and every
-        # configured identity header (in case Envoy's allowed_headers hid the
-        # client's copy from us), except those we set: a set header overwrites.
-        setting = {name for name, _ in headers}
-        names = {name for name in request.headers if name.startswith(self._namespace)}
-        names.update(self._identity_names)
-        if route is not None and route.identity.strip_authorization:
-            names.add("authorization")
-        return tuple(sorted(names - setting))
+        plan = route.identity if route is not None else None
+        return headers_to_remove(
+            plan, request.headers, headers, namespace=self._namespace, names=self._identity_names
+        )
 
     @staticmethod
-    def _deny(
-        error: AuthzError, progress: _Progress, match: Match | None, shadows: list[Unenforced]
-    ) -> Decision:
-        return Decision.deny(
+    def _deny(error: AuthzError, run: Run, match: Match | None, shadows: list[Unenforced]) -> Deny:
+        return Deny(
             error,
             # A token that verified (then was revoked or lacked a requirement)
             # names who was denied, for logs and access logs.
-            token=progress.token,
-            token_fingerprint=fingerprint(progress.token_text) if progress.token_text else "",
+            token=run.token,
+            token_fingerprint=run.token_fingerprint,
             route=match.route.name if match is not None else "",
             mode=match.route.mode if match is not None else "",
             issuer=error.issuer,
@@ -457,32 +377,5 @@ class Decider:
         )
 
 
-class _Progress:
-    """How far the evaluation of one route got: what its deny reports."""
-
-    __slots__ = ("stage", "token", "token_text")
-
-    def __init__(self) -> None:
-        self.stage = "request"
-        self.token_text = ""
-        self.token: VerifiedToken | None = None
-
-
-class _Memo:
-    """What one Check learns once, for every route it evaluates: the bearer
-    credential and the token's verification (an outcome or the error)."""
-
-    __slots__ = ("credential", "verified")
-
-    def __init__(self) -> None:
-        self.credential: str | AuthzError | None = None
-        self.verified: VerifiedToken | AuthzError | None = None
-
-
 def _would_deny(route: str, error: AuthzError) -> Unenforced:
     return Unenforced(route, False, error.status, error.reason, error.detail)
-
-
-def _note(trace: list[Step] | None, phase: str, outcome: str, text: str) -> None:
-    if trace is not None:
-        trace.append(Step(phase, outcome, text))

@@ -18,7 +18,7 @@ on, changed or cut short, and so is a set of headers larger than
 detail names the claim and the problem, never the value. Claims outside
 visible ASCII can still reach the upstream intact in ``payload_header``. An
 absent claim (or an empty string) sets no header; the client's copy of every
-header in the namespace is removed all the same (see decision.py).
+header in the namespace is removed all the same (``headers_to_remove``).
 
 ``payload_header`` carries the whole verified payload: the token's payload
 segment exactly as signed (base64url of the JSON), like Envoy's
@@ -29,7 +29,7 @@ doubts.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,7 @@ from authz.config.models import IdentityConfig
 from authz.config.rules import RouteIdentityConfig, claim_path
 from authz.errors import ClaimInvalid
 
-__all__ = ["IdentityPlan", "scopes"]
+__all__ = ["IdentityPlan", "headers_to_remove", "scopes"]
 
 # What a header value may hold so that the upstream reads exactly what the
 # rules checked: visible ASCII and spaces (and no space at either end).
@@ -145,6 +145,26 @@ class IdentityPlan:
                 f"identity headers total {total} bytes; the limit is {self.max_total_bytes}"
             )
         return result
+
+
+def headers_to_remove(
+    plan: IdentityPlan | None,
+    sent: Iterable[str],
+    setting: Iterable[tuple[str, str]],
+    *,
+    namespace: str,
+    names: Iterable[str],
+) -> tuple[str, ...]:
+    """What an allow removes: every client-sent header in the identity
+    ``namespace`` and every identity header any route may set (``names``; in
+    case Envoy's allowed_headers hid the client's copy from us), and
+    Authorization where ``plan`` strips it; never a header it sets, since a
+    set header overwrites. ``plan`` is None when no route took the request."""
+    removed = {name for name in sent if name.startswith(namespace)}
+    removed.update(names)
+    if plan is not None and plan.strip_authorization:
+        removed.add("authorization")
+    return tuple(sorted(removed - {name for name, _ in setting}))
 
 
 def _payload_segment(token_text: str) -> str:

@@ -16,7 +16,7 @@ from google.rpc import code_pb2, status_pb2
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz._proto.envoy.type.v3 import http_status_pb2
-from authz.check.decision import Decision
+from authz.check.decision import Allow, Decision
 from authz.errors import AuthzError, Forbidden
 
 __all__ = ["build", "www_authenticate"]
@@ -36,7 +36,7 @@ _BODY_ERROR = {401: "unauthorized", 403: "forbidden"}
 
 def build(decision: Decision, realm: str) -> external_auth_pb2.CheckResponse:
     metadata = _metadata(decision)
-    if decision.allowed:
+    if isinstance(decision, Allow):
         return external_auth_pb2.CheckResponse(
             status=_OK,
             ok_response=external_auth_pb2.OkHttpResponse(
@@ -46,7 +46,6 @@ def build(decision: Decision, realm: str) -> external_auth_pb2.CheckResponse:
             dynamic_metadata=metadata,
         )
     error = decision.error
-    assert error is not None
     headers = [
         _header("content-type", "application/json"),
         _header("cache-control", "no-store"),

@@ -1,9 +1,11 @@
 """The phases of one Check, as events on the Check's span.
 
-``decision.py`` wraps each phase in ``step("extract")``, ``step("verify")`` …;
-each becomes one span event named ``authz.<phase>`` with its outcome, its
-duration, and for a deny or a failure the reason. Events rather than child spans: a trace
-still shows where the time went and why, at a fraction of the cost of a span.
+``decision.py`` wraps the phases in ``Phase.REQUEST.step()``,
+``Phase.TOKEN.step()`` … (phases.py names each phase's event: ``extract``,
+``verify`` …); each becomes one span event named ``authz.<event>`` with its
+outcome, its duration, and for a deny or a failure the reason. Events rather
+than child spans: a trace still shows where the time went and why, at a
+fraction of the cost of a span.
 
 This module needs only the OpenTelemetry *API*: when the current span is not
 recording (tracing off, or the trace not sampled) a step costs one context

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authz.check.decision import Decider, Decision
+from authz.check.decision import Decider, Decision, Deny
 from authz.check.request import RequestView
 from authz.check.revocation import RevocationList
 from authz.check.verify import VerifiedToken, Verifier, fingerprint
@@ -304,7 +304,7 @@ def test_deny_never_carries_the_token_text(env: Env, decider: Decider, clock: Fa
 
 
 def test_default_decision_fields() -> None:
-    decision = Decision(allowed=False, status=401, reason="missing_token")
+    decision = Deny(MissingCredentials())
     assert decision.headers_to_set == ()
     assert decision.headers_to_remove == ()
     assert decision.token_fingerprint == ""

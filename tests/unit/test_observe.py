@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from authz.check.decision import Decision, Unenforced
+from authz.check.decision import Allow, Decision, Deny, Unenforced
 from authz.check.request import RequestView
 from authz.config.loader import parse_config
 from authz.errors import InternalError, MissingCredentials
@@ -51,7 +51,7 @@ class BrokenMetrics(Metrics):
 
 def deny(error: Exception) -> Decision:
     assert isinstance(error, MissingCredentials | InternalError)
-    return Decision(allowed=False, status=error.status, reason=error.reason, error=error)
+    return Deny(error)
 
 
 @pytest.fixture
@@ -114,11 +114,8 @@ def test_a_shadow_would_be_deny_is_in_the_span_the_record_and_the_metric(
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     observed = observability(spans, sink, Metrics(provider, ["https://idp"]))
     check = observed.begin(PARENT)
-    decision = Decision(
-        allowed=False,
-        status=401,
-        reason="missing_token",
-        error=MissingCredentials(),
+    decision = Deny(
+        MissingCredentials(),
         route="orders",
         shadows=(SHADOW,),
     )
@@ -170,9 +167,9 @@ def test_a_dry_run_counts_every_decision_as_a_would_be_outcome(
     config = parse_config(DRY_RUN_CONFIG)
     observed.apply(config)
     would = Unenforced("orders", False, 401, "token_expired", "expired")
-    allowed = Decision(allowed=True, status=200, reason="allowed", route="orders")
+    allowed = Allow(route="orders")
     for decision in (
-        Decision(allowed=True, status=200, reason="dry_run", route="orders", dry_run=would),
+        Allow(route="orders", dry_run=would),
         allowed,
     ):
         observed.finish(observed.begin(PARENT), REQUEST, decision)
@@ -229,7 +226,7 @@ def test_a_record_no_sink_took_is_answered_per_on_sink_failure(
             DRY_RUN_CONFIG.replace("dry_run: true", f"audit: {{on_sink_failure: {policy}}}")
         )
     )
-    allow = Decision(allowed=True, status=200, reason="allowed", route="orders")
+    allow = Allow(route="orders")
     final = observed.finish(observed.begin(PARENT), REQUEST, allow)
     assert final is not None
     assert ("allow" if final.allowed else "deny", final.status, final.reason) == answered
@@ -311,7 +308,7 @@ def test_a_decision_made_too_late_is_recorded_as_late_with_the_undelivered_answe
     observed.apply(
         parse_config(DRY_RUN_CONFIG.replace("dry_run: true", "audit: {late_status: 504}"))
     )
-    allow = Decision(allowed=True, status=200, reason="allowed", route="orders")
+    allow = Allow(route="orders")
     observed.finish(observed.begin(PARENT), REQUEST, allow, late="deadline_exceeded")
     (span,) = spans.get_finished_spans()
     attributes = dict(span.attributes or {})

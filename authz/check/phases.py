@@ -1,0 +1,219 @@
+"""The phases of one Check, and the one vocabulary every view of them uses.
+
+A ``Phase`` names a phase in the code, labels its lines in ``authz explain``
+(the member's value: "route", "token", …) and names the span event it is
+recorded in (``Phase.event``; ``with Phase.TOKEN.step():`` emits ``authz.verify``).
+Span events are coarser than explain's lines, and their names are the ones
+traces and dashboards already read:
+
+    request, route           -> extract
+    credentials              -> credentials
+    token                    -> verify   (a key refetch inside it -> keys)
+    revocation, requirements -> policy
+    identity                 -> identity
+
+Phases that share an event run inside one ``step``: ``decision.py`` opens it
+with the first of them. ``shadow`` and ``dry run`` are notes, not phases: what
+was evaluated and not enforced; they have no event of their own.
+
+Each phase is a function that runs it, marks it as the phase under way (so a
+deny is reported under the phase that raised it) and notes its own lines in
+the trace when there is one; a deny is the AuthzError it raises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from authz.check import steps
+from authz.check.credentials import bearer
+from authz.check.policy import OPTIONAL, PUBLIC, Check, Match, Policy, Route
+from authz.check.request import RequestView
+from authz.check.revocation import RevocationList
+from authz.check.verify import VerifiedToken, fingerprint
+from authz.config.models import Config
+from authz.errors import AuthzError, Forbidden, MissingCredentials, RequestTooLarge
+
+__all__ = [
+    "Memo",
+    "Phase",
+    "Run",
+    "Step",
+    "check_size",
+    "credential",
+    "identity",
+    "match_route",
+    "requirements",
+    "revocation",
+]
+
+
+class Phase(StrEnum):
+    REQUEST = "request"  # the request's headers against the configured limits
+    ROUTE = "route"  # which route takes the request
+    CREDENTIALS = "credentials"  # exactly one bearer token, or none where allowed
+    TOKEN = "token"  # noqa: S105 - a phase label, not a secret: the token verified
+    KEYS = "keys"  # a refetch of an issuer's keys during verification (span only)
+    REVOCATION = "revocation"  # neither jti nor sub on the deny-list
+    REQUIREMENTS = "requirements"  # the route's requirements
+    IDENTITY = "identity"  # the identity headers for the upstream
+    SHADOW = "shadow"  # note: what a shadow route would have decided
+    DRY_RUN = "dry run"  # note: the deny a dry run let through
+
+    @property
+    def event(self) -> str | None:
+        """The span event the phase is recorded in; None for a note."""
+        return _EVENTS.get(self)
+
+    def step(self) -> steps.step:
+        """Record the enclosed code as this phase's event on the Check's span."""
+        event = self.event
+        if event is None:
+            raise ValueError(f"{self.value!r} is a note, not recorded on the span")
+        return steps.step(event)
+
+
+_EVENTS: dict[Phase, str] = {
+    Phase.REQUEST: "extract",
+    Phase.ROUTE: "extract",
+    Phase.CREDENTIALS: "credentials",
+    Phase.TOKEN: "verify",
+    Phase.KEYS: "keys",
+    Phase.REVOCATION: "policy",
+    Phase.REQUIREMENTS: "policy",
+    Phase.IDENTITY: "identity",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One line of a decision's trace, as ``authz explain`` prints it."""
+
+    phase: Phase
+    outcome: str  # "ok", "fail", "skip" or "info"
+    text: str
+    check: Check | None = None
+
+
+class Run:
+    """How far the evaluation of one route got: the phase under way, and the
+    token so far (what a deny reports); the trace, if one is kept."""
+
+    __slots__ = ("phase", "token", "token_text", "trace")
+
+    def __init__(self, trace: list[Step] | None) -> None:
+        self.trace = trace
+        self.phase = Phase.REQUEST
+        self.token_text = ""
+        self.token: VerifiedToken | None = None
+
+    def note(self, phase: Phase, outcome: str, text: str) -> None:
+        if self.trace is not None:
+            self.trace.append(Step(phase, outcome, text))
+
+    def denied(self, error: AuthzError) -> None:
+        """Note the deny under the phase that raised it."""
+        if self.phase is not Phase.REQUIREMENTS:  # that phase already shows its checks
+            self.note(self.phase, "fail", f"{error.reason}: {error.detail}")
+
+    def failed(self, exc: Exception) -> None:
+        """Note a failure that is not a deny (a bug, or a library's surprise)."""
+        self.note(self.phase, "fail", f"internal error: {type(exc).__name__}")
+
+    @property
+    def token_fingerprint(self) -> str:
+        return fingerprint(self.token_text) if self.token_text else ""
+
+
+class Memo:
+    """What one Check learns once, for every route it evaluates: the bearer
+    credential and the token's verification (an outcome or the error)."""
+
+    __slots__ = ("credential", "verified")
+
+    def __init__(self) -> None:
+        self.credential: str | AuthzError | None = None
+        self.verified: VerifiedToken | AuthzError | None = None
+
+
+def check_size(request: RequestView, config: Config, run: Run) -> None:
+    run.phase = Phase.REQUEST
+    count = request.header_count
+    if count > config.max_request_headers:
+        raise RequestTooLarge(f"{count} headers; the limit is {config.max_request_headers}")
+    size = request.header_bytes
+    if size > config.max_request_header_bytes:
+        raise RequestTooLarge(
+            f"{size} bytes of headers; the limit is {config.max_request_header_bytes}"
+        )
+
+
+def match_route(policy: Policy, request: RequestView, run: Run) -> Match:
+    run.phase = Phase.ROUTE
+    skipped: list[tuple[Route, str]] | None = [] if run.trace is not None else None
+    try:
+        match = policy.match(request, skipped)
+    finally:
+        for passed, condition in skipped or ():
+            run.note(Phase.ROUTE, "skip", f"{passed.name}: {condition} does not match")
+    if run.trace is not None:
+        name = match.route.name or "(no routes configured: every request is protected)"
+        shadow = ", shadow" if match.route.shadow else ""
+        params = "".join(f", {k}={v}" for k, v in match.params.items())
+        run.note(Phase.ROUTE, "ok", f"{name}: {match.route.mode}{shadow}{params}")
+    return match
+
+
+def credential(
+    request: RequestView, route: Route, memo: Memo, run: Run, max_token_bytes: int
+) -> str:
+    """The bearer token, or "" where the route lets the request in without one."""
+    run.phase = Phase.CREDENTIALS
+    if route.mode == PUBLIC:
+        run.note(Phase.CREDENTIALS, "skip", "public route: no token examined")
+        return ""
+    if memo.credential is None:
+        try:
+            memo.credential = bearer(request, max_token_bytes)
+        except AuthzError as error:
+            memo.credential = error
+    found = memo.credential
+    if isinstance(found, MissingCredentials) and route.mode == OPTIONAL:
+        run.note(Phase.CREDENTIALS, "skip", f"optional route, no token: {found.detail}")
+        return ""
+    if isinstance(found, AuthzError):
+        raise found
+    if run.trace is not None:  # not worth a hash on the hot path
+        run.note(Phase.CREDENTIALS, "ok", f"bearer token, fingerprint {fingerprint(found)}")
+    return found
+
+
+def revocation(revocations: RevocationList | None, token: VerifiedToken, run: Run) -> None:
+    run.phase = Phase.REVOCATION
+    if revocations is None:
+        return
+    revocations.check(token)
+    run.note(Phase.REVOCATION, "ok", "neither jti nor sub is revoked")
+
+
+def requirements(policy: Policy, route: Route, token: VerifiedToken, run: Run) -> None:
+    run.phase = Phase.REQUIREMENTS
+    check = policy.authorize(route, token)
+    if check is None:
+        return
+    if run.trace is not None:
+        run.trace.append(Step(Phase.REQUIREMENTS, "ok" if check.passed else "fail", "", check))
+    if not check.passed:
+        raise check.error or Forbidden(check.detail)
+
+
+def identity(
+    route: Route, token: VerifiedToken | None, token_text: str, run: Run | None = None
+) -> tuple[tuple[str, str], ...]:
+    """The route's identity headers for ``token`` (none without one)."""
+    if run is not None:
+        run.phase = Phase.IDENTITY
+    if token is None:
+        return ()
+    return tuple(route.identity.render(token.claims, token_text))
