@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jwt.exceptions import PyJWTError
 
@@ -18,6 +18,9 @@ from authz import __version__
 from authz.config.loader import load_config
 from authz.config.models import ALGORITHMS, Config
 from authz.errors import ConfigError
+
+if TYPE_CHECKING:
+    from authz.keys.sources import FetchingKeySource
 
 __all__ = ["main"]
 
@@ -160,7 +163,8 @@ def _check_config(args: argparse.Namespace) -> int:
     from authz.keys.store import KeyStore
 
     config: Config = load_config(args.config)
-    store = KeyStore(config)  # reads every local key; ConfigError names what is wrong
+    # Reads every local key; ConfigError names what is wrong.
+    store: FetchingKeySource = KeyStore(config)
     fetched: dict[str, bool] = {}
     if not args.no_fetch:
         fetched = asyncio.run(_fetch_once(store))
@@ -186,10 +190,9 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _fetch_once(store: Any) -> dict[str, bool]:
+async def _fetch_once(store: FetchingKeySource) -> dict[str, bool]:
     try:
-        result: dict[str, bool] = await store.fetch_all()
-        return result
+        return await store.fetch_all()
     finally:
         await store.close()
 

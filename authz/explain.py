@@ -31,8 +31,7 @@ from authz.check.policy import Check
 from authz.check.request import RequestView
 from authz.check.verify import Clock
 from authz.config.models import Config
-from authz.keys.sources import KeySource
-from authz.keys.store import KeyStore
+from authz.keys.sources import FetchingKeySource, KeySource
 from authz.runtime import build_runtime
 
 __all__ = ["FixedClock", "explain"]
@@ -63,13 +62,13 @@ def explain(
 
     async def decide() -> Decision:
         store = runtime.keys
-        if isinstance(store, KeyStore):
+        if isinstance(store, FetchingKeySource):
             # As the service would have them: remote keys fetched, not absent.
             await store.fetch_all()
         try:
             return await runtime.decider.decide(request, trace)
         finally:
-            if isinstance(store, KeyStore):
+            if isinstance(store, FetchingKeySource):
                 await store.close()
 
     decision = asyncio.run(decide())

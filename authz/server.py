@@ -25,8 +25,8 @@ from authz.check.request import RequestView, view
 from authz.check.verify import Clock
 from authz.config.models import Config
 from authz.errors import ConfigError, InternalError, InvalidRequest
-from authz.keys.sources import KeySource, ManagedKeySource
-from authz.keys.store import KeyStore
+from authz.keys.lifecycle import close_keys, same_issuers, start_keys, warm_keys
+from authz.keys.sources import KeySource
 from authz.observability.audit import AuditWriter
 from authz.observability.decision_log import DecisionLog
 from authz.observability.observe import Observability
@@ -169,7 +169,7 @@ class AuthzServer:
 
     def _build(self, config: Config, previous: Runtime | None) -> Runtime:
         keys = self._injected_keys
-        if keys is None and previous is not None and _same_issuers(previous.config, config):
+        if keys is None and previous is not None and same_issuers(previous.config, config):
             # Unchanged issuers keep their key source: its fetched keys, its state.
             keys = previous.keys
         return build_runtime(config, keys, self._clock, self.observability.tracing.tracer)
@@ -192,7 +192,7 @@ class AuthzServer:
             raise ConfigError(f"listen {address}: cannot bind: {exc}") from None
         self.observability.start()
         await self._server.start()
-        await self._start_keys(self.runtime.keys)
+        await start_keys(self.runtime.keys, self._keys_changed)
         await self._update_health()
         self._watcher = asyncio.create_task(self._watch(), name="authz-watch")
         log.info("listening on %s", self.address, extra={"address": self.address})
@@ -200,11 +200,6 @@ class AuthzServer:
         if self.observability.metrics_address is not None:
             address = self.observability.metrics_address
             log.info("metrics on http://%s/metrics", address, extra={"metrics_address": address})
-
-    async def _start_keys(self, keys: KeySource) -> None:
-        if isinstance(keys, ManagedKeySource):
-            keys.add_listener(self._keys_changed)
-            await keys.start()
 
     def _keys_changed(self) -> None:
         # Called on the event loop by the key source; health follows readiness.
@@ -253,8 +248,7 @@ class AuthzServer:
                 await asyncio.wait_for(self._stop_now.wait(), delay)
         self._draining = True
         await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
-        if isinstance(self.runtime.keys, ManagedKeySource):
-            await self.runtime.keys.close()
+        await close_keys(self.runtime.keys)
         # Every Check has been answered: now the audit trail can be completed.
         self._service.decision_log.flush()
         await self.observability.stop()
@@ -285,20 +279,8 @@ class AuthzServer:
     async def _prepare_keys(self, runtime: Runtime) -> None:
         """A new key source must hold every issuer's keys before it may serve:
         otherwise a reload during an IdP outage would turn valid tokens into 503s."""
-        keys = runtime.keys
-        if keys is self.runtime.keys or not isinstance(keys, ManagedKeySource):
-            return
-        await self._start_keys(keys)
-        if isinstance(keys, KeyStore):
-            await keys.fetch_all()
-        if not keys.ready():
-            await keys.close()
-            missing = (
-                [s.issuer for s in keys.status() if not s.usable]
-                if isinstance(keys, KeyStore)
-                else []
-            )
-            raise ConfigError(f"keys could not be loaded for issuers {missing}")
+        if runtime.keys is not self.runtime.keys:
+            await warm_keys(runtime.keys, self._keys_changed)
 
     async def _reload_config(self, config_file: ConfigFile) -> None:
         """Apply every section of a changed file, or none of it.
@@ -340,8 +322,8 @@ class AuthzServer:
         # the old or the new runtime whole; the old key source stops after the swap.
         if audit is not None:
             await self.observability.replace_audit(audit)
-        if previous.keys is not runtime.keys and isinstance(previous.keys, ManagedKeySource):
-            await previous.keys.close()
+        if previous.keys is not runtime.keys:
+            await close_keys(previous.keys)
         self.reload_status.reloads += 1
         self.reload_status.last_error = None
         self.observability.metrics.reloaded("applied")
@@ -374,10 +356,6 @@ def _warn_dry_run(config: Config) -> None:
             "recorded as a would-be deny (dry_run: true in the configuration)",
             extra={"dry_run": True},
         )
-
-
-def _same_issuers(old: Config, new: Config) -> bool:
-    return old.issuers == new.issuers and old.base_dir == new.base_dir
 
 
 def _remove_stale_socket(path: Path) -> None:

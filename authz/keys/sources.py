@@ -27,7 +27,9 @@ from authz.config.models import Config, IssuerConfig, KeySourceConfig
 from authz.errors import ConfigError
 
 __all__ = [
+    "FetchingKeySource",
     "IssuerKeys",
+    "IssuerStatus",
     "KeySource",
     "ManagedKeySource",
     "VerificationKey",
@@ -95,6 +97,32 @@ class ManagedKeySource(KeySource, Protocol):
     def add_listener(self, listener: Callable[[], None]) -> None: ...
 
     async def refetch(self, issuer: str, budget: float) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerStatus:
+    """What an operator needs to know about one issuer's keys, right now."""
+
+    issuer: str
+    key_count: int
+    usable: bool
+    remote: bool
+    seconds_since_success: float | None  # None: never fetched (or no remote source)
+    last_error: str | None
+    consecutive_failures: int
+
+
+@runtime_checkable
+class FetchingKeySource(ManagedKeySource, Protocol):
+    """A managed key source that fetches every issuer's remote keys on demand and
+    reports on each issuer: what a reload waits for before it swaps a new source
+    in, and what ``check-config`` and ``explain`` run."""
+
+    async def fetch_all(self) -> dict[str, bool]:
+        """Fetch every remote source once, now; issuer -> whether it succeeded."""
+        ...
+
+    def status(self) -> list[IssuerStatus]: ...
 
 
 def compatible_algorithms(key: PublicKey | bytes) -> tuple[str, frozenset[str]]:

@@ -126,6 +126,38 @@ def test_a_failed_fetch_is_an_error_span(
     assert span.attributes["error.type"] == "FetchError"
 
 
+@pytest.mark.parametrize(
+    ("mode", "kind"),
+    [
+        ("fail", "http_status"),
+        ("garbage", "not_json"),
+        ("huge", "too_large"),
+        ("stall", "timeout"),
+    ],
+)
+def test_a_failed_fetch_says_what_kind_of_failure(
+    idp: FakeIdP, test_ca: LoopbackCA, mode: str, kind: str
+) -> None:
+    idp.mode = mode
+    fetch = FetchConfig(read_timeout_seconds=0.3, max_response_bytes=100_000)
+    with pytest.raises(FetchError) as raised:
+        _fetch(HttpFetcher(fetch, test_ca.ca_file), idp.url + JWKS_PATH)
+    idp.release()
+    assert raised.value.kind == kind
+
+
+def test_an_unknown_ca_is_a_tls_failure(idp: FakeIdP, other_ca: LoopbackCA) -> None:
+    with pytest.raises(FetchError) as raised:
+        _fetch(HttpFetcher(FetchConfig(), other_ca.ca_file), idp.url + JWKS_PATH)
+    assert raised.value.kind == "tls"
+
+
+def test_a_closed_port_is_a_connect_failure(test_ca: LoopbackCA) -> None:
+    with pytest.raises(FetchError) as raised:
+        _fetch(HttpFetcher(FetchConfig(), test_ca.ca_file), "https://127.0.0.1:9/jwks.json")
+    assert raised.value.kind == "connect"
+
+
 def test_a_configured_proxy_carries_the_fetch(plain_idp: FakeIdP, proxy: ForwardProxy) -> None:
     url = plain_idp.url + JWKS_PATH
     document = _fetch(HttpFetcher(FetchConfig(proxy=proxy.url)), url)
