@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from authz.check.claims import claim_value
+from authz.check.hosts import normalize_host
 from authz.check.identity import IdentityPlan, scopes
-from authz.check.paths import match_form, normalize_host, normalize_path
+from authz.check.paths import match_form, normalize_path
 from authz.check.request import RequestView
 from authz.check.verify import VerifiedToken
 from authz.config.models import Config

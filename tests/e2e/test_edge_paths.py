@@ -31,7 +31,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from authz.check.paths import envoy_normal_form, match_form, normalize_host, normalize_path
+from authz.check.hosts import normalize_host
+from authz.check.paths import envoy_normal_form, match_form, normalize_path
 from authz.dev.stack import Stack
 from authz.errors import InvalidHost, InvalidPath
 from authz.observability.audit_record import redact

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from authz.check.hosts import normalize_host
 from authz.check.paths import (
     _PLAIN,
     _refuse_ambiguous,
     config_path,
     envoy_normal_form,
     match_form,
-    normalize_host,
     normalize_path,
 )
 from authz.errors import InvalidHost, InvalidPath, InvalidRequest
