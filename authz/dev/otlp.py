@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import grpc
@@ -24,6 +23,7 @@ from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from authz.dev.loopback import LoopbackServer, QuietHandler
 from authz.dev.stack import StackError, wait_for
 
 __all__ = ["OtlpHttpReceiver", "OtlpReceiver", "ReceivedSpan", "attributes"]
@@ -168,7 +168,7 @@ class OtlpHttpReceiver(OtlpReceiver):
         super().__init__()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 if self.headers.get("content-type") != "application/x-protobuf":
@@ -185,27 +185,17 @@ class OtlpHttpReceiver(OtlpReceiver):
                 else:
                     self.send_error(404)
                     return
-                self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
-                self.send_header("content-length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                self.reply(200, "application/x-protobuf", reply)
 
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet."""
-
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self._http = LoopbackServer(Handler)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_port}"
+        return self._http.url
 
     def start(self) -> OtlpHttpReceiver:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
+        self._http.stop()

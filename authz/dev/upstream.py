@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from authz.dev.loopback import LoopbackServer
+
 __all__ = ["EchoUpstream", "main"]
 
 
@@ -65,14 +67,11 @@ class EchoUpstream:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._server = _EchoServer((host, port))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._loop = LoopbackServer(server=self._server)
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return self._loop.port
 
     def received(self) -> list[dict[str, Any]]:
         """The requests answered so far (method, path, headers), oldest first; the
@@ -81,14 +80,11 @@ class EchoUpstream:
             return list(self._server.received)
 
     def start(self) -> EchoUpstream:
-        self._thread.start()
+        self._loop.start()
         return self
 
     def stop(self) -> None:
-        if self._thread.is_alive():  # shutdown() would wait forever for a loop never started
-            self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._loop.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

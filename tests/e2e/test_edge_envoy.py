@@ -27,7 +27,7 @@ import pytest
 
 from authz.dev.stack import HttpResponse, Stack, wait_for
 from tests.e2e.conftest import Keys
-from tests.e2e.test_gateway_rules import readme_config
+from tests.e2e.test_gateway_rules import readme_stack
 from tests.support.repo import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -81,12 +81,7 @@ class Edge:
 
 @pytest.fixture(scope="module")
 def edge(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    workdir = tmp_path_factory.mktemp("e2e-edge")
-    revoked = workdir / "revoked.txt"
-    revoked.write_text("")
-    config = workdir / "authz.yaml"
-    config.write_text(readme_config(keys, revoked))
-    with Stack(workdir, config, GATEWAY_ROUTES) as stack:
+    with readme_stack(keys, tmp_path_factory.mktemp("e2e-edge"), "") as (stack, _):
         yield Edge(stack=stack, keys=keys)
 
 

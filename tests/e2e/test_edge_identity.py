@@ -27,10 +27,10 @@ from typing import Any
 
 import pytest
 
-from authz.dev.stack import HttpResponse, Stack, wait_for
+from authz.dev.stack import HttpResponse, wait_for
 from tests.e2e.conftest import Keys
-from tests.e2e.test_edge_envoy import GATEWAY_ROUTES, Edge
-from tests.e2e.test_gateway_rules import readme_config
+from tests.e2e.test_edge_envoy import Edge
+from tests.e2e.test_gateway_rules import readme_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -47,12 +47,7 @@ MAX_COUNT, MAX_BYTES = 100, 60 * 1024
 
 @pytest.fixture(scope="module")
 def edge(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    workdir = tmp_path_factory.mktemp("e2e-identity")
-    revoked = workdir / "revoked.txt"
-    revoked.write_text("jti:123\n")
-    config = workdir / "authz.yaml"
-    config.write_text(readme_config(keys, revoked))
-    with Stack(workdir, config, GATEWAY_ROUTES) as stack:
+    with readme_stack(keys, tmp_path_factory.mktemp("e2e-identity"), "jti:123\n") as (stack, _):
         yield Edge(stack=stack, keys=keys)
 
 

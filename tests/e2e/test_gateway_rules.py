@@ -46,6 +46,18 @@ def readme_config(keys: Keys, revoked: Path) -> str:
     return text + "watch_interval_seconds: 0.1\n"
 
 
+@contextlib.contextmanager
+def readme_stack(keys: Keys, workdir: Path, revoked: str = "") -> Iterator[tuple[Stack, Path]]:
+    """Envoy with envoy/gateway-routes.yaml, authz with the rules example and a
+    revocation list holding ``revoked``, and the echo upstream."""
+    revoked_file = workdir / "revoked.txt"
+    revoked_file.write_text(revoked)
+    config = workdir / "authz.yaml"
+    config.write_text(readme_config(keys, revoked_file))
+    with Stack(workdir, config, GATEWAY_ROUTES) as stack:
+        yield stack, revoked_file
+
+
 @dataclass
 class Shop:
     stack: Stack
@@ -99,11 +111,7 @@ class Shop:
 @pytest.fixture(scope="module")
 def shop(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     workdir = tmp_path_factory.mktemp("e2e-rules")
-    revoked = workdir / "revoked.txt"
-    revoked.write_text("jti:stolen-1\n")
-    config = workdir / "authz.yaml"
-    config.write_text(readme_config(keys, revoked))
-    with Stack(workdir, config, GATEWAY_ROUTES) as stack:
+    with readme_stack(keys, workdir, "jti:stolen-1\n") as (stack, revoked):
         yield Shop(stack=stack, keys=keys, revoked=revoked)
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -16,6 +14,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from authz.config.models import FetchConfig
 from authz.dev.keys import PrivateKey
+from authz.dev.loopback import LoopbackServer, QuietHandler
 from authz.keys.fetch import FetchError, HttpFetcher
 from tests.keys.conftest import jwks
 from tests.support.idp import JWKS_PATH, FakeIdP, LoopbackCA
@@ -28,36 +27,25 @@ class ForwardProxy:
         self.seen: list[str] = []
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 proxy.seen.append(self.path)  # absolute-form: the whole URL
                 opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
                 with opener.open(self.path, timeout=10) as reply:
-                    body = reply.read()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    self.reply(200, "application/json", reply.read())
 
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet."""
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = LoopbackServer(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     def __enter__(self) -> ForwardProxy:
-        self._thread.start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
 
 @pytest.fixture
