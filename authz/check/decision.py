@@ -182,8 +182,9 @@ class Decider:
         self._refetch = refetch
         self.policy = Policy.from_config(config)
         if revocations is None and config.revocation is not None:
-            # Never silently without the deny-list the configuration asks for.
-            revocations = RevocationList(config.resolve(config.revocation.file))
+            # Never silently without the deny-list the configuration asks for;
+            # reading files is the runtime's part (runtime.build_runtime).
+            raise ValueError("the configuration names a revocation list: pass it as revocations")
         self._revocations = revocations
         self._namespace = config.identity.namespace
         self._identity_names = self.policy.identity_names

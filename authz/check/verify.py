@@ -46,7 +46,7 @@ from authz.errors import (
     UnknownKey,
 )
 from authz.keys.sources import KeySource, VerificationKey
-from authz.observability.metrics import key_events
+from authz.observability.key_events import key_events
 
 __all__ = ["Clock", "SystemClock", "VerifiedToken", "Verifier", "fingerprint"]
 

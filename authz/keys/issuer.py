@@ -30,7 +30,7 @@ from authz.keys.sources import (
     keys_from_jwks,
     load_local_source,
 )
-from authz.observability.metrics import key_events
+from authz.observability.key_events import key_events
 from authz.watch import WatchedFile
 
 __all__ = ["FetcherFactory", "IssuerKeyState", "MonotonicClock", "next_delay"]

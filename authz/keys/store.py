@@ -37,7 +37,7 @@ from authz.config.models import Config, IssuerConfig
 from authz.keys.fetch import HttpFetcher
 from authz.keys.issuer import FetcherFactory, IssuerKeyState, MonotonicClock, next_delay
 from authz.keys.sources import IssuerKeys, IssuerStatus
-from authz.observability.metrics import key_events
+from authz.observability.key_events import key_events
 
 __all__ = [
     "FetcherFactory",

@@ -61,9 +61,6 @@ from opentelemetry.metrics import (
 
 from authz.errors import AuthzError
 
-# Re-exported: key-handling code reaches the hub through this module.
-from authz.observability.key_events import KeyEventHub, KeyEvents, key_events
-
 __all__ = [
     "AUDIT_RECORDS",
     "AUDIT_WRITE_ERRORS",
@@ -79,11 +76,8 @@ __all__ = [
     "RELOAD_RESULTS",
     "RESTART_REQUIRED",
     "SHADOW_DECISIONS",
-    "KeyEventHub",
-    "KeyEvents",
     "Labels",
     "Metrics",
-    "key_events",
     "known_reasons",
 ]
 

@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from authz.check.identity import IdentityPlan
+from authz.check.revocation import RevocationList
 from authz.config.models import Config, IdentityConfig
 from authz.keys.sources import IssuerKeys, load_issuer_keys
 
-__all__ = ["MAX_HEADER_VALUE", "StaticKeySource", "identity_headers"]
+__all__ = ["MAX_HEADER_VALUE", "StaticKeySource", "identity_headers", "revocations_for"]
 
 # The default of identity.max_header_bytes.
 MAX_HEADER_VALUE = IdentityConfig().max_header_bytes
@@ -36,3 +37,10 @@ class StaticKeySource:
 def identity_headers(claims: Mapping[str, Any], config: IdentityConfig) -> list[tuple[str, str]]:
     """The global identity headers for ``claims`` (without the payload header)."""
     return IdentityPlan.from_config(config).render(claims)
+
+
+def revocations_for(config: Config) -> RevocationList | None:
+    """The deny-list the configuration names, read as the runtime reads it."""
+    if config.revocation is None:
+        return None
+    return RevocationList(config.resolve(config.revocation.file))

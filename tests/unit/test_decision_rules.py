@@ -18,8 +18,9 @@ from authz.config.loader import parse_config
 from authz.config.models import Config, EnvoyConfig
 from authz.dev.tokens import claims_for, mint
 from authz.errors import Forbidden, InvalidPath, NoRoute, TokenRevoked
+from authz.runtime import build_runtime
 from tests.support.clock import FakeClock
-from tests.support.doubles import StaticKeySource
+from tests.support.doubles import StaticKeySource, revocations_for
 
 ISS = "https://idp.example"
 AUD = "api"
@@ -127,7 +128,9 @@ def shadow_first(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> Env:
 @pytest.fixture
 def decider(env: Env) -> Decider:
     keys = StaticKeySource.from_config(env.config)
-    return Decider(env.config, Verifier(env.config, keys, FakeClock(T0)))
+    return Decider(
+        env.config, Verifier(env.config, keys, FakeClock(T0)), revocations_for(env.config)
+    )
 
 
 def _decide(decider: Decider, request: RequestView, trace: list[Step] | None = None) -> Decision:
@@ -324,11 +327,14 @@ def test_revoked_token_on_an_optional_route_is_401(env: Env, decider: Decider) -
 
 
 def test_revocation_is_never_silently_off(env: Env) -> None:
-    # A Decider built without a list loads the one the configuration names.
+    # The runtime reads the list the configuration names into the Decider; a
+    # Decider cannot be built without it.
     keys = StaticKeySource.from_config(env.config)
-    decider = Decider(env.config, Verifier(env.config, keys, FakeClock(T0)))
+    decider = build_runtime(env.config, keys, FakeClock(T0)).decider
     decision = _decide(decider, _request("/orders/1", env.token(jti="stolen-1")))
     assert decision.reason == "token_revoked"
+    with pytest.raises(ValueError, match="revocation list"):
+        Decider(env.config, Verifier(env.config, keys, FakeClock(T0)))
 
 
 # --- shadow ---------------------------------------------------------------------------
@@ -382,7 +388,9 @@ def test_shadow_route_identity_never_reaches_upstream(shadow_first: Env) -> None
     # public route decides, so the request goes upstream anonymous.
     env = shadow_first
     keys = StaticKeySource.from_config(env.config)
-    decider = Decider(env.config, Verifier(env.config, keys, FakeClock(T0)))
+    decider = Decider(
+        env.config, Verifier(env.config, keys, FakeClock(T0)), revocations_for(env.config)
+    )
     decision = _decide(decider, _request("/healthz", env.token(realm_access={"roles": ["a"]})))
     assert (decision.allowed, decision.route) == (True, "health")
     assert decision.headers_to_set == ()
@@ -401,7 +409,7 @@ def test_shadow_and_deciding_route_verify_the_token_once(env: Env) -> None:
 
     keys = StaticKeySource.from_config(env.config)
     verifier = Counting(Verifier(env.config, keys, FakeClock(T0)))
-    decider = Decider(env.config, verifier)
+    decider = Decider(env.config, verifier, revocations_for(env.config))
     decision = _decide(decider, _request("/orders/admin/x", env.token(scopes="orders:read")))
     assert decision.allowed
     assert len(decision.shadows) == 1
@@ -416,7 +424,7 @@ def test_shadow_internal_error_is_reported_and_the_next_route_decides(
             raise RuntimeError("boom")
 
     env = shadow_first
-    decider = Decider(env.config, Exploding())
+    decider = Decider(env.config, Exploding(), revocations_for(env.config))
     public = _decide(decider, _request("/healthz", env.token()))
     assert (public.allowed, public.route) == (True, "health")
     assert public.shadows == (
@@ -434,7 +442,9 @@ def test_shadow_internal_error_is_reported_and_the_next_route_decides(
 def test_two_shadow_routes_are_both_reported(shadow_first: Env) -> None:
     env = shadow_first
     keys = StaticKeySource.from_config(env.config)
-    decider = Decider(env.config, Verifier(env.config, keys, FakeClock(T0)))
+    decider = Decider(
+        env.config, Verifier(env.config, keys, FakeClock(T0)), revocations_for(env.config)
+    )
     trace: list[Step] = []
     decision = _decide(decider, _request("/orders/1", env.token(scopes="orders:read")), trace)
     assert (decision.reason, decision.route) == ("allowed", "orders")
@@ -451,7 +461,11 @@ def test_two_shadow_routes_are_both_reported(shadow_first: Env) -> None:
 @pytest.fixture
 def dry_run(env: Env) -> Decider:
     config = env.config.model_copy(update={"dry_run": True})
-    return Decider(config, Verifier(config, StaticKeySource.from_config(config), FakeClock(T0)))
+    return Decider(
+        config,
+        Verifier(config, StaticKeySource.from_config(config), FakeClock(T0)),
+        revocations_for(config),
+    )
 
 
 def test_dry_run_allows_a_missing_token_and_records_the_deny(dry_run: Decider) -> None:
@@ -479,7 +493,11 @@ def test_dry_run_drops_an_identity_past_envoys_header_limits(env: Env) -> None:
     config = env.config.model_copy(
         update={"dry_run": True, "envoy": EnvoyConfig(max_request_headers_count=2)}
     )
-    decider = Decider(config, Verifier(config, StaticKeySource.from_config(config), FakeClock(T0)))
+    decider = Decider(
+        config,
+        Verifier(config, StaticKeySource.from_config(config), FakeClock(T0)),
+        revocations_for(config),
+    )
     decision = _decide(decider, _request("/orders/1", env.token(scopes="x")))
     assert (decision.allowed, decision.reason) == (True, "dry_run")
     assert decision.dry_run is not None
@@ -514,7 +532,9 @@ def test_dry_run_never_turns_a_503_into_an_allow(env: Env) -> None:
             raise RuntimeError("boom")
 
     config = env.config.model_copy(update={"dry_run": True})
-    decision = _decide(Decider(config, Exploding()), _request("/orders/1", env.token()))
+    decision = _decide(
+        Decider(config, Exploding(), revocations_for(config)), _request("/orders/1", env.token())
+    )
     assert (decision.allowed, decision.status, decision.reason) == (False, 503, "internal_error")
     assert decision.dry_run is None
 

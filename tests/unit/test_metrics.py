@@ -17,12 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import authz.errors
 from authz.errors import AuthzError, ConfigError
+from authz.observability.key_events import KeyEventHub, key_events
 from authz.observability.metrics import (
     FETCH_RESULTS,
-    KeyEventHub,
     Labels,
     Metrics,
-    key_events,
     known_reasons,
 )
 from authz.observability.metrics_export import MetricsEndpoint
