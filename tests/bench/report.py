@@ -18,7 +18,7 @@ __all__ = [
     "write_all",
 ]
 
-# The targets of issue 6, checked on every run.
+# The speed targets, checked on every run.
 RPS_WARM_MIN = 0.90  # (d) >= 0.9 x (c) requests/s
 C1_LATENCY_MAX = 1.15  # (d) latency at concurrency 1 <= 1.15 x (c)'s
 RPS_COLD_MIN = 0.60  # (e) >= 0.6 x (c) requests/s

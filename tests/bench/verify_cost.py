@@ -5,7 +5,7 @@
 Prints, for an RS256 token with the verified-token cache off: the raw RSA-2048
 signature verification by cryptography, authz's whole Verifier.verify (parse,
 key lookup, signature, every claim check), and PyJWT's jwt.decode for the same
-checks; best of 5 rounds. Issue 6's target: Verifier.verify within 1.5x of raw.
+checks; best of 5 rounds. The target: Verifier.verify within 1.5x of raw.
 """
 
 from __future__ import annotations
