@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from authz.check.decision import Decision
+from authz.check.decision import Decision, Unenforced
 from authz.check.request import RequestView
 from authz.observability.audit_record import redact
 
@@ -72,9 +72,14 @@ class DecisionLog:
 
     def decision(self, decision: Decision, request: RequestView | None) -> None:
         """The lines of an answered decision: a deny, would-be denies; an allow at DEBUG."""
+        denied_shadows = [shadow for shadow in decision.shadows if not shadow.allowed]
+        quiet_allow = decision.allowed and not self._log.isEnabledFor(logging.DEBUG)
+        if quiet_allow and not denied_shadows and decision.dry_run is None:
+            return  # the common case: nothing to write, so nothing to prepare
         fields = _request_fields(request)
+        token_fp = decision.token_fingerprint or None
         if decision.allowed:
-            if self._log.isEnabledFor(logging.DEBUG):
+            if not quiet_allow:
                 token = decision.token
                 self._emit(
                     logging.DEBUG,
@@ -83,44 +88,40 @@ class DecisionLog:
                     route=decision.route or None,
                     sub=token.subject if token else None,
                     iss=token.issuer if token else None,
-                    token_fp=decision.token_fingerprint or None,
+                    token_fp=token_fp,
                 )
         else:
-            self._emit(
-                logging.INFO,
-                f"deny {decision.status} {decision.reason}",
-                fields,
-                status=decision.status,
-                reason=decision.reason,
-                detail=decision.detail,
-                route=decision.route or None,
-                token_fp=decision.token_fingerprint or None,
+            self._deny_line(
+                "deny", decision, fields, route=decision.route or None, token_fp=token_fp
             )
-        for shadow in decision.shadows:
-            if not shadow.allowed:
-                self._emit(
-                    logging.INFO,
-                    f"shadow route {shadow.route} would deny {shadow.status} {shadow.reason}",
-                    fields,
-                    shadow_route=shadow.route,
-                    status=shadow.status,
-                    reason=shadow.reason,
-                    detail=shadow.detail,
-                    route=decision.route or None,
-                    token_fp=decision.token_fingerprint or None,
-                )
+        for shadow in denied_shadows:
+            self._deny_line(
+                f"shadow route {shadow.route} would deny",
+                shadow,
+                fields,
+                shadow_route=shadow.route,
+                route=decision.route or None,
+                token_fp=token_fp,
+            )
         if decision.dry_run is not None:
             would = decision.dry_run
-            self._emit(
-                logging.INFO,
-                f"dry run: would deny {would.status} {would.reason}",
-                fields,
-                status=would.status,
-                reason=would.reason,
-                detail=would.detail,
-                route=would.route or None,
-                token_fp=decision.token_fingerprint or None,
+            self._deny_line(
+                "dry run: would deny", would, fields, route=would.route or None, token_fp=token_fp
             )
+
+    def _deny_line(
+        self, what: str, deny: Decision | Unenforced, fields: dict[str, Any], **more: Any
+    ) -> None:
+        """One line for a deny, enforced or only reported (shadow route, dry run)."""
+        self._emit(
+            logging.INFO,
+            f"{what} {deny.status} {deny.reason}",
+            fields,
+            status=deny.status,
+            reason=deny.reason,
+            detail=deny.detail,
+            **more,
+        )
 
     def late(self, reason: str, decision: Decision | None, request: RequestView | None) -> None:
         """A Check answered after Envoy stopped waiting (its client got Envoy's error)."""
