@@ -7,6 +7,8 @@ import importlib
 import inspect
 import json
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -59,6 +61,22 @@ def spans() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
+@dataclass
+class Meter:
+    """Metrics that tests read back: the instruments and the reader that collects them."""
+
+    reader: InMemoryMetricReader
+    metrics: Metrics
+
+
+@pytest.fixture
+def meter() -> Iterator[Meter]:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    yield Meter(reader, Metrics(provider, ["https://idp"]))
+    provider.shutdown()
+
+
 def observability(
     spans: InMemorySpanExporter, sink: ListSink, metrics: Metrics | None = None
 ) -> Observability:
@@ -108,11 +126,11 @@ SHADOW = Unenforced("admin", False, 401, "missing_token", "no Authorization head
 
 def test_a_shadow_would_be_deny_is_in_the_span_the_record_and_the_metric(
     spans: InMemorySpanExporter,
+    meter: Meter,
 ) -> None:
     sink = ListSink()
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    observed = observability(spans, sink, Metrics(provider, ["https://idp"]))
+    reader = meter.reader
+    observed = observability(spans, sink, meter.metrics)
     check = observed.begin(PARENT)
     decision = Deny(
         MissingCredentials(),
@@ -154,16 +172,15 @@ def test_a_shadow_would_be_deny_is_in_the_span_the_record_and_the_metric(
             ("route", "orders"),
         )
     ]
-    provider.shutdown()
 
 
 def test_a_dry_run_counts_every_decision_as_a_would_be_outcome(
     spans: InMemorySpanExporter,
+    meter: Meter,
 ) -> None:
     sink = ListSink()
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    observed = observability(spans, sink, Metrics(provider, ["https://idp"]))
+    reader = meter.reader
+    observed = observability(spans, sink, meter.metrics)
     config = parse_config(DRY_RUN_CONFIG)
     observed.apply(config)
     would = Unenforced("orders", False, 401, "token_expired", "expired")
@@ -188,7 +205,6 @@ def test_a_dry_run_counts_every_decision_as_a_would_be_outcome(
         ): 1,
         (("reason", "allowed"), ("route", "orders"), ("source", "dry_run"), ("would", "allow")): 1,
     }
-    provider.shutdown()
 
 
 def _series(reader: InMemoryMetricReader, name: str) -> dict[tuple[tuple[str, Any], ...], Any]:
@@ -216,11 +232,10 @@ class BrokenSink(ListSink):
     [("count", ("allow", 200, "allowed")), ("deny", ("deny", 503, "audit_unavailable"))],
 )
 def test_a_record_no_sink_took_is_answered_per_on_sink_failure(
-    spans: InMemorySpanExporter, policy: str, answered: tuple[str, int, str]
+    spans: InMemorySpanExporter, meter: Meter, policy: str, answered: tuple[str, int, str]
 ) -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    observed = observability(spans, BrokenSink(), Metrics(provider, ["https://idp"]))
+    reader = meter.reader
+    observed = observability(spans, BrokenSink(), meter.metrics)
     observed.apply(
         parse_config(
             DRY_RUN_CONFIG.replace("dry_run: true", f"audit: {{on_sink_failure: {policy}}}")
@@ -242,7 +257,6 @@ def test_a_record_no_sink_took_is_answered_per_on_sink_failure(
         (("sink", "file"),): 2 if policy == "deny" else 1
     }
     asyncio.run(observed.stop())
-    provider.shutdown()
 
 
 def test_an_internal_error_marks_the_span(spans: InMemorySpanExporter) -> None:
@@ -268,11 +282,11 @@ def test_a_broken_metric_still_leaves_the_span_and_the_record(
 
 def test_a_check_cancelled_before_deciding_is_recorded_as_late(
     spans: InMemorySpanExporter,
+    meter: Meter,
 ) -> None:
     sink = ListSink()
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    observed = observability(spans, sink, Metrics(provider, ["https://idp"]))
+    reader = meter.reader
+    observed = observability(spans, sink, meter.metrics)
     check = observed.begin(PARENT)
     with pytest.raises(asyncio.CancelledError), check:
         raise asyncio.CancelledError
@@ -295,16 +309,15 @@ def test_a_check_cancelled_before_deciding_is_recorded_as_late(
     assert list(_series(reader, "authz.decisions")) == [
         (("decision", "late"), ("issuer", "unknown"), ("reason", "cancelled"), ("route", "none"))
     ]
-    provider.shutdown()
 
 
 def test_a_decision_made_too_late_is_recorded_as_late_with_the_undelivered_answer(
     spans: InMemorySpanExporter,
+    meter: Meter,
 ) -> None:
     sink = ListSink()
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
-    observed = observability(spans, sink, Metrics(provider, ["https://idp"]))
+    reader = meter.reader
+    observed = observability(spans, sink, meter.metrics)
     observed.apply(
         parse_config(DRY_RUN_CONFIG.replace("dry_run: true", "audit: {late_status: 504}"))
     )
@@ -342,7 +355,6 @@ def test_a_decision_made_too_late_is_recorded_as_late_with_the_undelivered_answe
         for point in metric.data.data_points
     ]
     assert dict(duration.attributes or {}) == {"decision": "late"}
-    provider.shutdown()
 
 
 def test_an_ordinary_exception_leaves_the_span_open_for_the_deny(
