@@ -18,7 +18,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz import AUTHORIZATION_SERVICE
-from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz.check import response
 from authz.check.decision import Deny
 from authz.check.request import RequestView, view
@@ -50,7 +50,11 @@ _REPLY_MARGIN = 0.02
 _DEADLINE_SLACK = 0.1
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+class AuthorizationService:
+    """Authorization/Check. ``Check`` answers with the serialized CheckResponse
+    (``response.Encoded``): registered through ``handlers``, gRPC sends the
+    bytes as they are."""
+
     def __init__(
         self,
         runtime: Callable[[], Runtime],
@@ -60,14 +64,23 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._runtime = runtime
         self._observe = observability
         self.decision_log = decision_log if decision_log is not None else DecisionLog()
+        self._encode = response.Encoded()
+
+    def handlers(self) -> dict[str, grpc.RpcMethodHandler[external_auth_pb2.CheckRequest, bytes]]:
+        """The service's method handlers, for ``add_registered_method_handlers``."""
+        return {
+            "Check": grpc.unary_unary_rpc_method_handler(
+                self.Check,
+                request_deserializer=external_auth_pb2.CheckRequest.FromString,
+                response_serializer=_as_is,
+            )
+        }
 
     async def Check(
         self,
         request: external_auth_pb2.CheckRequest,
-        context: grpc.aio.ServicerContext[
-            external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse
-        ],
-    ) -> external_auth_pb2.CheckResponse:
+        context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest, bytes],
+    ) -> bytes:
         # One runtime for the whole Check, even if a reload swaps it meanwhile.
         runtime = self._runtime()
         # The span continues Envoy's trace from the call's metadata (telemetry.py).
@@ -108,13 +121,15 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             self.decision_log.decision(answered, request_view)
         else:
             self.decision_log.late(late, answered, request_view)
-        return response.build(answered, runtime.config.realm)
+        return self._encode(answered, runtime.config.realm)
+
+
+def _as_is(answer: bytes) -> bytes:
+    return answer
 
 
 def _late(
-    context: grpc.aio.ServicerContext[
-        external_auth_pb2.CheckRequest, external_auth_pb2.CheckResponse
-    ],
+    context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest, bytes],
     slack: float = 0.0,
 ) -> str | None:
     """Why an answer now reaches no one ("deadline_exceeded", "cancelled"), or None."""
@@ -157,10 +172,13 @@ class AuthzServer:
         reuse_port = 1 if WORKER_INDEX_ENV in os.environ else 0
         self._server = grpc.aio.server(options=[("grpc.so_reuseport", reuse_port)])
         self._service = AuthorizationService(lambda: self.runtime, self.observability)
-        # The generated *_pb2_grpc module carries no type hints.
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(  # type: ignore[no-untyped-call]
-            self._service, self._server
+        handlers = self._service.handlers()
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, handlers),)
         )
+        # Registered too: gRPC then finds the method without asking the generic handler.
+        # (grpc's type stubs do not declare it yet; the generated *_pb2_grpc code calls it.)
+        self._server.add_registered_method_handlers(AUTHORIZATION_SERVICE, handlers)  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         self.port = 0
         self._health_tasks: set[asyncio.Task[None]] = set()

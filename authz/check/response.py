@@ -9,6 +9,7 @@ turn it into an allow.
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
@@ -19,7 +20,7 @@ from authz._proto.envoy.type.v3 import http_status_pb2
 from authz.check.decision import Allow, Decision
 from authz.errors import AuthzError, Forbidden
 
-__all__ = ["build", "www_authenticate"]
+__all__ = ["AllowParts", "DenyParts", "Encoded", "Parts", "build", "parts", "www_authenticate"]
 
 # HTTP status of a deny -> google.rpc code Envoy sees in CheckResponse.status.
 _GRPC_CODE = {
@@ -34,31 +35,91 @@ _OK = status_pb2.Status(code=code_pb2.OK)
 _BODY_ERROR = {401: "unauthorized", 403: "forbidden"}
 
 
+_Metadata = tuple[tuple[str, str | float], ...]
+
+
+class AllowParts(NamedTuple):
+    headers_to_set: tuple[tuple[str, str], ...]
+    headers_to_remove: tuple[str, ...]
+    metadata: _Metadata
+
+
+class DenyParts(NamedTuple):
+    code: int  # google.rpc code
+    status: int  # HTTP
+    headers: tuple[tuple[str, str], ...]
+    body: str
+    metadata: _Metadata
+
+
+# What a response holds, as plain values. Equal parts make equal bytes, so the
+# parts are the key of the encoded answers (an allow's three fields can never
+# equal a deny's five).
+Parts = AllowParts | DenyParts
+
+
 def build(decision: Decision, realm: str) -> external_auth_pb2.CheckResponse:
+    return _message(parts(decision, realm))
+
+
+def parts(decision: Decision, realm: str) -> Parts:
+    """Everything the response for ``decision`` says, as a hashable tuple."""
     metadata = _metadata(decision)
     if isinstance(decision, Allow):
+        return AllowParts(decision.headers_to_set, decision.headers_to_remove, metadata)
+    error = decision.error
+    headers = [("content-type", "application/json"), ("cache-control", "no-store")]
+    challenge = www_authenticate(error, realm)
+    if challenge:
+        headers.append(("www-authenticate", challenge))
+    code = _GRPC_CODE.get(error.status, code_pb2.PERMISSION_DENIED)
+    return DenyParts(code, error.status, tuple(headers), _body(error), metadata)
+
+
+class Encoded:
+    """Answers built once: the serialized ``CheckResponse`` for each distinct
+    response (the same token, route and removed headers give the same bytes).
+
+    A warm Check then skips building and serializing the protobuf; the service
+    hands the bytes to gRPC as they are. At most ``limit`` answers are kept; a
+    full memo starts over (distinct tokens, the cold path, gain nothing from it).
+    """
+
+    __slots__ = ("_answers", "_limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._answers: dict[Parts, bytes] = {}
+        self._limit = limit
+
+    def __call__(self, decision: Decision, realm: str) -> bytes:
+        key = parts(decision, realm)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = _message(key).SerializeToString()
+            if len(self._answers) >= self._limit:
+                self._answers.clear()
+            self._answers[key] = answer
+        return answer
+
+
+def _message(parts: Parts) -> external_auth_pb2.CheckResponse:
+    metadata = struct_pb2.Struct()
+    metadata.update(dict(parts.metadata))
+    if isinstance(parts, AllowParts):
         return external_auth_pb2.CheckResponse(
             status=_OK,
             ok_response=external_auth_pb2.OkHttpResponse(
-                headers=[_identity_header(name, value) for name, value in decision.headers_to_set],
-                headers_to_remove=decision.headers_to_remove,
+                headers=[_identity_header(name, value) for name, value in parts.headers_to_set],
+                headers_to_remove=parts.headers_to_remove,
             ),
             dynamic_metadata=metadata,
         )
-    error = decision.error
-    headers = [
-        _header("content-type", "application/json"),
-        _header("cache-control", "no-store"),
-    ]
-    challenge = www_authenticate(error, realm)
-    if challenge:
-        headers.append(_header("www-authenticate", challenge))
     return external_auth_pb2.CheckResponse(
-        status=status_pb2.Status(code=_GRPC_CODE.get(error.status, code_pb2.PERMISSION_DENIED)),
+        status=status_pb2.Status(code=parts.code),
         denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=error.status),  # type: ignore[arg-type]
-            headers=headers,
-            body=_body(error),
+            status=http_status_pb2.HttpStatus(code=parts.status),  # type: ignore[arg-type]
+            headers=[_header(name, value) for name, value in parts.headers],
+            body=parts.body,
         ),
         dynamic_metadata=metadata,
     )
@@ -99,8 +160,9 @@ def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=name, value=value))
 
 
-def _metadata(decision: Decision) -> struct_pb2.Struct:
-    # Read by Envoy's access log as %DYNAMIC_METADATA(envoy.filters.http.ext_authz:KEY)%.
+def _metadata(decision: Decision) -> _Metadata:
+    # Read by Envoy's access log as %DYNAMIC_METADATA(envoy.filters.http.ext_authz:KEY)%:
+    # what it needs to say who and why, nothing more.
     fields: dict[str, str | float] = {
         "decision": "allow" if decision.allowed else "deny",
         "status": decision.status,
@@ -113,9 +175,7 @@ def _metadata(decision: Decision) -> struct_pb2.Struct:
     if decision.token_fingerprint:
         fields["token_fp"] = decision.token_fingerprint
     fields.update(_rule_metadata(decision))
-    metadata = struct_pb2.Struct()
-    metadata.update(fields)
-    return metadata
+    return tuple(fields.items())
 
 
 def _rule_metadata(decision: Decision) -> dict[str, str]:

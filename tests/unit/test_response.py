@@ -15,7 +15,7 @@ from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz.check.decision import Allow, Decider, Decision, Deny, Unenforced
 from authz.check.request import RequestView
-from authz.check.response import build, www_authenticate
+from authz.check.response import AllowParts, DenyParts, Encoded, build, parts, www_authenticate
 from authz.check.verify import VerifiedToken, Verifier
 from authz.config.loader import parse_config
 from authz.dev.tokens import claims_for, mint
@@ -405,3 +405,43 @@ def test_deny_after_verification_names_the_subject() -> None:
     assert metadata["sub"] == "alice"
     assert metadata["route"] == "orders"
     assert "shadow_denied" not in metadata
+
+
+# --- answers built once ------------------------------------------------------------------
+
+
+def test_encoded_answers_are_build_serialized_and_built_once() -> None:
+    encode = Encoded()
+    decisions = [
+        _allow(),
+        _allow(headers_to_remove=("x-auth-email",)),
+        _allow(subject="bob"),
+        _deny(TokenExpired("exp in the past"), fingerprint="0123456789abcdef"),
+        _deny(Forbidden("needs orders:write", scope="orders:write")),
+    ]
+    first = [encode(decision, "authz") for decision in decisions]
+    for decision, answer in zip(decisions, first, strict=True):
+        assert answer == build(decision, "authz").SerializeToString()
+        # The same response again is the bytes already built, not new ones.
+        assert encode(decision, "authz") is answer
+    assert len(set(first)) == len(decisions), "distinct responses share an answer"
+    # The realm is part of a deny's challenge, so part of its key.
+    assert encode(decisions[3], "other") != first[3]
+
+
+def test_encoded_answers_stay_bounded() -> None:
+    encode = Encoded(limit=2)
+    answers = [encode(_allow(subject=f"user-{n}"), "authz") for n in range(5)]
+    assert all(
+        a == build(_allow(subject=f"user-{n}"), "authz").SerializeToString()
+        for n, a in enumerate(answers)
+    )
+    assert len(encode._answers) <= 2
+
+
+def test_parts_of_an_allow_never_equal_a_deny() -> None:
+    allow = parts(_allow(headers_to_set=(), headers_to_remove=()), "authz")
+    deny = parts(_deny(NoRoute("no route takes GET /")), "authz")
+    assert isinstance(allow, AllowParts)
+    assert isinstance(deny, DenyParts)
+    assert tuple(allow) != tuple(deny)
