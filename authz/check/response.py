@@ -81,13 +81,14 @@ class Encoded:
     response (the same token, route and removed headers give the same bytes).
 
     A warm Check then skips building and serializing the protobuf; the service
-    hands the bytes to gRPC as they are. At most ``limit`` answers are kept; a
-    full memo starts over (distinct tokens, the cold path, gain nothing from it).
+    hands the bytes to gRPC as they are. At most ``limit`` answers are kept (an
+    answer and its key hold about 1 KiB); a full memo starts over: distinct
+    tokens, the cold path, gain nothing from it, so it is kept small.
     """
 
     __slots__ = ("_answers", "_limit")
 
-    def __init__(self, limit: int = 4096) -> None:
+    def __init__(self, limit: int = 1024) -> None:
         self._answers: dict[Parts, bytes] = {}
         self._limit = limit
 

@@ -125,6 +125,10 @@ def checks(results: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]
                 "detail": "",
             }
         )
+        soak = result.get("soak")
+        if soak:
+            found.append(_soak_check(soak, valid))
+            continue
         found.append(
             {
                 **growth,
@@ -135,6 +139,26 @@ def checks(results: list[dict[str, Any]], seconds: float) -> list[dict[str, Any]
             }
         )
     return found
+
+
+def _soak_check(soak: dict[str, Any], valid: str) -> dict[str, Any]:
+    """RSS over the cold soak: flat once the token cache is full."""
+    check = {
+        "name": f"(e) authz RSS growth, {soak['seconds']:.0f} s more cold, token cache full, MiB",
+        "target": f"<= {RSS_GROWTH_MAX_MIB:.0f}",
+        "value": soak["rss_growth_mib"],
+    }
+    if not soak["cache_full"]:
+        detail = f"{soak['tokens_before']} tokens before it, cache holds {soak['cache_entries']}"
+        return {**check, "status": "N/A", "detail": detail}
+    passed = soak["rss_growth_mib"] <= RSS_GROWTH_MAX_MIB
+    detail = (
+        f"{soak['requests']} requests; RSS {soak['rss_start_mib']} -> {soak['rss_end_mib']} "
+        f"MiB, max {soak['rss_max_mib']}"
+    )
+    if soak["seconds"] < 60:
+        detail += "; the target is 60 s"
+    return {**check, "status": valid or ("PASS" if passed else "FAIL"), "detail": detail}
 
 
 _SPEED = (

@@ -32,7 +32,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -40,6 +42,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from authz.config.loader import load_config
 from authz.dev.keys import load_private, public_jwk, write_keypair
 from authz.dev.stack import (
     AuthzProcess,
@@ -112,6 +115,7 @@ class Settings:
     seconds: float
     warmup_seconds: float
     c1_seconds: float
+    soak_seconds: float
     connections: int
     threads: int
     tokens: int
@@ -141,6 +145,13 @@ class Settings:
             type=float,
             default=float(env("BENCH_C1_SECONDS", "5")),
             help="the run with one connection (env BENCH_C1_SECONDS, default 5)",
+        )
+        parser.add_argument(
+            "--soak-seconds",
+            type=float,
+            default=float(env("BENCH_SOAK_SECONDS", "60")),
+            help="after (e)'s runs, distinct tokens for this long more with the token cache "
+            "full, RSS read every second (env BENCH_SOAK_SECONDS, default 60; 0: none)",
         )
         parser.add_argument("--connections", type=int, default=16)
         parser.add_argument("--threads", type=int, default=2)
@@ -196,6 +207,7 @@ class Settings:
             seconds=args.seconds,
             warmup_seconds=args.warmup_seconds,
             c1_seconds=args.c1_seconds,
+            soak_seconds=max(0.0, args.soak_seconds),
             connections=args.connections,
             threads=args.threads,
             tokens=args.tokens,
@@ -218,6 +230,7 @@ class Context:
     token: str
     tampered: str
     feed: TokenFeed | None
+    token_cache_entries: int
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -343,7 +356,8 @@ def prepare(settings: Settings, cpus: CpuPlan, workdir: Path) -> Context:
         print(f"    {settings.tokens} tokens in {took:.1f} s")
         feed = TokenFeed(path, settings.tokens)
     jwt = JwtSettings(ISSUER, [AUDIENCE], jwks, LEEWAY, IDENTITY)
-    return Context(settings, cpus, workdir, authz_config, jwt, token, tampered, feed)
+    entries = load_config(authz_config).token_cache_entries
+    return Context(settings, cpus, workdir, authz_config, jwt, token, tampered, feed, entries)
 
 
 def measure(variant: Variant, context: Context) -> dict[str, Any]:
@@ -411,6 +425,17 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
         end_c1 = access.settle(c1_run.requests, since=end)
         c1_log = access.window(end, end_c1)
         final = Counters.read(service_pid, envoy_pid)
+        soak = (
+            cold_soak(
+                load,
+                service_pid,
+                settings,
+                sent=warmup.requests + main_run.requests + c1_run.requests,
+                cache_entries=context.token_cache_entries,
+            )
+            if feed is not None and service_pid is not None and settings.soak_seconds > 0
+            else None
+        )
 
     result: dict[str, Any] = {
         "key": variant.key,
@@ -431,10 +456,13 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
             "c1": other_load(c1_before, final, c1_run),
         },
         "profile": profile,
+        "soak": soak,
     }
     problems, warnings = judge(
         variant, (warmup, main_run, c1_run), (main_log, c1_log), result["machine_cpu"]
     )
+    if soak is not None and (soak["failures"] or not soak["requests"]):
+        problems.append(f"cold soak: {soak['failures']} failures in {soak['requests']} requests")
     result["problems"] = problems
     result["warnings"] = warnings
     result["ok"] = not problems
@@ -442,6 +470,57 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
         # Hundreds of MB for the fast variants; kept only to investigate a failed run.
         access.path.unlink()
     return result
+
+
+def cold_soak(
+    load: Callable[[int, int, float], Run],
+    pid: int,
+    settings: Settings,
+    *,
+    sent: int,
+    cache_entries: int,
+) -> dict[str, Any]:
+    """Distinct tokens for ``soak_seconds`` more, the service's RSS read every second.
+
+    By now ``sent`` distinct tokens have gone by; once they outnumber the token
+    cache's entries, the cache is full and RSS should stay flat: each new token
+    evicts the oldest one.
+    """
+    readings: list[tuple[float, float]] = []
+    stop = threading.Event()
+    started = time.monotonic()
+
+    def read_rss() -> None:
+        while True:
+            readings.append((time.monotonic() - started, sample(pid).rss_kib / 1024))
+            if stop.wait(1.0):  # the sampling interval
+                return
+
+    reader = threading.Thread(target=read_rss, name="bench-rss", daemon=True)
+    reader.start()
+    try:
+        run = load(settings.connections, settings.threads, settings.soak_seconds)
+    finally:
+        stop.set()
+        reader.join()
+    readings.append((time.monotonic() - started, sample(pid).rss_kib / 1024))
+    rss = [mib for _, mib in readings]
+    return {
+        "seconds": settings.soak_seconds,
+        "requests": run.requests,
+        "requests_per_s": run.requests_per_s,
+        "failures": run.failures,
+        "tokens_before": sent,
+        "cache_entries": cache_entries,
+        "cache_full": sent >= cache_entries,
+        "rss_start_mib": round(rss[0], 1),
+        "rss_end_mib": round(rss[-1], 1),
+        "rss_max_mib": round(max(rss), 1),
+        "rss_growth_mib": round(rss[-1] - rss[0], 1) + 0.0,  # not -0.0
+        "rss_mib": [[round(at, 1), round(mib, 1)] for at, mib in readings],
+        # A token comes round again only after the whole file: long evicted by then.
+        "tokens": run.tokens,
+    }
 
 
 def failed_result(variant: Variant, error: str) -> dict[str, Any]:
