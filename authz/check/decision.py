@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from authz.check.derived import Derived
 from authz.check.header_budget import check_header_budget
 from authz.check.identity import headers_to_remove
 from authz.check.phases import (
@@ -189,6 +190,8 @@ class Decider:
         self._namespace = config.identity.namespace
         self._identity_names = self.policy.identity_names
         self._dry_run = config.dry_run
+        # A repeated (cached) token's requirement outcomes and identity headers.
+        self._derived = Derived()
         # Where a request a shadow route takes goes on: the routes after it.
         routes = self.policy.routes
         self._after = {
@@ -256,9 +259,9 @@ class Decider:
             run.note(Phase.TOKEN, "ok", f"verified: issuer {token.issuer}")
             with Phase.REVOCATION.step():  # the "policy" event, which requirements share
                 revocation(self._revocations, token, run)
-                requirements(self.policy, route, token, run)
+                requirements(self.policy, route, token, run, self._derived)
         with Phase.IDENTITY.step():
-            return identity(route, token, token_text, run)
+            return identity(route, token, token_text, run, self._derived)
 
     async def _token(self, token_text: str, memo: Memo, run: Run, budget: float) -> VerifiedToken:
         run.phase = Phase.TOKEN

@@ -28,6 +28,7 @@ from enum import StrEnum
 
 from authz.check import steps
 from authz.check.credentials import bearer
+from authz.check.derived import MISSING, Derived
 from authz.check.policy import OPTIONAL, PUBLIC, Check, Match, Policy, Route
 from authz.check.request import RequestView
 from authz.check.revocation import RevocationList
@@ -197,9 +198,19 @@ def revocation(revocations: RevocationList | None, token: VerifiedToken, run: Ru
     run.note(Phase.REVOCATION, "ok", "neither jti nor sub is revoked")
 
 
-def requirements(policy: Policy, route: Route, token: VerifiedToken, run: Run) -> None:
+def requirements(
+    policy: Policy,
+    route: Route,
+    token: VerifiedToken,
+    run: Run,
+    derived: Derived | None = None,
+) -> None:
     run.phase = Phase.REQUIREMENTS
-    check = policy.authorize(route, token)
+    check = MISSING if derived is None else derived.get(route, token, Phase.REQUIREMENTS)
+    if check is MISSING:
+        check = policy.authorize(route, token)
+        if derived is not None and (check is None or check.passed):
+            derived.put(route, token, Phase.REQUIREMENTS, check)
     if check is None:
         return
     if run.trace is not None:
@@ -209,11 +220,20 @@ def requirements(policy: Policy, route: Route, token: VerifiedToken, run: Run) -
 
 
 def identity(
-    route: Route, token: VerifiedToken | None, token_text: str, run: Run | None = None
+    route: Route,
+    token: VerifiedToken | None,
+    token_text: str,
+    run: Run | None = None,
+    derived: Derived | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """The route's identity headers for ``token`` (none without one)."""
     if run is not None:
         run.phase = Phase.IDENTITY
     if token is None:
         return ()
-    return tuple(route.identity.render(token.claims, token_text))
+    headers = MISSING if derived is None else derived.get(route, token, Phase.IDENTITY)
+    if headers is MISSING:
+        headers = tuple(route.identity.render(token.claims, token_text))
+        if derived is not None:
+            derived.put(route, token, Phase.IDENTITY, headers)
+    return headers  # type: ignore[no-any-return]

@@ -12,6 +12,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz.check.decision import Decider, Decision, Step, Unenforced
+from authz.check.derived import MISSING, Derived
+from authz.check.phases import identity
+from authz.check.policy import Policy
 from authz.check.request import RequestView
 from authz.check.verify import VerifiedToken, Verifier, fingerprint
 from authz.config.loader import parse_config
@@ -581,3 +584,82 @@ def test_tracing_does_not_change_the_decision(env: Env, decider: Decider) -> Non
         )
         assert plain.headers_to_set == traced.headers_to_set
         assert plain.headers_to_remove == traced.headers_to_remove
+
+
+# --- what a cached token derives once ----------------------------------------------------
+
+
+def test_a_cached_token_derives_requirements_and_identity_once_per_route(
+    env: Env, decider: Decider
+) -> None:
+    token = env.token(scopes="orders:read")
+    first = _decide(decider, _request("/orders/1", token))
+    second = _decide(decider, _request("/orders/2", token))
+    assert first.allowed
+    assert second.allowed
+    assert first.token is second.token  # the verifier's cached token
+    # The same headers, not rendered again: derived once, for the route that decided.
+    assert second.headers_to_set is first.headers_to_set
+    assert second.headers_to_set == (("x-auth-subject", "alice"), ("x-auth-scopes", "orders:read"))
+
+
+def test_a_failed_requirement_is_evaluated_afresh_and_never_shared(
+    env: Env, decider: Decider
+) -> None:
+    token = env.token(scopes="orders:write")
+    first = _decide(decider, _request("/orders/1", token))
+    second = _decide(decider, _request("/orders/1", token))
+    assert (
+        (first.status, first.reason)
+        == (second.status, second.reason)
+        == (
+            403,
+            "insufficient_scope",
+        )
+    )
+    # Each deny raised its own error: an exception object is never shared by Checks.
+    assert first.error is not second.error
+
+
+def test_what_a_token_derived_is_kept_per_route_object(tmp_path: Path, env: Env) -> None:
+    # A reload compiles new route objects, even under the same names: what the
+    # token derived for the old ones is not what the new ones answer.
+    (tmp_path / "reloaded").mkdir()
+    other = _env(
+        tmp_path / "reloaded", env.key, RULES.replace("x-auth-subject: sub", "x-auth-who: sub")
+    )
+    token_text = env.token(scopes="orders:read")
+    keys = StaticKeySource.from_config(env.config)
+    verified = Verifier(env.config, keys, FakeClock(T0)).verify(token_text)
+    old = Policy.from_config(env.config).routes
+    new = Policy.from_config(other.config).routes
+    [old_orders] = [route for route in old if route.name == "orders"]
+    [new_orders] = [route for route in new if route.name == "orders"]
+    derived = Derived()
+    assert identity(old_orders, verified, token_text, None, derived)[0] == (
+        "x-auth-subject",
+        "alice",
+    )
+    assert identity(new_orders, verified, token_text, None, derived)[0] == ("x-auth-who", "alice")
+    assert len(derived) == 2
+    # A token equal in every field is still another object: nothing derived for it yet.
+    twin = Verifier(env.config, keys, FakeClock(T0)).verify(token_text)
+    assert twin == verified
+    assert derived.get(old_orders, twin, "identity") is MISSING
+    assert derived.get(old_orders, verified, "identity") == (
+        ("x-auth-subject", "alice"),
+        ("x-auth-scopes", "orders:read"),
+    )
+
+
+def test_derived_stays_bounded() -> None:
+    derived = Derived(limit=3)
+    route = object()
+    tokens = [
+        VerifiedToken(issuer=ISS, subject=f"u{n}", claims={}, kid="k1", algorithm="RS256")
+        for n in range(5)
+    ]
+    for token in tokens:
+        derived.put(route, token, "identity", ())
+    assert len(derived) <= 3
+    assert derived.get(route, tokens[-1], "identity") == ()
