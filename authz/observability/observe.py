@@ -20,6 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import Token
 from pathlib import Path
 from types import TracebackType
 
@@ -29,6 +30,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
+from authz.check import steps
 from authz.check.decision import Decision
 from authz.check.request import RequestView
 from authz.config.models import Config
@@ -62,7 +64,7 @@ class CheckObservation:
     error.
     """
 
-    __slots__ = ("_token", "ended", "parent_trace_id", "span", "started")
+    __slots__ = ("_token", "_unrecorded", "ended", "parent_trace_id", "span", "started")
 
     def __init__(self, span: Span, parent_trace_id: str | None = None) -> None:
         self.span = span
@@ -71,10 +73,13 @@ class CheckObservation:
         self.started = time.perf_counter()
         self.ended = False
         self._token: object | None = None
+        self._unrecorded: Token[bool] | None = None
 
     def __enter__(self) -> CheckObservation:
         if self.span.is_recording():
             self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        else:
+            self._unrecorded = steps.unrecorded()
         return self
 
     def __exit__(
@@ -86,6 +91,9 @@ class CheckObservation:
         if self._token is not None:
             otel_context.detach(self._token)  # type: ignore[arg-type]
             self._token = None
+        if self._unrecorded is not None:
+            self._unrecorded.var.reset(self._unrecorded)
+            self._unrecorded = None
         if (
             exc is not None
             and not isinstance(exc, Exception | asyncio.CancelledError)

@@ -80,7 +80,9 @@ def check_request(token: str) -> external_auth_pb2.CheckRequest:
         scheme="https",
         protocol="HTTP/1.1",
     )
-    http.headers.update({**HEADERS, "authorization": f"Bearer {token}"})
+    # As the shipped Envoy configs send them (encode_raw_headers): header_map, raw bytes.
+    for name, value in {**HEADERS, "authorization": f"Bearer {token}"}.items():
+        http.header_map.headers.add(key=name, raw_value=value.encode())
     request = external_auth_pb2.CheckRequest(
         attributes=attribute_context_pb2.AttributeContext(
             request=attribute_context_pb2.AttributeContext.Request(http=http)
