@@ -85,10 +85,13 @@ bench: setup
 demo: setup
 	$(BIN)/python -m authz.dev.demo
 
-# Not part of `make test`: where a Check's time goes, cost by cost, against the
-# floor (tests/bench/attribution.py); what observability costs a Check (tracing
-# off vs on); and the cold verification path against the raw signature check.
+# Not part of `make test`: how much Python a warm Check runs, part by part (exact
+# counts, tests/bench/interpreter_work.py); where a Check's time goes, cost by
+# cost, against the floor (tests/bench/attribution.py); what observability costs
+# a Check (tracing off vs on); and the cold verification path against the raw
+# signature check.
 bench-check: setup
+	$(BIN)/python -m tests.bench.interpreter_work
 	$(BIN)/python -m tests.bench.attribution
 	$(BIN)/python -m tests.bench.bench_check
 	$(BIN)/python -m tests.bench.verify_cost
