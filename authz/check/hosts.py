@@ -9,6 +9,7 @@ an IP literal cannot have.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from authz.errors import InvalidHost
@@ -20,6 +21,9 @@ _IPV6 = re.compile(r"\[[0-9a-f:.]+\]")
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
+# A handful of hosts come again and again: each is read once. A refused host
+# raises every time (lru_cache keeps no exception).
+@functools.lru_cache(maxsize=1024)
 def normalize_host(raw: str) -> str:
     """``Host``/``:authority`` as the upstream reads it, or InvalidHost.
 

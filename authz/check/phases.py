@@ -23,6 +23,7 @@ the trace when there is one; a deny is the AuthzError it raises.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -67,12 +68,12 @@ class Phase(StrEnum):
         """The span event the phase is recorded in; None for a note."""
         return _EVENTS.get(self)
 
-    def step(self) -> steps.step:
+    def step(self) -> AbstractContextManager[None]:
         """Record the enclosed code as this phase's event on the Check's span."""
-        event = self.event
+        event = _EVENTS.get(self)
         if event is None:
             raise ValueError(f"{self.value!r} is a note, not recorded on the span")
-        return steps.step(event)
+        return steps.step_for(event)
 
 
 _EVENTS: dict[Phase, str] = {

@@ -19,6 +19,7 @@ a credential.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from contextvars import ContextVar, Token
 from types import TracebackType
 
@@ -27,7 +28,7 @@ from opentelemetry.trace import Span
 
 from authz.errors import AuthzError
 
-__all__ = ["STEP_PREFIX", "step", "unrecorded"]
+__all__ = ["STEP_PREFIX", "step", "step_for", "unrecorded"]
 
 STEP_PREFIX = "authz."
 
@@ -40,6 +41,26 @@ _UNRECORDED: ContextVar[bool] = ContextVar("authz_unrecorded_check", default=Fal
 def unrecorded() -> Token[bool]:
     """Mark the running task's Check as unrecorded; ``Token.var.reset`` ends it."""
     return _UNRECORDED.set(True)
+
+
+class _Skip:
+    """The step of an unrecorded Check: nothing to measure, nothing to record."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_SKIP = _Skip()
+
+
+def step_for(name: str) -> AbstractContextManager[None]:
+    """``step(name)``, or a shared no-op while the running Check is unrecorded."""
+    return _SKIP if _UNRECORDED.get() else step(name)
 
 
 class step:  # lower case: it reads like a function, ``with step("verify"):``

@@ -192,10 +192,14 @@ class AuditWriter:
                 )
 
 
+# One encoder for every record (json.dumps with options builds one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(record: Mapping[str, Any]) -> str:
     # ASCII only: no raw U+2028 or control bytes that a line-based reader
     # could split on; json escapes newlines, so one record is one line.
-    return json.dumps(record, separators=(",", ":")) + "\n"
+    return _ENCODER.encode(record) + "\n"
 
 
 def _dropped_record(drops: _Drops, now: float) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import TraceFlags
 
-from authz.check.steps import step, unrecorded
+from authz.check.steps import step, step_for, unrecorded
 from authz.config.observability import TelemetryConfig, TracingConfig
 from authz.errors import InternalError, TokenExpired
 from authz.observability.tracing import Tracing, parent_context, resource, trace_id_from
@@ -159,8 +159,11 @@ def test_steps_become_events_with_outcome_and_duration(recorder: Recorder) -> No
 
 def test_steps_of_an_unrecorded_check_skip_the_span_lookup(recorder: Recorder) -> None:
     with recorder.tracer.start_as_current_span("check"):
+        assert isinstance(step_for("extract"), step)
         marked = unrecorded()
-        with step("extract"):
+        # One shared no-op for every phase of an unrecorded Check.
+        assert step_for("extract") is step_for("verify")
+        with step("extract"), step_for("policy"):
             pass
         with pytest.raises(KeyError), step("verify"):
             raise KeyError("still raised")
