@@ -31,7 +31,8 @@ __all__ = ["bearer"]
 
 def _has_query_token(path: str) -> bool:
     _, _, query = path.partition("?")
-    if not query:
+    if not query or ("access_token" not in query and "%" not in query):
+        # Without an escape, unquoting cannot make a name "access_token".
         return False
     names = (item.split("=", 1)[0] for item in query.split("#", 1)[0].split("&"))
     return any(unquote_plus(name) == "access_token" for name in names)

@@ -72,4 +72,4 @@ def check_header_budget(
 def _bytes(text: str) -> int:
     # A value Envoy sent as raw bytes that were not UTF-8 was decoded with
     # replacement characters, which re-encode longer: an overestimate, never less.
-    return len(text.encode("utf-8", "surrogatepass"))
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))

@@ -140,3 +140,30 @@ def test_token_over_the_size_limit() -> None:
     assert error.reason == "token_too_large"
     assert error.status == 401
     assert "a" * 257 not in str(error)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "access_token=x",
+        "page=1&access_token=x",
+        "access%5Ftoken=x",  # an escape that unquotes to the name
+        "%61ccess_token=x",
+        "access_token",
+        "a=1&access%5ftoken=",
+    ],
+)
+def test_a_token_in_the_query_beside_the_header_is_two_credentials(query: str) -> None:
+    request = RequestView(
+        path=f"/orders?{query}", headers={"authorization": ("Bearer abc.def.ghi",)}
+    )
+    with pytest.raises(MultipleCredentials):
+        bearer(request, 8192)
+
+
+@pytest.mark.parametrize("query", ["page=1", "access=1&token=2", "x=access%20token", ""])
+def test_other_query_names_are_not_credentials(query: str) -> None:
+    request = RequestView(
+        path=f"/orders?{query}", headers={"authorization": ("Bearer abc.def.ghi",)}
+    )
+    assert bearer(request, 8192) == "abc.def.ghi"
