@@ -334,7 +334,9 @@ def markdown(document: dict[str, Any]) -> str:
         "req/s, p50 and p99: wrk with 16 connections; c1: one connection. Check: Envoy's own "
         "measure of the ext_authz call (`emit_filter_state_stats`, `latency_us`). svc: the "
         "ext_authz service process (CPU and RSS growth over the 16-connection run, peak RSS "
-        "over the whole variant). other load: CPU used on the machine by processes "
+        "over the whole variant). After (e), a cold soak goes on with distinct tokens "
+        "(`BENCH_SOAK_SECONDS`, 60) once the token cache is full, and its RSS growth is the "
+        "flat-memory check. other load: CPU used on the machine by processes "
         "outside the benchmark during the 16-connection and the one-connection runs. "
         "Every variant answers from an Envoy `direct_response`.",
         "",

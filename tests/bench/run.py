@@ -458,6 +458,10 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
         "profile": profile,
         "soak": soak,
     }
+    usage_then = result["service_process"]
+    if soak is not None and usage_then is not None:
+        # The soak runs after the variant's own runs: its high-water mark counts too.
+        usage_then["peak_rss_mib"] = max(usage_then["peak_rss_mib"], soak["peak_rss_mib"])
     problems, warnings = judge(
         variant, (warmup, main_run, c1_run), (main_log, c1_log), result["machine_cpu"]
     )
@@ -503,7 +507,8 @@ def cold_soak(
     finally:
         stop.set()
         reader.join()
-    readings.append((time.monotonic() - started, sample(pid).rss_kib / 1024))
+    last = sample(pid)
+    readings.append((time.monotonic() - started, last.rss_kib / 1024))
     rss = [mib for _, mib in readings]
     return {
         "seconds": settings.soak_seconds,
@@ -517,6 +522,7 @@ def cold_soak(
         "rss_end_mib": round(rss[-1], 1),
         "rss_max_mib": round(max(rss), 1),
         "rss_growth_mib": round(rss[-1] - rss[0], 1) + 0.0,  # not -0.0
+        "peak_rss_mib": round(last.peak_rss_kib / 1024, 1),
         "rss_mib": [[round(at, 1), round(mib, 1)] for at, mib in readings],
         # A token comes round again only after the whole file: long evicted by then.
         "tokens": run.tokens,
