@@ -22,8 +22,7 @@ from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_a
 
 __all__ = ["RequestView", "each_header", "view"]
 
-_KEY = attrgetter("key")
-_RAW_VALUE = attrgetter("raw_value")
+_KEY_AND_RAW_VALUE = attrgetter("key", "raw_value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +85,8 @@ def _headers(
     """The headers, how many lines, and their bytes (names and values) as Envoy has them."""
     raw = http.header_map.headers
     if raw:
-        keys = list(map(_KEY, raw))
-        raw_values = list(map(_RAW_VALUE, raw))
+        # One pass over the repeated field: each element read makes a message object.
+        keys, raw_values = zip(*map(_KEY_AND_RAW_VALUE, raw), strict=True)
         names = list(map(str.lower, keys))
         if all(raw_values) and all(map(str.isascii, keys)) and len(set(names)) == len(names):
             # What Envoy sends for nearly every request (raw bytes, ASCII names, no
