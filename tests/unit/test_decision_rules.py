@@ -589,12 +589,17 @@ def test_tracing_does_not_change_the_decision(env: Env, decider: Decider) -> Non
 # --- what a cached token derives once ----------------------------------------------------
 
 
+def _twice(env: Env, decider: Decider, scopes: str) -> tuple[Decision, Decision]:
+    """Two Checks of one token (the second from the verifier's cache)."""
+    token = env.token(scopes=scopes)
+    first = _decide(decider, _request("/orders/1", token))
+    return first, _decide(decider, _request("/orders/2", token))
+
+
 def test_a_cached_token_derives_requirements_and_identity_once_per_route(
     env: Env, decider: Decider
 ) -> None:
-    token = env.token(scopes="orders:read")
-    first = _decide(decider, _request("/orders/1", token))
-    second = _decide(decider, _request("/orders/2", token))
+    first, second = _twice(env, decider, "orders:read")
     assert first.allowed
     assert second.allowed
     assert first.token is second.token  # the verifier's cached token
@@ -606,9 +611,7 @@ def test_a_cached_token_derives_requirements_and_identity_once_per_route(
 def test_a_failed_requirement_is_evaluated_afresh_and_never_shared(
     env: Env, decider: Decider
 ) -> None:
-    token = env.token(scopes="orders:write")
-    first = _decide(decider, _request("/orders/1", token))
-    second = _decide(decider, _request("/orders/1", token))
+    first, second = _twice(env, decider, "orders:write")
     assert (
         (first.status, first.reason)
         == (second.status, second.reason)
