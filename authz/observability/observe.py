@@ -41,7 +41,13 @@ from authz.observability.key_events import key_events
 from authz.observability.metrics import Metrics
 from authz.observability.metrics_export import MetricsEndpoint, build_meter_provider
 from authz.observability.outcome import Answer, audit_unavailable, check_record, end_span
-from authz.observability.tracing import Tracing, parent_context, resource, trace_id_from
+from authz.observability.tracing import (
+    Tracing,
+    parent_context,
+    resource,
+    trace_id_from,
+    unsampled_parent,
+)
 from authz.observability.worker_metrics import announce
 from authz.workers import WORKER_INDEX_ENV
 
@@ -213,6 +219,12 @@ class Observability:
 
     def begin(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> CheckObservation:
         if self.tracing.enabled:
+            if self.tracing.drops_unsampled_parents:
+                # Envoy's trace is not sampled: no span would be recorded, and
+                # the audit record needs only Envoy's trace id.
+                unsampled = unsampled_parent(metadata)
+                if unsampled is not None:
+                    return CheckObservation(INVALID_SPAN, unsampled)
             return CheckObservation(self.tracing.start_check(parent_context(metadata)))
         # Tracing off: no context to build, just the trace id for the audit record.
         return CheckObservation(INVALID_SPAN, trace_id_from(metadata))

@@ -18,7 +18,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import INVALID_SPAN, StatusCode
 
 from authz.check.decision import Allow, Decision, Deny, Unenforced
 from authz.check.request import RequestView
@@ -78,10 +79,14 @@ def meter() -> Iterator[Meter]:
 
 
 def observability(
-    spans: InMemorySpanExporter, sink: ListSink, metrics: Metrics | None = None
+    spans: InMemorySpanExporter,
+    sink: ListSink,
+    metrics: Metrics | None = None,
+    provider: TracerProvider | None = None,
 ) -> Observability:
-    provider = TracerProvider(shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(spans))
+    if provider is None:
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(spans))
     metrics = metrics or Metrics(NoOpMeterProvider(), ["https://idp"])
     writer = AuditWriter([sink], metrics)
     writer.start()
@@ -111,6 +116,53 @@ def test_a_check_makes_one_span_and_one_record(spans: InMemorySpanExporter) -> N
     assert record["path"] == "/orders/1"
     assert record["config_version"] == "v1"
     assert span.status.status_code is StatusCode.UNSET
+
+
+UNSAMPLED = (("traceparent", PARENT[0][1][:-2] + "00"),)
+
+
+@pytest.mark.parametrize("sampler", [None, ParentBased(TraceIdRatioBased(0.5))])
+def test_a_check_in_an_unsampled_trace_asks_no_span_of_the_sdk_and_records_its_trace(
+    spans: InMemorySpanExporter, sampler: Sampler | None
+) -> None:
+    # The default sampler and root_sample_ratio's follow an unsampled parent: no
+    # span either way, so none is started; the record still names Envoy's trace.
+    provider = TracerProvider(shutdown_on_exit=False, sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    sink = ListSink()
+    observed = observability(spans, sink, provider=provider)
+    assert observed.tracing.drops_unsampled_parents
+    check = observed.begin(UNSAMPLED)
+    assert check.span is INVALID_SPAN
+    with check:
+        pass
+    observed.finish(check, REQUEST, deny(MissingCredentials()))
+    (record,) = records(observed, sink)
+    assert record["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert record["span_id"] is None
+    assert spans.get_finished_spans() == ()
+
+
+def test_a_sampler_that_overrides_an_unsampled_parent_is_still_asked(
+    spans: InMemorySpanExporter,
+) -> None:
+    # OTEL_TRACES_SAMPLER=always_on records whatever Envoy decided.
+    provider = TracerProvider(shutdown_on_exit=False, sampler=ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    sink = ListSink()
+    observed = observability(spans, sink, provider=provider)
+    assert not observed.tracing.drops_unsampled_parents
+    check = observed.begin(UNSAMPLED)
+    with check:
+        pass
+    observed.finish(check, REQUEST, deny(MissingCredentials()))
+    (span,) = spans.get_finished_spans()
+    (record,) = records(observed, sink)
+    assert (
+        record["trace_id"]
+        == f"{span.context.trace_id:032x}"
+        == ("4bf92f3577b34da6a3ce929d0e0e4736")
+    )
 
 
 DRY_RUN_CONFIG = """\

@@ -16,7 +16,13 @@ from opentelemetry.trace import TraceFlags
 from authz.check.steps import step, step_for, unrecorded
 from authz.config.observability import TelemetryConfig, TracingConfig
 from authz.errors import InternalError, TokenExpired
-from authz.observability.tracing import Tracing, parent_context, resource, trace_id_from
+from authz.observability.tracing import (
+    Tracing,
+    parent_context,
+    resource,
+    trace_id_from,
+    unsampled_parent,
+)
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -65,6 +71,32 @@ def test_without_a_valid_traceparent_there_is_no_parent(
 def test_the_first_traceparent_counts() -> None:
     other = f"00-{'1' * 32}-{'2' * 16}-01"
     assert f"{remote([('traceparent', PARENT), ('traceparent', other)]).trace_id:032x}" == TRACE
+
+
+@pytest.mark.parametrize(
+    ("flags", "unsampled"),
+    [("00", True), ("02", True), ("01", False), ("03", False)],
+)
+def test_an_unsampled_parent_is_read_from_the_sampled_bit(flags: str, unsampled: bool) -> None:
+    metadata: list[tuple[str, str | bytes]] = [("traceparent", f"00-{TRACE}-{SPAN}-{flags}")]
+    assert unsampled_parent(metadata) == (TRACE if unsampled else None)
+    # The same reading as the propagator's.
+    assert remote(metadata).trace_flags.sampled is not unsampled
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        None,
+        [],
+        [("traceparent", "00-not-a-trace-00")],
+        [("traceparent", f"00-{'0' * 32}-{SPAN}-00")],
+    ],
+)
+def test_no_unsampled_parent_without_a_valid_traceparent(
+    metadata: list[tuple[str, str | bytes]] | None,
+) -> None:
+    assert unsampled_parent(metadata) is None
 
 
 def test_service_name_from_the_file_then_the_environment_then_authz(
