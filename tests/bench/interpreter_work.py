@@ -21,7 +21,7 @@ import asyncio
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -69,10 +69,7 @@ def count(workdir: Path, token: str, checks: int) -> list[tuple[str, float, floa
     observability = Observability.from_config(config, environ={})
     observability.start()
     runtime = build_runtime(config, None, None, observability.tracing.tracer)
-    encode = getattr(response, "Encoded", None)
-    answer: Callable[[Any, str], Any] = (
-        encode() if encode is not None else lambda d, r: response.build(d, r).SerializeToString()
-    )
+    answer = response.Encoded()
     metadata = (("x-request-id", "bench"),)
     part = [""]
     opcodes: Counter[str] = Counter()
