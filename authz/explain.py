@@ -60,18 +60,17 @@ def explain(
     runtime = build_runtime(config, keys, clock)
     trace: list[Step] = []
 
-    async def decide() -> Decision:
-        store = runtime.keys
+    store = runtime.keys
+    # The key source's fetches run on this loop, as the server's run on its own.
+    with asyncio.Runner() as loop:
         if isinstance(store, FetchingKeySource):
             # As the service would have them: remote keys fetched, not absent.
-            await store.fetch_all()
+            loop.run(store.fetch_all())
         try:
-            return await runtime.decider.decide(request, trace)
+            decision = runtime.decider.decide(request, trace)
         finally:
             if isinstance(store, FetchingKeySource):
-                await store.close()
-
-    decision = asyncio.run(decide())
+                loop.run(store.close())
     now = clock.now() if clock is not None else time.time()
 
     _line(out, "request", f"{request.method} {request.host or '-'} {request.path}")

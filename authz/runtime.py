@@ -25,7 +25,7 @@ kept in ``ReloadStatus``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from opentelemetry.trace import Tracer
@@ -37,6 +37,8 @@ from authz.config.loader import parse_config
 from authz.config.models import Config
 from authz.keys.sources import KeySource, ManagedKeySource
 from authz.keys.store import KeyStore, traced_fetchers
+from authz.keys.waiting import LoopBridge
+from authz.observability.recording import Recording
 from authz.watch import WholeFile
 
 __all__ = ["ConfigFile", "ReloadStatus", "Runtime", "build_runtime"]
@@ -50,6 +52,9 @@ class Runtime:
     keys: KeySource
     decider: Decider
     revocations: RevocationList | None = None
+    # How this configuration's decisions are recorded (its version, dry run …):
+    # part of the snapshot, so a Check is recorded under the config that decided it.
+    recording: Recording = field(default_factory=Recording)
 
 
 def build_runtime(
@@ -57,11 +62,13 @@ def build_runtime(
     keys: KeySource | None = None,
     clock: Clock | None = None,
     tracer: Tracer | None = None,
+    bridge: LoopBridge | None = None,
 ) -> Runtime:
     """Keys, verifier, revocation list and decider for ``config``; ConfigError if unusable.
 
     ``keys`` replaces the key source built from the configuration (tests inject
-    fakes here); ``tracer`` records the key store's fetches.
+    fakes here); ``tracer`` records the key store's fetches; ``bridge`` is how a
+    Check's thread waits on a key refetch (without one, an unknown kid is final).
     """
     if keys is not None:
         source = keys
@@ -74,9 +81,19 @@ def build_runtime(
         if config.revocation is not None
         else None
     )
-    refetch = source.refetch if isinstance(source, ManagedKeySource) else None
+    refetch = (
+        bridge.refetcher(source)
+        if bridge is not None and isinstance(source, ManagedKeySource)
+        else None
+    )
     decider = Decider(config, Verifier(config, source, clock), revocations, refetch)
-    return Runtime(config=config, keys=source, decider=decider, revocations=revocations)
+    return Runtime(
+        config=config,
+        keys=source,
+        decider=decider,
+        revocations=revocations,
+        recording=Recording.of(config),
+    )
 
 
 @dataclass

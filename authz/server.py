@@ -1,36 +1,44 @@
-"""The grpc.aio server: Authorization/Check, gRPC health, graceful shutdown, live reload."""
+"""The server: Checks on gRPC's own threads, health, graceful shutdown, the runtime swap.
+
+``grpc.server`` reads calls on gRPC's C threads and runs each Check on the
+admission pool (serving/admission.py: a bounded number of threads, a bound on
+pending Checks), where it is decided synchronously (serving/service.py). The
+work that waits — key refreshes and refetches, file watches, reloads, health
+changes — runs on the asyncio loop that started the server (``authz serve``:
+the main thread's), never on a Check's thread; a Check that needs a refetch
+hands it to that loop and waits for it within its budget (keys/waiting.py).
+
+The server owns the running ``Runtime`` and replaces it in one assignment;
+the ``Reloader`` (reloader.py) decides when.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import signal
 import socket
 import stat
-from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import _async as health_aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from authz import AUTHORIZATION_SERVICE
-from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-from authz.check import response
-from authz.check.decision import Deny
-from authz.check.request import RequestView, view
 from authz.check.verify import Clock
 from authz.config.models import Config
-from authz.errors import ConfigError, InternalError, InvalidRequest
-from authz.keys.lifecycle import close_keys, same_issuers, start_keys, warm_keys
+from authz.errors import ConfigError
+from authz.keys.lifecycle import close_keys, same_issuers, start_keys
 from authz.keys.sources import KeySource
-from authz.observability.audit import AuditWriter
-from authz.observability.decision_log import DecisionLog
+from authz.keys.waiting import LoopBridge
 from authz.observability.observe import Observability
+from authz.reloader import Reloader, warn_dry_run
 from authz.runtime import ConfigFile, ReloadStatus, Runtime, build_runtime
+from authz.serving.admission import Admission
+from authz.serving.service import AuthorizationService
 from authz.workers import WORKER_INDEX_ENV, unblock_stop_signals
 
 __all__ = ["SERVICE_NAME", "AuthorizationService", "AuthzServer", "run"]
@@ -39,111 +47,15 @@ log = logging.getLogger(__name__)
 
 # The health service (besides "") that Envoy and the probes ask about.
 SERVICE_NAME = AUTHORIZATION_SERVICE
-# Sections built once at start (the listener; the span exporter and the
-# metrics endpoint): a reload that changes them is refused, not half-applied.
-_RESTART_ONLY = ("listen", "telemetry")
-# Time kept back from Envoy's deadline to build and send the answer.
-_REPLY_MARGIN = 0.02
-# A cancellation this close to the deadline is Envoy's timeout: the deadline
-# here counts from when the call arrived, a transit time after Envoy's clock
-# started, so Envoy's reset can arrive just before it.
-_DEADLINE_SLACK = 0.1
-
-
-class AuthorizationService:
-    """Authorization/Check. ``Check`` answers with the serialized CheckResponse
-    (``response.Encoded``): registered through ``handlers``, gRPC sends the
-    bytes as they are."""
-
-    def __init__(
-        self,
-        runtime: Callable[[], Runtime],
-        observability: Observability,
-        decision_log: DecisionLog | None = None,
-    ) -> None:
-        self._runtime = runtime
-        self._observe = observability
-        self.decision_log = decision_log if decision_log is not None else DecisionLog()
-        self._encode = response.Encoded()
-
-    def handlers(self) -> dict[str, grpc.RpcMethodHandler[external_auth_pb2.CheckRequest, bytes]]:
-        """The service's method handlers, for ``add_registered_method_handlers``."""
-        return {
-            "Check": grpc.unary_unary_rpc_method_handler(
-                self.Check,
-                request_deserializer=external_auth_pb2.CheckRequest.FromString,
-                response_serializer=_as_is,
-            )
-        }
-
-    async def Check(
-        self,
-        request: external_auth_pb2.CheckRequest,
-        context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest, bytes],
-    ) -> bytes:
-        # One runtime for the whole Check, even if a reload swaps it meanwhile.
-        runtime = self._runtime()
-        # The span continues Envoy's trace from the call's metadata (telemetry.py).
-        observation = self._observe.begin(context.invocation_metadata())
-        request_view: RequestView | None = None
-        try:
-            with observation:
-                request_view = view(request)
-                remaining = context.time_remaining()
-                budget = math.inf if remaining is None else max(0.0, remaining - _REPLY_MARGIN)
-                decision = await runtime.decider.decide(request_view, budget=budget)
-        except asyncio.CancelledError:
-            # Cancelled while deciding: Envoy stopped waiting (its timeout, which
-            # gRPC turns into this cancellation) or the server stopped. Nobody
-            # gets authz's answer; the record says what the client got instead.
-            reason = _late(context, slack=_DEADLINE_SLACK) or "cancelled"
-            self._observe.finish(observation, request_view, None, late=reason)
-            self.decision_log.late(reason, None, request_view)
-            raise
-        except Exception as exc:
-            # decide() catches its own errors; this guards the request view.
-            log.exception("cannot read CheckRequest")
-            error = (
-                InvalidRequest("unreadable CheckRequest")
-                if isinstance(exc, UnicodeError | ValueError)
-                else InternalError(type(exc).__name__)
-            )
-            decision = Deny(error)
-        # Decided, but past the deadline Envoy sent (its ext_authz timeout):
-        # Envoy has already answered the client with its status_on_error. Not
-        # seen here: a cancellation gRPC has not delivered yet (the loop was
-        # busy), and an answer sent within the network's delay of the deadline.
-        late = _late(context)
-        # The audit record is written here, before the answer is built and sent;
-        # with audit.on_sink_failure: deny, an unrecorded decision becomes a 503.
-        answered = self._observe.finish(observation, request_view, decision, late=late) or decision
-        if late is None:
-            self.decision_log.decision(answered, request_view)
-        else:
-            self.decision_log.late(late, answered, request_view)
-        return self._encode(answered, runtime.config.realm)
-
-
-def _as_is(answer: bytes) -> bytes:
-    return answer
-
-
-def _late(
-    context: grpc.aio.ServicerContext[external_auth_pb2.CheckRequest, bytes],
-    slack: float = 0.0,
-) -> str | None:
-    """Why an answer now reaches no one ("deadline_exceeded", "cancelled"), or None."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= slack:
-        return "deadline_exceeded"
-    return "cancelled" if context.cancelled() else None
+# Health and reflection-free housekeeping RPCs: a couple of threads of gRPC's own pool.
+_HEALTH_THREADS = 2
 
 
 class AuthzServer:
-    """One listening grpc.aio server. ``start`` binds; ``stop`` drains.
+    """One listening server. ``start`` binds; ``stop`` drains.
 
     With ``config_file``, the file is watched and a valid change is swapped in
-    (see runtime.py); ``reload_status`` counts reloads and failures.
+    (reloader.py); ``reload_status`` counts reloads and failures.
     """
 
     def __init__(
@@ -160,18 +72,27 @@ class AuthzServer:
         )
         self._injected_keys = keys
         self._clock = clock
-        self.runtime = self._build(config, None)
-        # Where the server listens is fixed at start; a reload cannot move it.
+        self._bridge = LoopBridge()
+        self._runtime = self.build(config, None)
+        # Where the server listens and how it serves are fixed at start.
         self._listen = config.listen
-        self._config_file = config_file
-        self.reload_status = ReloadStatus()
+        self._reloader = Reloader(
+            self, self.observability, config_file, self._keys_changed, self._update_health
+        )
         self._watcher: asyncio.Task[None] | None = None
-        self.health = health_aio.HealthServicer()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.health = health.HealthServicer()
+        self.admission = Admission(
+            config.serving.threads, config.serving.max_pending_checks, self.observability.serving
+        )
+        self._housekeeping = ThreadPoolExecutor(_HEALTH_THREADS, thread_name_prefix="authz-grpc")
         # so_reuseport off: a second server on a taken port must fail, not share
         # it; except among the workers of one `authz serve --workers N`.
         reuse_port = 1 if WORKER_INDEX_ENV in os.environ else 0
-        self._server = grpc.aio.server(options=[("grpc.so_reuseport", reuse_port)])
-        self._service = AuthorizationService(lambda: self.runtime, self.observability)
+        self._server = grpc.server(self._housekeeping, options=[("grpc.so_reuseport", reuse_port)])
+        self._service = AuthorizationService(
+            lambda: self._runtime, self.observability, self.admission, self._bridge
+        )
         handlers = self._service.handlers()
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(AUTHORIZATION_SERVICE, handlers),)
@@ -185,20 +106,43 @@ class AuthzServer:
         self._draining = False
         self._stop_now = asyncio.Event()
 
-    def _build(self, config: Config, previous: Runtime | None) -> Runtime:
+    # --- the runtime: built, read, swapped -------------------------------------------
+
+    def build(self, config: Config, previous: Runtime | None) -> Runtime:
         keys = self._injected_keys
         if keys is None and previous is not None and same_issuers(previous.config, config):
             # Unchanged issuers keep their key source: its fetched keys, its state.
             keys = previous.keys
-        return build_runtime(config, keys, self._clock, self.observability.tracing.tracer)
+        tracer = self.observability.tracing.tracer
+        return build_runtime(config, keys, self._clock, tracer, self._bridge)
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._runtime
+
+    def swap(self, runtime: Runtime) -> Runtime:
+        """Serve ``runtime`` from now on; the previous one. One reference
+        assignment: a Check holds the old or the new runtime, whole."""
+        previous, self._runtime = self._runtime, runtime
+        return previous
 
     @property
     def config(self) -> Config:
-        return self.runtime.config
+        return self._runtime.config
 
     @property
     def keys(self) -> KeySource:
-        return self.runtime.keys
+        return self._runtime.keys
+
+    @property
+    def reload_status(self) -> ReloadStatus:
+        return self._reloader.status
+
+    async def poll_files(self) -> None:
+        """One round of the file watch (reloader.Reloader.poll)."""
+        await self._reloader.poll()
+
+    # --- life ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         address = self._listen
@@ -208,13 +152,21 @@ class AuthzServer:
             self.port = self._server.add_insecure_port(address)
         except RuntimeError as exc:
             raise ConfigError(f"listen {address}: cannot bind: {exc}") from None
+        self._loop = asyncio.get_running_loop()
+        self._bridge.bind(self._loop)
         self.observability.start()
-        await self._server.start()
-        await start_keys(self.runtime.keys, self._keys_changed)
+        await start_keys(self.keys, self._keys_changed)
         await self._update_health()
-        self._watcher = asyncio.create_task(self._watch(), name="authz-watch")
-        log.info("listening on %s", self.address, extra={"address": self.address})
-        _warn_dry_run(self.config)
+        self._server.start()
+        self._watcher = asyncio.create_task(self._reloader.watch(), name="authz-watch")
+        log.info(
+            "listening on %s (%d threads, at most %d pending Checks)",
+            self.address,
+            self.admission.threads,
+            self.admission.limit,
+            extra={"address": self.address},
+        )
+        warn_dry_run(self.config)
         if self.observability.metrics_address is not None:
             address = self.observability.metrics_address
             log.info("metrics on http://%s/metrics", address, extra={"metrics_address": address})
@@ -234,13 +186,15 @@ class AuthzServer:
         return f"{listen.rsplit(':', 1)[0]}:{self.port}"
 
     async def _update_health(self) -> None:
+        if self._draining:
+            return  # NOT_SERVING for good: a key change must not undo the drain
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if self.keys.ready()
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in ("", SERVICE_NAME):
-            await self.health.set(service, status)
+            self.health.set(service, status)
 
     async def stop(self, grace: float | None = None, delay: float | None = None) -> None:
         """Report NOT_SERVING, keep answering for ``delay``, then stop accepting and
@@ -249,9 +203,12 @@ class AuthzServer:
 
         The order matters for rolling updates: whoever balances over the replicas
         sees NOT_SERVING first and stops sending, and only then does the listener
-        close, so no Check is sent to a socket that is gone.
+        close, so no Check is sent to a socket that is gone. Every Check gRPC
+        read is recorded before the audit trail closes: one still queued or
+        deciding when the grace period ends is cancelled, decided, and recorded
+        as ``cancelled``.
         """
-        await self.health.enter_graceful_shutdown()
+        self.health.enter_graceful_shutdown()
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -265,115 +222,19 @@ class AuthzServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_now.wait(), delay)
         self._draining = True
-        await self._server.stop(self.config.grace_period_seconds if grace is None else grace)
-        await close_keys(self.runtime.keys)
-        # Every Check has been answered: now the audit trail can be completed.
-        self._service.decision_log.flush()
+        stopped = self._server.stop(self.config.grace_period_seconds if grace is None else grace)
+        await asyncio.to_thread(stopped.wait)
+        # The pools finish what they hold (each Check is bounded by its budget);
+        # a refetch they wait on needs this loop, so wait off it.
+        await asyncio.to_thread(self.admission.shutdown, True)
+        await asyncio.to_thread(self._housekeeping.shutdown, True)
+        await close_keys(self.keys)
+        self._bridge.bind(None)
+        # Every Check has been answered and recorded: now the trail can be completed.
         await self.observability.stop()
 
     async def wait(self) -> None:
-        await self._server.wait_for_termination()
-
-    # --- live reload ---------------------------------------------------------------------
-
-    async def _watch(self) -> None:
-        """Poll the config and revocation files until stopped (interval 0: never)."""
-        while (interval := self.config.watch_interval_seconds) > 0:
-            await asyncio.sleep(interval)  # a poll interval, not a readiness guess
-            try:
-                await self.poll_files()
-            except Exception:
-                # The watch must outlive any surprise; the running config stays.
-                log.exception("watching the configuration failed; will retry")
-
-    async def poll_files(self) -> None:
-        """One round of the watch: reload a changed config, refresh the revocation list."""
-        if self._config_file is not None:
-            await self._reload_config(self._config_file)
-        revocations = self.runtime.revocations
-        if revocations is not None:
-            await asyncio.to_thread(revocations.refresh)
-
-    async def _prepare_keys(self, runtime: Runtime) -> None:
-        """A new key source must hold every issuer's keys before it may serve:
-        otherwise a reload during an IdP outage would turn valid tokens into 503s."""
-        if runtime.keys is not self.runtime.keys:
-            await warm_keys(runtime.keys, self._keys_changed)
-
-    async def _reload_config(self, config_file: ConfigFile) -> None:
-        """Apply every section of a changed file, or none of it.
-
-        ``listen`` and ``telemetry`` (the listener, the span exporter and the
-        metrics endpoint are set up at start) change only on restart: a file
-        that changes them is refused whole, with a log line and
-        ``authz_config_restart_required{setting}``, rather than applied in part.
-        """
-        audit: AuditWriter | None = None
-        try:
-            config = await asyncio.to_thread(config_file.poll)
-            if config is None:
-                return
-            restart = [
-                name
-                for name in _RESTART_ONLY
-                if getattr(config, name) != getattr(self.config, name)
-            ]
-            if restart:
-                self._refuse(config_file, restart)
-                return
-            runtime = self._build(config, self.runtime)
-            audit = self.observability.audit_for(config, self.config)
-            await self._prepare_keys(runtime)
-        except Exception as exc:
-            if audit is not None:
-                audit.close()
-            # ConfigError names file, line and key; anything else is still a
-            # failed reload, never a reason to drop the running configuration.
-            message = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
-            self.reload_status.failures += 1
-            self.reload_status.last_error = message
-            self.observability.metrics.reloaded("failed")
-            log.error("configuration not reloaded, the running one stays in force:\n%s", message)
-            return
-        self.observability.apply(config)  # audit records name its version
-        previous, self.runtime = self.runtime, runtime  # one reference swap: a Check sees
-        # the old or the new runtime whole; the old key source stops after the swap.
-        if audit is not None:
-            await self.observability.replace_audit(audit)
-        if previous.keys is not runtime.keys:
-            await close_keys(previous.keys)
-        self.reload_status.reloads += 1
-        self.reload_status.last_error = None
-        self.observability.metrics.reloaded("applied")
-        log.info(
-            "configuration reloaded from %s (%d routes)",
-            config_file.path,
-            len(runtime.decider.policy.routes) if config.routes else 0,
-        )
-        _warn_dry_run(config)
-        await self._update_health()
-
-    def _refuse(self, config_file: ConfigFile, restart: list[str]) -> None:
-        message = f"{', '.join(restart)} change(s) only on restart"
-        self.reload_status.failures += 1
-        self.reload_status.last_error = message
-        self.observability.metrics.reloaded("restart_required", restart)
-        log.error(
-            "configuration not reloaded from %s: %s; the running configuration stays in "
-            "force, restart to apply the file",
-            config_file.path,
-            message,
-            extra={"restart_required": restart},
-        )
-
-
-def _warn_dry_run(config: Config) -> None:
-    if config.dry_run:
-        log.warning(
-            "DRY RUN: nothing is enforced; every deny is answered as an allow and "
-            "recorded as a would-be deny (dry_run: true in the configuration)",
-            extra={"dry_run": True},
-        )
+        await asyncio.to_thread(self._server.wait_for_termination)
 
 
 def _remove_stale_socket(path: Path) -> None:

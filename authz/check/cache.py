@@ -1,7 +1,9 @@
 """Tokens that verified, so that a repeated token skips parsing and the signature.
 
 Only the verification is cached: revocation, route requirements and identity
-still run on every request. An entry is used only while
+still run on every request (what a route derives from the token alone is kept
+on the token itself, see ``verify.VerifiedToken.derived``). An entry is used
+only while
 
 - the token is unexpired (``exp`` plus the issuer's leeway, by the verifier's
   clock), and
@@ -11,7 +13,8 @@ still run on every request. An entry is used only while
   entry (a configuration reload builds a new verifier and cache).
 
 Entries are keyed by a SHA-256 digest of the whole token, never the token. The
-cache is bounded: when full, the oldest entry goes first.
+cache is a ``BoundedMemo``: bounded, least recently used out first, one lock
+for the Checks of every thread.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from authz.keys.sources import VerificationKey
+from authz.memo import BoundedMemo
 
 T = TypeVar("T")
 
@@ -38,25 +42,7 @@ class CachedToken(Generic[T]):
     key: VerificationKey
 
 
-class VerifiedCache(Generic[T]):
-    def __init__(self, max_entries: int) -> None:
-        self._max = max_entries
-        self._entries: dict[bytes, CachedToken[T]] = {}
+class VerifiedCache(BoundedMemo[bytes, CachedToken[T]]):
+    """Digest of a token -> its verification."""
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: bytes) -> CachedToken[T] | None:
-        return self._entries.get(key)
-
-    def put(self, key: bytes, entry: CachedToken[T]) -> None:
-        entries = self._entries
-        if key not in entries and len(entries) >= self._max:
-            del entries[next(iter(entries))]  # dicts keep insertion order: the oldest
-        entries[key] = entry
-
-    def discard(self, key: bytes) -> None:
-        self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
+    __slots__ = ()

@@ -30,11 +30,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from authz.check.derived import Derived
 from authz.check.header_budget import check_header_budget
 from authz.check.identity import headers_to_remove
 from authz.check.phases import (
@@ -166,8 +165,9 @@ class TokenVerifier(Protocol):
     def verify(self, token: str) -> VerifiedToken: ...
 
 
-# (issuer, seconds the Check can wait) -> True if keys were fetched anew.
-Refetch = Callable[[str, float], Awaitable[bool]]
+# (issuer, seconds the Check can wait) -> True if keys were fetched anew. It
+# blocks the Check's thread for at most that long (keys.waiting.LoopBridge).
+Refetch = Callable[[str, float], bool]
 
 
 class Decider:
@@ -190,8 +190,6 @@ class Decider:
         self._namespace = config.identity.namespace
         self._identity_names = self.policy.identity_names
         self._dry_run = config.dry_run
-        # A repeated (cached) token's requirement outcomes and identity headers.
-        self._derived = Derived()
         # Where a request a shadow route takes goes on: the routes after it.
         routes = self.policy.routes
         self._after = {
@@ -200,7 +198,7 @@ class Decider:
             if route.shadow
         }
 
-    async def decide(
+    def decide(
         self, request: RequestView, trace: list[Step] | None = None, *, budget: float = math.inf
     ) -> Decision:
         """Decide one request; ``budget`` is how long it may wait (Envoy's deadline)."""
@@ -213,11 +211,11 @@ class Decider:
                 check_size(request, self._config, run)
                 match = match_route(self.policy, request, run)
             while match.route.shadow:
-                shadows.append(await self._shadow(request, match.route, memo, trace, budget=budget))
+                shadows.append(self._shadow(request, match.route, memo, trace, budget=budget))
                 after, match = self._after[match.route.index], None
                 match = match_route(after, request, run)
             taken = match.route
-            headers = await self._evaluate(request, taken, memo, run, budget=budget)
+            headers = self._evaluate(request, taken, memo, run, budget=budget)
             # Past Envoy's header limits, Envoy would answer this allow with a 500.
             check_header_budget(request, headers, self._config.envoy)
         except AuthzError as error:
@@ -243,7 +241,7 @@ class Decider:
             shadows=tuple(shadows),
         )
 
-    async def _evaluate(
+    def _evaluate(
         self, request: RequestView, route: Route, memo: Memo, run: Run, *, budget: float
     ) -> tuple[tuple[str, str], ...]:
         """The phases of ``route`` for ``request``, each an event on the Check's span
@@ -255,29 +253,29 @@ class Decider:
         token: VerifiedToken | None = None
         if token_text:
             with Phase.TOKEN.step():
-                token = run.token = await self._token(token_text, memo, run, budget)
+                token = run.token = self._token(token_text, memo, run, budget)
             run.note(Phase.TOKEN, "ok", f"verified: issuer {token.issuer}")
             with Phase.REVOCATION.step():  # the "policy" event, which requirements share
                 revocation(self._revocations, token, run)
-                requirements(self.policy, route, token, run, self._derived)
+                requirements(self.policy, route, token, run)
         with Phase.IDENTITY.step():
-            return identity(route, token, token_text, run, self._derived)
+            return identity(route, token, token_text, run)
 
-    async def _token(self, token_text: str, memo: Memo, run: Run, budget: float) -> VerifiedToken:
+    def _token(self, token_text: str, memo: Memo, run: Run, budget: float) -> VerifiedToken:
         run.phase = Phase.TOKEN
         # Verification does not depend on the route: a shadow route and the
         # route after it share one, so a shadow rule costs no second signature
         # check and no second key refetch.
         if memo.verified is None:
             try:
-                memo.verified = await self._verify(token_text, budget)
+                memo.verified = self._verify(token_text, budget)
             except AuthzError as error:
                 memo.verified = error
         if isinstance(memo.verified, AuthzError):
             raise memo.verified
         return memo.verified
 
-    async def _verify(self, token_text: str, budget: float) -> VerifiedToken:
+    def _verify(self, token_text: str, budget: float) -> VerifiedToken:
         try:
             return self._verifier.verify(token_text)
         except UnknownKey as error:
@@ -286,12 +284,12 @@ class Decider:
             if self._refetch is None or not error.issuer:
                 raise
             with Phase.KEYS.step():  # only a refetch is worth an event: lookups are a dict get
-                fetched = await self._refetch(error.issuer, budget)
+                fetched = self._refetch(error.issuer, budget)
             if not fetched:
                 raise
             return self._verifier.verify(token_text)
 
-    async def _shadow(
+    def _shadow(
         self,
         request: RequestView,
         route: Route,
@@ -303,7 +301,7 @@ class Decider:
         """What ``route`` would decide; it decides nothing, whatever happens here."""
         run = Run(trace)
         try:
-            await self._evaluate(request, route, memo, run, budget=budget)
+            self._evaluate(request, route, memo, run, budget=budget)
             outcome = Unenforced(route.name, True, 200, "allowed")
         except AuthzError as error:
             run.denied(error)

@@ -29,7 +29,7 @@ from enum import StrEnum
 
 from authz.check import steps
 from authz.check.credentials import bearer
-from authz.check.derived import MISSING, Derived
+from authz.check.derived import MISSING
 from authz.check.policy import OPTIONAL, PUBLIC, Check, Match, Policy, Route
 from authz.check.request import RequestView
 from authz.check.revocation import RevocationList
@@ -204,14 +204,13 @@ def requirements(
     route: Route,
     token: VerifiedToken,
     run: Run,
-    derived: Derived | None = None,
 ) -> None:
     run.phase = Phase.REQUIREMENTS
-    check = MISSING if derived is None else derived.get(route, token, Phase.REQUIREMENTS)
+    check = token.derived.get(route.index, Phase.REQUIREMENTS)
     if check is MISSING:
         check = policy.authorize(route, token)
-        if derived is not None and (check is None or check.passed):
-            derived.put(route, token, Phase.REQUIREMENTS, check)
+        if check is None or check.passed:
+            token.derived.put(route.index, Phase.REQUIREMENTS, check)
     if check is None:
         return
     if run.trace is not None:
@@ -225,16 +224,14 @@ def identity(
     token: VerifiedToken | None,
     token_text: str,
     run: Run | None = None,
-    derived: Derived | None = None,
 ) -> tuple[tuple[str, str], ...]:
     """The route's identity headers for ``token`` (none without one)."""
     if run is not None:
         run.phase = Phase.IDENTITY
     if token is None:
         return ()
-    headers = MISSING if derived is None else derived.get(route, token, Phase.IDENTITY)
+    headers = token.derived.get(route.index, Phase.IDENTITY)
     if headers is MISSING:
         headers = tuple(route.identity.render(token.claims, token_text))
-        if derived is not None:
-            derived.put(route, token, Phase.IDENTITY, headers)
+        token.derived.put(route.index, Phase.IDENTITY, headers)
     return headers  # type: ignore[no-any-return]

@@ -19,6 +19,7 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz._proto.envoy.type.v3 import http_status_pb2
 from authz.check.decision import Allow, Decision
 from authz.errors import AuthzError, Forbidden
+from authz.memo import BoundedMemo
 
 __all__ = ["AllowParts", "DenyParts", "Encoded", "Parts", "build", "parts", "www_authenticate"]
 
@@ -81,26 +82,27 @@ class Encoded:
     response (the same token, route and removed headers give the same bytes).
 
     A warm Check then skips building and serializing the protobuf; the service
-    hands the bytes to gRPC as they are. At most ``limit`` answers are kept (an
-    answer and its key hold about 1 KiB); a full memo starts over: distinct
-    tokens, the cold path, gain nothing from it, so it is kept small.
+    hands the bytes to gRPC as they are. The key is the response's parts, plain
+    values: equal parts are the same response, whichever Check built them. At
+    most ``limit`` answers are kept (an answer and its key hold about 1 KiB),
+    least recently used out first; the memo has its own lock.
     """
 
-    __slots__ = ("_answers", "_limit")
+    __slots__ = ("_answers",)
 
     def __init__(self, limit: int = 1024) -> None:
-        self._answers: dict[Parts, bytes] = {}
-        self._limit = limit
+        self._answers: BoundedMemo[Parts, bytes] = BoundedMemo(limit)
 
     def __call__(self, decision: Decision, realm: str) -> bytes:
         key = parts(decision, realm)
         answer = self._answers.get(key)
         if answer is None:
             answer = _message(key).SerializeToString()
-            if len(self._answers) >= self._limit:
-                self._answers.clear()
-            self._answers[key] = answer
+            self._answers.put(key, answer)
         return answer
+
+    def __len__(self) -> int:
+        return len(self._answers)
 
 
 def _message(parts: Parts) -> external_auth_pb2.CheckResponse:

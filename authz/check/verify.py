@@ -18,7 +18,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from jwt.algorithms import Algorithm, get_default_algorithms
 
 from authz.check.cache import CachedToken, VerifiedCache, digest
+from authz.check.derived import Derived
 from authz.config.models import Config, IssuerConfig
 from authz.errors import (
     AlgorithmNotAllowed,
@@ -86,6 +87,8 @@ class VerifiedToken:
     claims: Mapping[str, Any]
     kid: str | None
     algorithm: str
+    # What routes derived from this token, kept as long as the token is cached.
+    derived: Derived = field(default_factory=Derived, compare=False, repr=False)
 
 
 def fingerprint(token: str) -> str:

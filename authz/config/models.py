@@ -32,6 +32,7 @@ __all__ = [
     "IdentityConfig",
     "IssuerConfig",
     "KeySourceConfig",
+    "ServingConfig",
     "check_identity_header",
 ]
 
@@ -255,6 +256,23 @@ class IdentityConfig(Model):
         return self
 
 
+class ServingConfig(Model):
+    """How Checks are served: gRPC's worker threads and the bound on waiting Checks.
+
+    A Check is decided on one of ``threads`` threads (``grpc.server``); one that
+    arrives while ``max_pending_checks`` are queued or being decided is refused
+    at once with RESOURCE_EXHAUSTED, which Envoy answers with its
+    ``status_on_error``. Fixed at start: a reload that changes them is refused.
+    """
+
+    # The decision is CPU work under one interpreter lock: more threads than a
+    # few only add switching (docs/performance.md has the sweep).
+    threads: int = Field(default=4, ge=1, le=256)
+    # At ~3,000 Checks/s per process, 256 waiting is under 100 ms of queue:
+    # well inside Envoy's 250 ms timeout, so what is taken is answered in time.
+    max_pending_checks: int = Field(default=256, ge=1, le=100_000)
+
+
 class EnvoyConfig(Model):
     """What authz must know of the Envoy in front of it: its request header limits.
 
@@ -301,6 +319,7 @@ class Config(Model):
     issuers: Annotated[list[IssuerConfig], Field(min_length=1)]
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
     # Rules (see config_rules.py). Without routes, every request needs a valid
     # token, as before routes existed; with routes, an unmatched request is denied.
     routes: Annotated[list[RouteConfig], Field(min_length=1)] | None = None

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -92,7 +93,9 @@ class _Drops:
 class AuditWriter:
     """Writes each record to every sink before ``record`` returns.
 
-    Called on the event loop only (one Check at a time), so it needs no lock.
+    Checks on many threads record at once: a record is serialized on its own
+    thread, then written under the writer's lock, so lines never interleave,
+    the count of drops stays exact and no record follows ``close``.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class AuditWriter:
         self._drops = _Drops()
         self._complained: dict[str, float] = {}
         self._closed = False
+        self._lock = threading.RLock()  # _write drops under it
         self.written = 0
 
     def start(self) -> None:
@@ -118,16 +122,17 @@ class AuditWriter:
         """Write ``record`` to every sink now. True if every sink took it;
         never raises."""
         try:
-            if self._closed:
-                self._drop("shutdown")
-                return False
             try:
                 line = _dumps(record)
             except (TypeError, ValueError):
                 log.exception("audit record is not serialisable; counted as dropped")
                 self._drop("error")
                 return False
-            return self._write(line)
+            with self._lock:
+                if self._closed:
+                    self._drop("shutdown")
+                    return False
+                return self._write(line)
         except Exception:
             log.exception("audit record could not be written")
             self._drop("error")
@@ -158,7 +163,8 @@ class AuditWriter:
 
     def _drop(self, reason: str) -> None:
         try:
-            self._drops.add(self._clock())
+            with self._lock:
+                self._drops.add(self._clock())
             self._counters.audit_dropped(reason, 1)
         except Exception:  # noqa: S110 - the hot path must survive a broken counter or clock
             pass
@@ -180,9 +186,10 @@ class AuditWriter:
     def close(self) -> None:
         """Flush and close the sinks (the file is fsynced). Called once the
         server takes no more Checks; a record after it is dropped (shutdown)."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         for sink in self._sinks:
             try:
                 sink.close()

@@ -18,6 +18,7 @@ at most every ``SUMMARY_EVERY`` seconds while lines keep coming, and by
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +68,9 @@ class DecisionLog:
         self._log = logger or logging.getLogger("authz.check.decision")
         self._bucket = TokenBucket(rate, burst, clock)
         self._clock = clock
+        # Checks on many threads log at once: the bucket and the count of
+        # suppressed lines change under this lock; lines are written outside it.
+        self._lock = threading.Lock()
         self._suppressed = 0
         self._since = 0.0
 
@@ -138,25 +142,35 @@ class DecisionLog:
 
     def flush(self) -> None:
         """Report what was suppressed and not reported yet (at shutdown)."""
-        if self._suppressed:
-            self._summarize(self._clock())
+        with self._lock:
+            summary = self._take_summary(self._clock()) if self._suppressed else None
+        if summary is not None:
+            self._summarize(*summary)
 
     def _emit(self, level: int, message: str, fields: dict[str, Any], **more: Any) -> None:
         if not self._log.isEnabledFor(level):
             return
-        now = self._clock()
-        if self._suppressed and now - self._since >= SUMMARY_EVERY:
-            self._summarize(now)
-        if not self._bucket.take():
-            if not self._suppressed:
-                self._since = now
-            self._suppressed += 1
-            return
-        self._log.log(level, message, extra={**fields, **more})
+        with self._lock:
+            now = self._clock()
+            summary = None
+            if self._suppressed and now - self._since >= SUMMARY_EVERY:
+                summary = self._take_summary(now)
+            taken = self._bucket.take()
+            if not taken:
+                if not self._suppressed:
+                    self._since = now
+                self._suppressed += 1
+        if summary is not None:
+            self._summarize(*summary)
+        if taken:
+            self._log.log(level, message, extra={**fields, **more})
 
-    def _summarize(self, now: float) -> None:
+    def _take_summary(self, now: float) -> tuple[int, float]:
         count, seconds = self._suppressed, now - self._since
         self._suppressed = 0
+        return count, seconds
+
+    def _summarize(self, count: int, seconds: float) -> None:
         self._log.warning(
             "%d decision log lines suppressed in the last %.0f s (more than %.0f a second); "
             "the audit trail has every decision",

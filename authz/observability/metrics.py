@@ -48,6 +48,7 @@ instruments, is ``authz.observability.metrics_export``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -78,6 +79,7 @@ __all__ = [
     "SHADOW_DECISIONS",
     "Labels",
     "Metrics",
+    "Tally",
     "known_reasons",
 ]
 
@@ -128,7 +130,7 @@ def known_reasons() -> frozenset[str]:
     """``allowed``, ``dry_run`` and the reason of every AuthzError class defined so far."""
     # "dry_run" is decision.DRY_RUN, written out: decision imports verify, which
     # imports this; the late reasons are observe.py's.
-    reasons = {"allowed", "dry_run", "deadline_exceeded", "cancelled"}
+    reasons = {"allowed", "dry_run", "deadline_exceeded", "cancelled", "overloaded", "expired"}
     pending: list[type[AuthzError]] = [AuthzError]
     while pending:
         cls = pending.pop()
@@ -165,26 +167,30 @@ _AUDIT_WRITTEN: Attributes = (("outcome", "written"), ("reason", "none"))
 _MEMO_LIMIT = 10_000
 
 
-class _Tally:
+class Tally:
     """A counter kept in a dict and reported through an observable counter.
 
     The SDK's synchronous counter hashes and validates its attributes on every
     ``add``, which cost more than the rest of a cached Check; here an add is a
-    dict update and the SDK reads the totals only when it collects. For the
-    event loop's own counters: one thread adds.
+    dict update under the tally's lock (Checks on many threads add at once) and
+    the SDK reads the totals only when it collects.
     """
 
     def __init__(self, meter: Meter, name: str, unit: str, description: str) -> None:
         self._counts: dict[Attributes, int] = {}
+        self._lock = threading.Lock()
         meter.create_observable_counter(
             name, callbacks=[self._observe], unit=unit, description=description
         )
 
     def add(self, amount: int, attributes: Attributes) -> None:
-        self._counts[attributes] = self._counts.get(attributes, 0) + amount
+        with self._lock:
+            self._counts[attributes] = self._counts.get(attributes, 0) + amount
 
     def _observe(self, options: CallbackOptions) -> Iterator[Observation]:
-        for attributes, count in tuple(self._counts.items()):
+        with self._lock:
+            counts = tuple(self._counts.items())
+        for attributes, count in counts:
             yield Observation(count, dict(attributes))
 
 
@@ -201,8 +207,8 @@ class Metrics:
         self._clock = clock
         self._loaded_at: dict[str, float] = {}
         meter = provider.get_meter("authz")
-        self._decisions = _Tally(meter, DECISIONS, "{decision}", "Check decisions")
-        self._shadow = _Tally(
+        self._decisions = Tally(meter, DECISIONS, "{decision}", "Check decisions")
+        self._shadow = Tally(
             meter, SHADOW_DECISIONS, "{decision}", "Decisions evaluated and reported, not enforced"
         )
         self._shadow_labels: dict[tuple[str, str, bool, str], Attributes] = {}
@@ -219,14 +225,14 @@ class Metrics:
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         # Counted per record, on the event loop: tallies, like the decisions.
-        self._audit = _Tally(meter, AUDIT_RECORDS, "{record}", "Audit records written or dropped")
-        self._audit_errors = _Tally(
+        self._audit = Tally(meter, AUDIT_RECORDS, "{record}", "Audit records written or dropped")
+        self._audit_errors = Tally(
             meter, AUDIT_WRITE_ERRORS, "{record}", "Audit records a sink failed to take"
         )
         self._fetches = meter.create_counter(
             KEY_FETCHES, unit="{fetch}", description="Key set fetches by result"
         )
-        self._cache = _Tally(
+        self._cache = Tally(
             meter, KEY_CACHE_LOOKUPS, "{lookup}", "Verified-token cache lookups by result"
         )
         self._cache_labels: dict[tuple[str, bool], Attributes] = {}
@@ -236,7 +242,7 @@ class Metrics:
             unit="s",
             description="Age of the key set in use, per issuer",
         )
-        self._reloads = _Tally(meter, RELOADS, "{reload}", "Configuration reloads by result")
+        self._reloads = Tally(meter, RELOADS, "{reload}", "Configuration reloads by result")
         self._restart_required: frozenset[str] = frozenset()
         self._restart_settings: set[str] = set()  # every setting ever reported, for the zeros
         meter.create_observable_gauge(

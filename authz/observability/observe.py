@@ -26,7 +26,7 @@ from types import TracebackType
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.metrics import MeterProvider
+from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
@@ -37,10 +37,13 @@ from authz.config.models import Config
 from authz.errors import ConfigError
 from authz.observability.audit import AuditWriter
 from authz.observability.audit_sinks import AuditSink, FileSink, stdout_sink
+from authz.observability.decision_log import DecisionLog
 from authz.observability.key_events import key_events
 from authz.observability.metrics import Metrics
 from authz.observability.metrics_export import MetricsEndpoint, build_meter_provider
 from authz.observability.outcome import Answer, audit_unavailable, check_record, end_span
+from authz.observability.recording import Recording
+from authz.observability.serving_metrics import ServingMetrics
 from authz.observability.tracing import (
     Tracing,
     parent_context,
@@ -64,19 +67,20 @@ class CheckObservation:
     """One Check in flight: its span, the trace it belongs to and its start time.
 
     As a context manager it makes the span current, so ``steps.step`` events
-    and log lines find it. A Check cancelled mid-way (Envoy stopped waiting,
-    or the server's grace period ran out) leaves the span to ``finish``, which
-    records it as late; anything else that is not an Exception ends it as an
-    error.
+    and log lines find it. An Exception leaves the span to ``finish``;
+    anything else (an interpreter exit) ends it as an error.
     """
 
     __slots__ = ("_token", "_unrecorded", "ended", "parent_trace_id", "span", "started")
 
-    def __init__(self, span: Span, parent_trace_id: str | None = None) -> None:
+    def __init__(
+        self, span: Span, parent_trace_id: str | None = None, started: float | None = None
+    ) -> None:
         self.span = span
         # Only without tracing: Envoy's trace id, read cheaply for the audit record.
         self.parent_trace_id = parent_trace_id
-        self.started = time.perf_counter()
+        # When the Check arrived (admission's stamp): its duration includes the queue.
+        self.started = time.perf_counter() if started is None else started
         self.ended = False
         self._token: object | None = None
         self._unrecorded: Token[bool] | None = None
@@ -100,11 +104,7 @@ class CheckObservation:
         if self._unrecorded is not None:
             self._unrecorded.var.reset(self._unrecorded)
             self._unrecorded = None
-        if (
-            exc is not None
-            and not isinstance(exc, Exception | asyncio.CancelledError)
-            and not self.ended
-        ):
+        if exc is not None and not isinstance(exc, Exception) and not self.ended:
             self.ended = True
             self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             self.span.end()
@@ -128,25 +128,21 @@ class Observability:
         tracing: Tracing,
         metrics: Metrics,
         audit: AuditWriter,
-        config_version: str = "",
         endpoint: MetricsEndpoint | None = None,
         meter_provider: MeterProvider | None = None,
         audit_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
-        dry_run: bool = False,
-        late_status: int = 503,
-        fail_closed: bool = False,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self.tracing = tracing
+        # The service log's line per deny or late answer (rate-limited).
+        self.decision_log = decision_log if decision_log is not None else DecisionLog()
         self.metrics = metrics
         self.audit = audit
-        # Stamped on every record; a configuration reload must set it anew.
-        self.config_version = config_version
-        # In a dry run every decision is also counted as a would-be outcome.
-        self._dry_run = dry_run
-        self._late_status = late_status
-        # audit.on_sink_failure: deny.
-        self._fail_closed = fail_closed
+        # What happened to each Check from arrival (serving/admission.py).
+        self.serving = ServingMetrics(
+            meter_provider if meter_provider is not None else NoOpMeterProvider()
+        )
         self._endpoint = endpoint
         self._meter_provider = meter_provider
         self._audit_timeout = audit_timeout
@@ -170,21 +166,14 @@ class Observability:
             tracing=Tracing.from_config(config.telemetry, the_resource, env),
             metrics=metrics,
             audit=AuditWriter(_audit_sinks(config), metrics),
-            config_version=config.version,
             endpoint=endpoint,
             meter_provider=provider,
             audit_timeout=config.audit.shutdown_timeout_seconds,
-            dry_run=config.dry_run,
-            late_status=config.audit.late_status,
-            fail_closed=config.audit.on_sink_failure == "deny",
         )
 
     def apply(self, config: Config) -> None:
-        """A reloaded configuration's settings that observation follows."""
-        self.config_version = config.version
-        self._dry_run = config.dry_run
-        self._late_status = config.audit.late_status
-        self._fail_closed = config.audit.on_sink_failure == "deny"
+        """A reloaded configuration's settings that the server's observation follows
+        (how each Check is recorded is its runtime's ``Recording``)."""
         self._audit_timeout = config.audit.shutdown_timeout_seconds
         self.metrics.follow_issuers(issuer.issuer for issuer in config.issuers)
 
@@ -217,17 +206,27 @@ class Observability:
             announce(self.metrics_address, os.environ, os.environ.get(WORKER_INDEX_ENV, ""))
         self._unsubscribe = key_events.subscribe(self.metrics)
 
-    def begin(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> CheckObservation:
+    def begin(
+        self, metadata: Iterable[tuple[str, str | bytes]] | None, started: float | None = None
+    ) -> CheckObservation:
+        """A Check's observation; ``started``: its arrival (perf_counter), if known."""
         if self.tracing.enabled:
             if self.tracing.drops_unsampled_parents:
                 # Envoy's trace is not sampled: no span would be recorded, and
                 # the audit record needs only Envoy's trace id.
                 unsampled = unsampled_parent(metadata)
                 if unsampled is not None:
-                    return CheckObservation(INVALID_SPAN, unsampled)
-            return CheckObservation(self.tracing.start_check(parent_context(metadata)))
+                    return CheckObservation(INVALID_SPAN, unsampled, started)
+            # The span starts when the Check arrived: time queued is part of it.
+            start_time = (
+                None
+                if started is None
+                else time.time_ns() - int((time.perf_counter() - started) * 1e9)
+            )
+            span = self.tracing.start_check(parent_context(metadata), start_time)
+            return CheckObservation(span, None, started)
         # Tracing off: no context to build, just the trace id for the audit record.
-        return CheckObservation(INVALID_SPAN, trace_id_from(metadata))
+        return CheckObservation(INVALID_SPAN, trace_id_from(metadata), started)
 
     def finish(
         self,
@@ -235,6 +234,7 @@ class Observability:
         request: RequestView | None,
         decision: Decision | None,
         *,
+        recording: Recording,
         late: str | None = None,
     ) -> Decision | None:
         """The audit record (written before this returns), span, metric; the
@@ -249,18 +249,21 @@ class Observability:
         decision returned, recorded (if a sink takes it) and counted.
         """
         seconds = time.perf_counter() - observation.started
-        answer = self._answer(decision, late)
+        answer = Answer.of(decision, late, recording.late_status)
         ids: tuple[str | None, str | None] = (None, None)
         try:
             ids = observation.ids()  # before the span ends: an ended span is not "recording"
         except Exception:
             self._complain("span")
         # First the record, so that it is in the kernel before the answer leaves.
-        recorded = self._write_record(ids, request, decision, answer, seconds)
-        if not recorded and self._fail_closed and decision is not None and late is None:
+        version = recording.config_version
+        recorded = self._write_record(
+            ids, request, decision, answer, seconds, config_version=version
+        )
+        if not recorded and recording.fail_closed and decision is not None and late is None:
             decision = audit_unavailable(decision)
-            answer = self._answer(decision, None)
-            self._write_record(ids, request, decision, answer, seconds)
+            answer = Answer.of(decision, None, recording.late_status)
+            self._write_record(ids, request, decision, answer, seconds, config_version=version)
         try:
             observation.ended = True
             end_span(observation.span, request, decision, answer)
@@ -275,9 +278,16 @@ class Observability:
                 seconds=seconds,
             )
             if decision is not None:
-                self._count_unenforced(decision)
+                self._count_unenforced(decision, recording.dry_run)
         except Exception:
             self._complain("metrics")
+        try:
+            if late is not None:
+                self.decision_log.late(late, decision, request)
+            elif decision is not None:
+                self.decision_log.decision(decision, request)
+        except Exception:
+            self._complain("decision log")
         return decision
 
     def _write_record(
@@ -287,6 +297,8 @@ class Observability:
         decision: Decision | None,
         answer: Answer,
         seconds: float,
+        *,
+        config_version: str,
     ) -> bool:
         try:
             record = check_record(
@@ -296,22 +308,19 @@ class Observability:
                 decision=decision,
                 answer=answer,
                 seconds=seconds,
-                config_version=self.config_version,
+                config_version=config_version,
             )
             return self.audit.record(record)
         except Exception:
             self._complain("audit record")
             return False
 
-    def _answer(self, decision: Decision | None, late: str | None) -> Answer:
-        return Answer.of(decision, late, self._late_status)
-
-    def _count_unenforced(self, decision: Decision) -> None:
+    def _count_unenforced(self, decision: Decision, dry_run: bool) -> None:
         for shadow in decision.shadows:
             self.metrics.shadow_decision(
                 source="route", route=shadow.route, allowed=shadow.allowed, reason=shadow.reason
             )
-        if self._dry_run:
+        if dry_run:
             # Every decision of a dry run, so would-be denies have their share.
             would = decision.dry_run
             self.metrics.shadow_decision(
@@ -332,6 +341,8 @@ class Observability:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        # Every Check has been answered: the log's suppressed count is final.
+        self.decision_log.flush()
         # Every record is already written; closing fsyncs the file, which a
         # stuck disk could make hang: bounded like the exporters.
         await asyncio.to_thread(_bounded, self.audit.close, self._audit_timeout)

@@ -234,10 +234,15 @@ class Tracing:
         log.info("tracing: exporting spans to %s", where, extra={"exporters": where})
         return cls(provider)
 
-    def start_check(self, parent: Context) -> Span:
-        """The SERVER span of one Check, child of ``parent`` (Envoy's egress span)."""
+    def start_check(self, parent: Context, start_time: int | None = None) -> Span:
+        """The SERVER span of one Check, child of ``parent`` (Envoy's egress span);
+        ``start_time`` (ns since the epoch): when the Check arrived, if earlier."""
         return self._tracer.start_span(
-            CHECK_SPAN, context=parent, kind=SpanKind.SERVER, attributes=_RPC_ATTRIBUTES
+            CHECK_SPAN,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes=_RPC_ATTRIBUTES,
+            start_time=start_time,
         )
 
     def shutdown(self) -> None:

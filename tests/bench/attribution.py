@@ -23,7 +23,6 @@ Two parts, each printed as a table:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -149,9 +148,8 @@ def in_process(
     wire = request.SerializeToString()
     config = load_config(write_config(workdir))
     runtime = build_runtime(config)
-    loop = asyncio.new_event_loop()
     the_view = view(request)
-    decision = loop.run_until_complete(runtime.decider.decide(the_view))
+    decision = runtime.decider.decide(the_view)
     assert decision.allowed, decision
     answer = response.build(decision, "authz")
     encode = response.Encoded()
@@ -167,7 +165,9 @@ def in_process(
             observation = observability.begin(metadata)
             with observation:
                 pass
-            return observability.finish(observation, the_view, decision, late=None)
+            return observability.finish(
+                observation, the_view, decision, late=None, recording=runtime.recording
+            )
 
         return once
 
@@ -183,9 +183,7 @@ def in_process(
         ("request view", _best(lambda: view(request), number, rounds)),
         (
             "decision (warm token)",
-            _best(
-                lambda: loop.run_until_complete(runtime.decider.decide(the_view)), number, rounds
-            ),
+            _best(lambda: runtime.decider.decide(the_view), number, rounds),
         ),
         ("response build", _best(lambda: response.build(decision, "authz"), number, rounds)),
         ("response serialization", _best(answer.SerializeToString, number, rounds)),
@@ -267,7 +265,7 @@ def over_grpc(workdir: Path, token: str, calls: int, rounds: int) -> list[tuple[
     request = check_request(token)
     config_path = write_config(workdir)
     runtime = build_runtime(load_config(config_path))
-    decision = asyncio.run(runtime.decider.decide(view(request)))
+    decision = runtime.decider.decide(view(request))
     small = workdir / "small.bin"
     small.write_bytes(
         external_auth_pb2.CheckResponse(

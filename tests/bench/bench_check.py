@@ -4,7 +4,7 @@
 
 Each scenario calls the real ``AuthorizationService.Check`` (request view,
 decision with RS256 verification, span, metric, audit record, response) many
-times on one event loop, and prints the median time per Check over several
+times on one thread, and prints the median time per Check over several
 rounds. gRPC transport is left out on purpose: it costs the same in every
 scenario and would hide the difference being measured.
 
@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,11 @@ class Context:
     def time_remaining(self) -> float | None:
         return None  # no deadline: a Check here is never late
 
-    def cancelled(self) -> bool:
-        return False
+    def is_active(self) -> bool:
+        return True
+
+    def add_callback(self, callback: object) -> bool:
+        return True
 
 
 def _request(token: str) -> external_auth_pb2.CheckRequest:
@@ -97,22 +100,22 @@ audit: {{stdout: false, file: audit.jsonl}}
     return load_config(path)
 
 
-Call = Callable[[], Awaitable[None]]
+Call = Callable[[], None]
 
 
-async def _measure(calls: dict[str, Call], checks: int, rounds: int) -> dict[str, float]:
+def _measure(calls: dict[str, Call], checks: int, rounds: int) -> dict[str, float]:
     """Microseconds per Check for each call: the best of ``rounds`` rounds of
     ``checks``, rounds interleaved across calls so that a noisy neighbour
     (another process on the machine) hits every scenario alike."""
     for call in calls.values():  # warm-up
         for _ in range(max(1, checks // 10)):
-            await call()
+            call()
     best = dict.fromkeys(calls, float("inf"))
     for _ in range(rounds):
         for name, call in calls.items():
             started = time.perf_counter()
             for _ in range(checks):
-                await call()
+                call()
             best[name] = min(best[name], (time.perf_counter() - started) / checks * 1e6)
     return best
 
@@ -168,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         calls: dict[str, Call] = {}
         for outcome, request in (("allow", allowed), ("deny", denied)):
 
-            async def bare_check(request: external_auth_pb2.CheckRequest = request) -> None:
-                response.build(await bare.decide(view(request)), "authz")
+            def bare_check(request: external_auth_pb2.CheckRequest = request) -> None:
+                response.build(bare.decide(view(request)), "authz")
 
             calls[f"bare/{outcome}"] = bare_check
 
@@ -184,23 +187,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             context: Any = Context(sampled)
             for outcome, request in (("allow", allowed), ("deny", denied)):
 
-                async def check(
+                def check(
                     request: external_auth_pb2.CheckRequest = request,
                     service: AuthorizationService = service,
                     context: Any = context,
                 ) -> None:
-                    await service.Check(request, context)
+                    service.Check(request, context)
 
                 calls[f"{scenario}/{outcome}"] = check
 
-        async def run() -> dict[str, float]:
-            try:
-                return await _measure(calls, args.checks, args.rounds)
-            finally:
-                for observability in running:
-                    await observability.stop()
-
-        best = asyncio.run(run())
+        try:
+            best = _measure(calls, args.checks, args.rounds)
+        finally:
+            for observability in running:
+                asyncio.run(observability.stop())
 
     results = {
         scenario: {outcome: best[f"{scenario}/{outcome}"] for outcome in ("allow", "deny")}

@@ -3,7 +3,6 @@ nothing but a validly signed, valid token is ever allowed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import string
 import time
@@ -35,7 +34,7 @@ def decider(config_file: Path) -> Decider:
 
 
 def _decide(decider: Decider, check: external_auth_pb2.CheckRequest) -> Decision:
-    decision = asyncio.run(decider.decide(view(check)))
+    decision = decider.decide(view(check))
     # Every decision becomes a response that survives the wire.
     built = response.build(decision, "authz")
     parsed = external_auth_pb2.CheckResponse.FromString(built.SerializeToString())

@@ -11,7 +11,6 @@ what is not in Envoy's normal form is refused.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -53,7 +52,7 @@ def decider() -> Decider:
 def _decide(
     decider: Decider, path: str, method: str = "GET", host: str = "api.example.com"
 ) -> Decision:
-    return asyncio.run(decider.decide(RequestView(method=method, path=path, host=host)))
+    return decider.decide(RequestView(method=method, path=path, host=host))
 
 
 PROTECTED = (401, "missing_token")

@@ -133,8 +133,6 @@ class ObservedFactory:
             tracing=Tracing(provider),
             metrics=metrics,
             audit=AuditWriter([sink], metrics),
-            config_version=config.version,
-            late_status=config.audit.late_status,
         )
 
         async def create() -> AuthzServer:
@@ -596,8 +594,8 @@ def test_a_check_cancelled_by_the_deadline_while_waiting_is_audited_as_late(
         504,
         "deadline_exceeded",
     )
-    assert record["undelivered"] is None  # cancelled before it decided
-    assert record["token_fp"] is None
+    # The refetch waited the Check's budget, no longer: decided, but too late.
+    assert record["undelivered"] == {"decision": "deny", "status": 401, "reason": "unknown_key"}
     span = _only(observed.finished_spans())
     assert span.attributes is not None
     assert span.attributes["authz.decision"] == "late"
@@ -616,10 +614,11 @@ def test_a_check_the_caller_cancels_is_audited_as_late_cancelled(
     assert keys.waiting.wait(WAIT)
     call.cancel()  # type: ignore[no-untyped-call]
     (record,) = _late_records(observed)
+    # The reset ended the refetch's wait at once: decided without the new keys.
     assert (record["decision"], record["reason"], record["undelivered"]) == (
         "late",
         "cancelled",
-        None,
+        {"decision": "deny", "status": 401, "reason": "unknown_key"},
     )
 
 

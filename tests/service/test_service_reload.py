@@ -104,7 +104,6 @@ def watched(loop_thread: LoopThread, tmp_path: Path, signing: Signing) -> Iterat
             tracing=Tracing(None),
             metrics=metrics,
             audit=AuditWriter([FileSink(tmp_path / "audit-1.jsonl")], metrics),
-            config_version=config.version,
         )
         server = AuthzServer(config, config_file=config_file, observability=observability)
         await server.start()

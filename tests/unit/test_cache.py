@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -165,11 +164,11 @@ def test_revocation_still_applies_to_a_cached_token(signer: PrivateKey, tmp_path
     decider = Decider(config, verifier, revocations)
     token = _token(signer, jti="t-7")
     request = RequestView(headers={"authorization": (f"Bearer {token}",)})
-    assert asyncio.run(decider.decide(request)).allowed
+    assert decider.decide(request).allowed
     published = revoked.with_suffix(".new")  # replaced whole, as a deployment would
     published.write_text("jti:t-7\n")
     published.replace(revoked)
     assert revocations.refresh()
-    decision = asyncio.run(decider.decide(request))
+    decision = decider.decide(request)
     assert not decision.allowed
     assert decision.reason == "token_revoked"

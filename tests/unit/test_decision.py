@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -85,7 +84,7 @@ def _token(env: Env, **extra: Any) -> str:
 
 
 def _decide(decider: Decider, request: RequestView) -> Decision:
-    return asyncio.run(decider.decide(request))
+    return decider.decide(request)
 
 
 def _request(token: str | None = None, **headers: str) -> RequestView:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz.check.decision import Decider, Decision, Step, Unenforced
-from authz.check.derived import MISSING, Derived
+from authz.check.derived import MISSING
 from authz.check.phases import identity
 from authz.check.policy import Policy
 from authz.check.request import RequestView
@@ -137,7 +136,7 @@ def decider(env: Env) -> Decider:
 
 
 def _decide(decider: Decider, request: RequestView, trace: list[Step] | None = None) -> Decision:
-    return asyncio.run(decider.decide(request, trace))
+    return decider.decide(request, trace)
 
 
 def _request(
@@ -624,45 +623,28 @@ def test_a_failed_requirement_is_evaluated_afresh_and_never_shared(
     assert first.error is not second.error
 
 
-def test_what_a_token_derived_is_kept_per_route_object(tmp_path: Path, env: Env) -> None:
-    # A reload compiles new route objects, even under the same names: what the
-    # token derived for the old ones is not what the new ones answer.
+def test_what_a_token_derived_lives_with_its_verification(tmp_path: Path, env: Env) -> None:
+    # A reload compiles new routes and builds a new verifier: its tokens start
+    # with nothing derived, so the old routes' headers cannot leak into the new.
     (tmp_path / "reloaded").mkdir()
     other = _env(
         tmp_path / "reloaded", env.key, RULES.replace("x-auth-subject: sub", "x-auth-who: sub")
     )
     token_text = env.token(scopes="orders:read")
     keys = StaticKeySource.from_config(env.config)
-    verified = Verifier(env.config, keys, FakeClock(T0)).verify(token_text)
-    old = Policy.from_config(env.config).routes
-    new = Policy.from_config(other.config).routes
-    [old_orders] = [route for route in old if route.name == "orders"]
-    [new_orders] = [route for route in new if route.name == "orders"]
-    derived = Derived()
-    assert identity(old_orders, verified, token_text, None, derived)[0] == (
-        "x-auth-subject",
-        "alice",
-    )
-    assert identity(new_orders, verified, token_text, None, derived)[0] == ("x-auth-who", "alice")
-    assert len(derived) == 2
-    # A token equal in every field is still another object: nothing derived for it yet.
-    twin = Verifier(env.config, keys, FakeClock(T0)).verify(token_text)
-    assert twin == verified
-    assert derived.get(old_orders, twin, "identity") is MISSING
-    assert derived.get(old_orders, verified, "identity") == (
+    verifier = Verifier(env.config, keys, FakeClock(T0))
+    verified = verifier.verify(token_text)
+    [old_orders] = [r for r in Policy.from_config(env.config).routes if r.name == "orders"]
+    assert identity(old_orders, verified, token_text)[0] == ("x-auth-subject", "alice")
+    # The verifier's cache answers the same token with the same verification.
+    assert verifier.verify(token_text).derived.get(old_orders.index, "identity") == (
         ("x-auth-subject", "alice"),
         ("x-auth-scopes", "orders:read"),
     )
-
-
-def test_derived_stays_bounded() -> None:
-    derived = Derived(limit=3)
-    route = object()
-    tokens = [
-        VerifiedToken(issuer=ISS, subject=f"u{n}", claims={}, kid="k1", algorithm="RS256")
-        for n in range(5)
-    ]
-    for token in tokens:
-        derived.put(route, token, "identity", ())
-    assert len(derived) <= 3
-    assert derived.get(route, tokens[-1], "identity") == ()
+    reloaded = Verifier(other.config, keys, FakeClock(T0)).verify(token_text)
+    assert reloaded == verified
+    assert reloaded.derived.get(old_orders.index, "identity") is MISSING
+    [new_orders] = [r for r in Policy.from_config(other.config).routes if r.name == "orders"]
+    assert identity(new_orders, reloaded, token_text)[0] == ("x-auth-who", "alice")
+    # One entry per route and kind: bounded by the configuration, not by traffic.
+    assert len(verified.derived) == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import time
 from dataclasses import dataclass
@@ -264,7 +263,7 @@ def test_explain_decides_exactly_as_the_service(setup: Setup) -> None:
         RequestView(method="GET", path="/../x"),
     ]
     for request in requests:
-        service = asyncio.run(decider.decide(request))
+        service = decider.decide(request)
         explained = explain(config, request, io.StringIO())
         assert (explained.allowed, explained.status, explained.reason, explained.detail) == (
             service.allowed,

@@ -28,6 +28,7 @@ from authz.errors import InternalError, MissingCredentials
 from authz.observability.audit import AuditWriter
 from authz.observability.metrics import Metrics
 from authz.observability.observe import Observability
+from authz.observability.recording import Recording
 from authz.observability.tracing import Tracing
 
 PARENT = (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),)
@@ -94,8 +95,11 @@ def observability(
         tracing=Tracing(provider),
         metrics=metrics,
         audit=writer,
-        config_version="v1",
     )
+
+
+# How the tests' Checks are recorded, unless a test's configuration says otherwise.
+recording = Recording(config_version="v1")
 
 
 def records(observed: Observability, sink: ListSink) -> list[dict[str, Any]]:
@@ -109,7 +113,7 @@ def test_a_check_makes_one_span_and_one_record(spans: InMemorySpanExporter) -> N
     check = observed.begin(PARENT)
     with check:
         pass
-    observed.finish(check, REQUEST, deny(MissingCredentials()))
+    observed.finish(check, REQUEST, deny(MissingCredentials()), recording=recording)
     (span,) = spans.get_finished_spans()
     (record,) = records(observed, sink)
     assert record["span_id"] == f"{span.context.span_id:016x}"
@@ -136,7 +140,7 @@ def test_a_check_in_an_unsampled_trace_asks_no_span_of_the_sdk_and_records_its_t
     assert check.span is INVALID_SPAN
     with check:
         pass
-    observed.finish(check, REQUEST, deny(MissingCredentials()))
+    observed.finish(check, REQUEST, deny(MissingCredentials()), recording=recording)
     (record,) = records(observed, sink)
     assert record["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert record["span_id"] is None
@@ -155,7 +159,7 @@ def test_a_sampler_that_overrides_an_unsampled_parent_is_still_asked(
     check = observed.begin(UNSAMPLED)
     with check:
         pass
-    observed.finish(check, REQUEST, deny(MissingCredentials()))
+    observed.finish(check, REQUEST, deny(MissingCredentials()), recording=recording)
     (span,) = spans.get_finished_spans()
     (record,) = records(observed, sink)
     assert (
@@ -189,7 +193,7 @@ def test_a_shadow_would_be_deny_is_in_the_span_the_record_and_the_metric(
         route="orders",
         shadows=(SHADOW,),
     )
-    observed.finish(check, REQUEST, decision)
+    observed.finish(check, REQUEST, decision, recording=recording)
     (span,) = spans.get_finished_spans()
     attributes = dict(span.attributes or {})
     assert attributes["authz.decision"] == "deny"
@@ -234,14 +238,14 @@ def test_a_dry_run_counts_every_decision_as_a_would_be_outcome(
     reader = meter.reader
     observed = observability(spans, sink, meter.metrics)
     config = parse_config(DRY_RUN_CONFIG)
-    observed.apply(config)
+    recording = Recording.of(config)
     would = Unenforced("orders", False, 401, "token_expired", "expired")
     allowed = Allow(route="orders")
     for decision in (
         Allow(route="orders", dry_run=would),
         allowed,
     ):
-        observed.finish(observed.begin(PARENT), REQUEST, decision)
+        observed.finish(observed.begin(PARENT), REQUEST, decision, recording=recording)
     (span, _) = spans.get_finished_spans()
     assert dict(span.attributes or {})["authz.dry_run.reason"] == "token_expired"
     first, second = records(observed, sink)
@@ -288,13 +292,13 @@ def test_a_record_no_sink_took_is_answered_per_on_sink_failure(
 ) -> None:
     reader = meter.reader
     observed = observability(spans, BrokenSink(), meter.metrics)
-    observed.apply(
+    recording = Recording.of(
         parse_config(
             DRY_RUN_CONFIG.replace("dry_run: true", f"audit: {{on_sink_failure: {policy}}}")
         )
     )
     allow = Allow(route="orders")
-    final = observed.finish(observed.begin(PARENT), REQUEST, allow)
+    final = observed.finish(observed.begin(PARENT), REQUEST, allow, recording=recording)
     assert final is not None
     assert ("allow" if final.allowed else "deny", final.status, final.reason) == answered
     (span,) = spans.get_finished_spans()
@@ -314,7 +318,7 @@ def test_a_record_no_sink_took_is_answered_per_on_sink_failure(
 def test_an_internal_error_marks_the_span(spans: InMemorySpanExporter) -> None:
     observed = observability(spans, ListSink())
     check = observed.begin(PARENT)
-    observed.finish(check, None, deny(InternalError("boom")))
+    observed.finish(check, None, deny(InternalError("boom")), recording=recording)
     (span,) = spans.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
     assert span.status.description == "internal_error"
@@ -327,39 +331,39 @@ def test_a_broken_metric_still_leaves_the_span_and_the_record(
     sink = ListSink()
     observed = observability(spans, sink, BrokenMetrics(NoOpMeterProvider(), []))
     check = observed.begin(PARENT)
-    observed.finish(check, REQUEST, deny(MissingCredentials()))  # does not raise
+    observed.finish(
+        check, REQUEST, deny(MissingCredentials()), recording=recording
+    )  # does not raise
     assert len(spans.get_finished_spans()) == 1
     assert len(records(observed, sink)) == 1
 
 
-def test_a_check_cancelled_before_deciding_is_recorded_as_late(
+def test_a_check_dropped_before_deciding_is_recorded_as_late(
     spans: InMemorySpanExporter,
     meter: Meter,
 ) -> None:
     sink = ListSink()
     reader = meter.reader
     observed = observability(spans, sink, meter.metrics)
+    # Shed over the pending limit: refused without a decision (serving/service.py).
     check = observed.begin(PARENT)
-    with pytest.raises(asyncio.CancelledError), check:
-        raise asyncio.CancelledError
-    assert spans.get_finished_spans() == ()  # left to finish(), which says why
-    observed.finish(check, REQUEST, None, late="cancelled")
+    observed.finish(check, REQUEST, None, late="overloaded", recording=recording)
     (span,) = spans.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
     attributes = dict(span.attributes or {})
-    assert (attributes["authz.decision"], attributes["authz.reason"]) == ("late", "cancelled")
+    assert (attributes["authz.decision"], attributes["authz.reason"]) == ("late", "overloaded")
     assert attributes["authz.status"] == 503
     assert "authz.undelivered.decision" not in attributes
     (record,) = records(observed, sink)
     assert (record["decision"], record["status"], record["reason"]) == (
         "late",
         503,
-        "cancelled",
+        "overloaded",
     )
     assert record["undelivered"] is None
     assert record["path"] == "/orders/1"
     assert list(_series(reader, "authz.decisions")) == [
-        (("decision", "late"), ("issuer", "unknown"), ("reason", "cancelled"), ("route", "none"))
+        (("decision", "late"), ("issuer", "unknown"), ("reason", "overloaded"), ("route", "none"))
     ]
 
 
@@ -370,11 +374,13 @@ def test_a_decision_made_too_late_is_recorded_as_late_with_the_undelivered_answe
     sink = ListSink()
     reader = meter.reader
     observed = observability(spans, sink, meter.metrics)
-    observed.apply(
+    recording = Recording.of(
         parse_config(DRY_RUN_CONFIG.replace("dry_run: true", "audit: {late_status: 504}"))
     )
     allow = Allow(route="orders")
-    observed.finish(observed.begin(PARENT), REQUEST, allow, late="deadline_exceeded")
+    observed.finish(
+        observed.begin(PARENT), REQUEST, allow, late="deadline_exceeded", recording=recording
+    )
     (span,) = spans.get_finished_spans()
     attributes = dict(span.attributes or {})
     assert (attributes["authz.decision"], attributes["authz.status"]) == ("late", 504)
@@ -417,7 +423,7 @@ def test_an_ordinary_exception_leaves_the_span_open_for_the_deny(
     with pytest.raises(ValueError, match="unreadable"), check:
         raise ValueError("unreadable")
     assert spans.get_finished_spans() == ()  # server.Check turns it into a deny
-    observed.finish(check, None, deny(InternalError("ValueError")))
+    observed.finish(check, None, deny(InternalError("ValueError")), recording=recording)
     assert len(spans.get_finished_spans()) == 1
     asyncio.run(observed.stop())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def test_build_runtime_wires_the_configuration(directory: Path) -> None:
     assert runtime.keys.ready()
     assert runtime.revocations is not None
     assert runtime.revocations.entries.jti == {"x"}
-    decision = asyncio.run(runtime.decider.decide(RequestView(method="GET", path="/x")))
+    decision = runtime.decider.decide(RequestView(method="GET", path="/x"))
     assert (decision.allowed, decision.route) == (True, "all")
 
 

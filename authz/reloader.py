@@ -1,0 +1,154 @@
+"""Live reload: watching the configuration and revocation files, and what a change may do.
+
+The ``Reloader`` owns the watch and the reload bookkeeping (``ReloadStatus``);
+the server owns the running runtime and swaps it in one assignment when the
+reloader hands it a new one. A changed file is applied whole or not at all:
+
+- ``listen``, ``telemetry`` and ``serving`` (the listener, the span exporter,
+  the metrics endpoint and the thread pool are set up at start) change only on
+  restart: a file that changes them is refused whole, with a log line and
+  ``authz_config_restart_required{setting}``;
+- a file that does not parse or validate, or whose keys, audit sinks or
+  revocation list cannot be loaded, keeps the running configuration;
+- a new key source must hold every issuer's keys before it may serve:
+  otherwise a reload during an IdP outage would turn valid tokens into 503s.
+
+All of this runs on the server's asyncio loop, never on a Check's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from authz.config.models import Config
+from authz.errors import ConfigError
+from authz.keys.lifecycle import close_keys, warm_keys
+from authz.observability.audit import AuditWriter
+from authz.observability.observe import Observability
+from authz.runtime import ConfigFile, ReloadStatus, Runtime
+
+__all__ = ["RESTART_ONLY", "Reloader", "Swap"]
+
+log = logging.getLogger(__name__)
+
+# Sections built once at start: a reload that changes them is refused, not half-applied.
+RESTART_ONLY = ("listen", "telemetry", "serving")
+
+
+class Swap(Protocol):
+    """What the reloader needs of the server: its runtime, and the means to replace it."""
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    def build(self, config: Config, previous: Runtime) -> Runtime: ...
+
+    def swap(self, runtime: Runtime) -> Runtime: ...
+
+
+class Reloader:
+    def __init__(
+        self,
+        server: Swap,
+        observability: Observability,
+        config_file: ConfigFile | None,
+        keys_changed: Callable[[], None],
+        after: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._server = server
+        self._observe = observability
+        self._config_file = config_file
+        self._keys_changed = keys_changed
+        self._after = after  # e.g. health follows the new keys
+        self.status = ReloadStatus()
+
+    async def watch(self) -> None:
+        """Poll the config and revocation files until cancelled (interval 0: never)."""
+        while (interval := self._server.runtime.config.watch_interval_seconds) > 0:
+            await asyncio.sleep(interval)  # a poll interval, not a readiness guess
+            try:
+                await self.poll()
+            except Exception:
+                # The watch must outlive any surprise; the running config stays.
+                log.exception("watching the configuration failed; will retry")
+
+    async def poll(self) -> None:
+        """One round of the watch: reload a changed config, refresh the revocation list."""
+        if self._config_file is not None:
+            await self._reload(self._config_file)
+        revocations = self._server.runtime.revocations
+        if revocations is not None:
+            await asyncio.to_thread(revocations.refresh)
+
+    async def _reload(self, config_file: ConfigFile) -> None:
+        running = self._server.runtime
+        audit: AuditWriter | None = None
+        try:
+            config = await asyncio.to_thread(config_file.poll)
+            if config is None:
+                return
+            restart = [
+                name
+                for name in RESTART_ONLY
+                if getattr(config, name) != getattr(running.config, name)
+            ]
+            if restart:
+                self._refuse(config_file, restart)
+                return
+            runtime = self._server.build(config, running)
+            audit = self._observe.audit_for(config, running.config)
+            if runtime.keys is not running.keys:
+                await warm_keys(runtime.keys, self._keys_changed)
+        except Exception as exc:
+            if audit is not None:
+                audit.close()
+            # ConfigError names file, line and key; anything else is still a
+            # failed reload, never a reason to drop the running configuration.
+            message = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            self._failed(message, "failed")
+            log.error("configuration not reloaded, the running one stays in force:\n%s", message)
+            return
+        self._observe.apply(config)
+        previous = self._server.swap(runtime)
+        if audit is not None:
+            await self._observe.replace_audit(audit)
+        if previous.keys is not runtime.keys:
+            await close_keys(previous.keys)
+        self.status.reloads += 1
+        self.status.last_error = None
+        self._observe.metrics.reloaded("applied")
+        log.info(
+            "configuration reloaded from %s (%d routes)",
+            config_file.path,
+            len(runtime.decider.policy.routes) if config.routes else 0,
+        )
+        warn_dry_run(config)
+        await self._after()
+
+    def _failed(self, message: str, result: str, restart: list[str] | None = None) -> None:
+        self.status.failures += 1
+        self.status.last_error = message
+        self._observe.metrics.reloaded(result, restart or ())
+
+    def _refuse(self, config_file: ConfigFile, restart: list[str]) -> None:
+        message = f"{', '.join(restart)} change(s) only on restart"
+        self._failed(message, "restart_required", restart)
+        log.error(
+            "configuration not reloaded from %s: %s; the running configuration stays in "
+            "force, restart to apply the file",
+            config_file.path,
+            message,
+            extra={"restart_required": restart},
+        )
+
+
+def warn_dry_run(config: Config) -> None:
+    if config.dry_run:
+        log.warning(
+            "DRY RUN: nothing is enforced; every deny is answered as an allow and "
+            "recorded as a would-be deny (dry_run: true in the configuration)",
+            extra={"dry_run": True},
+        )

@@ -1,0 +1,1 @@
+"""Serving Checks on gRPC's own threads: admission, the Check handler, the server."""
