@@ -51,6 +51,8 @@ class CheckerBase:
     def __init__(self, config: Config | None) -> None:
         self.config = config
         self.findings: list[Finding] = []
+        # What Envoy loads at run time and this file cannot show: (line, what).
+        self.unchecked: list[tuple[int, str]] = []
         self.managers = 0
         self.namespace = config.identity.namespace if config else DEFAULT_NAMESPACE
         waits = [
@@ -64,6 +66,9 @@ class CheckerBase:
 
     def add(self, line: int, what: str, why: str) -> None:
         self.findings.append(Finding(line, what, why))
+
+    def not_checked(self, line: int, what: str) -> None:
+        self.unchecked.append((line, what))
 
     @property
     def policy(self) -> Policy | None:

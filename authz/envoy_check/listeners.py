@@ -3,6 +3,8 @@ header limits; then its ext_authz filter and routes (``ext_authz``, ``routes``).
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
 from authz.config.models import EnvoyConfig
@@ -31,6 +33,11 @@ class Checker(ExtAuthzChecks, RouteChecks):
 
     def envoy(self, root: At) -> None:
         self.duplicates(root, set())
+        dynamic = root.get("dynamic_resources")
+        for source, what in (("lds_config", "listeners"), ("ads_config", "resources")):
+            node = dynamic.get(source) if dynamic is not None else None
+            if node is not None:
+                self.not_checked(node.line, f"{what} from {source} (loaded at run time)")
         listeners = root.path("static_resources", "listeners")
         for listener in listeners.items() if listeners else ():
             edge = _is_edge(listener)
@@ -51,7 +58,8 @@ class Checker(ExtAuthzChecks, RouteChecks):
         seen.add(id(at.node))
         names: set[str] = set()
         for key_node, _ in at.node.value if isinstance(at.node, yaml.MappingNode) else ():
-            name = str(key_node.value)
+            # A field spelled twice (also once in each spelling Envoy reads) is one field.
+            name = _snake(str(key_node.value))
             if name in names:
                 why = "keep one: which one Envoy uses is unclear"
                 self.add(at.line_of(key_node), f"duplicate key {name}", why)
@@ -222,3 +230,11 @@ def _is_edge(listener: At) -> bool:
     if listener.get("internal_listener") is not None:
         return False
     return value_of(listener.path("metadata", "filter_metadata", "authz", "edge")) is not False
+
+
+def _snake(name: str) -> str:
+    """A field's proto name from either spelling (``failureModeAllow``: ``failure_mode_allow``)."""
+    return _UPPER.sub(lambda match: "_" + match[0].lower(), name) if name[:1].islower() else name
+
+
+_UPPER = re.compile(r"[A-Z]")

@@ -1,4 +1,7 @@
-"""Routes where ext_authz is off although authz's rules would not make the request public."""
+"""Routes where ext_authz is off although authz's rules would not make the request public.
+
+Without authz's rules (no ``-c``), every route where ext_authz is off and an
+upstream answers is reported: nothing says those requests are public."""
 
 from __future__ import annotations
 
@@ -20,13 +23,17 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class RouteChecks(CheckerBase):
-    """With authz's rules (``-c``): a route that skips ext_authz must lead only where
-    authz would allow anyone."""
+    """A route that skips ext_authz must lead only where authz would allow anyone
+    (with authz's rules, ``-c``; without them, every such route is reported)."""
 
     def routes(self, hcm: At, filter_name: Any) -> None:
         policy = self.policy
         table = hcm.get("route_config")
-        if policy is None or table is None or not isinstance(filter_name, str):
+        for source in ("rds", "scoped_routes"):
+            dynamic = hcm.get(source)
+            if dynamic is not None:
+                self.not_checked(dynamic.line, f"routes from {source} (loaded at run time)")
+        if table is None or not isinstance(filter_name, str):
             return
         table_config = _per_route(table, filter_name)
         hosts = table.get("virtual_hosts")
@@ -41,11 +48,24 @@ class RouteChecks(CheckerBase):
                     continue
                 if route.get("direct_response") or route.get("redirect"):
                     continue  # answered by Envoy itself: no upstream behind it
+                if policy is None:
+                    self.unchecked_route(route, decisive.disabled)
+                    continue
                 extensions: dict[str, str] = {}
                 for level in (table_config, host_config, route_config):
                     if level is not None:
                         extensions.update(level.extensions)
                 self.disabled_route(policy, route, host, decisive.disabled, extensions)
+
+    def unchecked_route(self, route: At, disabled: At) -> None:
+        kind, envoy_path = _route_path(route.get("match"))
+        where = f"{kind} {envoy_path}" if envoy_path else "a route matched otherwise"
+        self.add(
+            disabled.line,
+            f"ext_authz disabled on the route for {where}",
+            "Envoy sends these requests to the upstream without asking authz; pass -c "
+            "with authz's configuration to check that its rules make them public",
+        )
 
     def disabled_route(
         self, policy: Policy, route: At, host: At, disabled: At, extensions: dict[str, str]

@@ -21,6 +21,7 @@ __all__ = [
     "compose_all",
     "enum_of",
     "envoy_documents",
+    "json_name",
     "shown",
     "type_of",
     "value_of",
@@ -52,11 +53,15 @@ class At:
         return self.line if self.pinned else node.start_mark.line + 1 + self.offset
 
     def get(self, key: str) -> At | None:
-        """The value of ``key`` (the last one, as YAML loaders read duplicates)."""
+        """The value of the field ``key``, however Envoy accepts it spelled: the
+        proto field name (snake_case) or its proto-JSON name (lowerCamelCase),
+        e.g. ``failure_mode_allow`` or ``failureModeAllow``. Of several, the
+        last one wins, as YAML loaders read duplicates."""
         found = None
         if isinstance(self.node, yaml.MappingNode):
+            spellings = {key, json_name(key)}
             for key_node, value_node in self.node.value:
-                if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value in spellings:
                     found = At(value_node, self.line_of(key_node), self.offset, self.pinned)
         return found
 
@@ -88,6 +93,13 @@ class At:
     def text(self) -> str:
         value = self.value() if isinstance(self.node, yaml.ScalarNode) else None
         return value if isinstance(value, str) else ""
+
+
+def json_name(field: str) -> str:
+    """A proto field's JSON name, as protoc derives it: each ``_`` dropped and the
+    letter after it upper-cased (``failure_mode_allow`` -> ``failureModeAllow``)."""
+    head, *rest = field.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def value_of(node: At | None) -> Any:

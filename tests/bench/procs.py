@@ -76,8 +76,10 @@ class FloorProcess(AuthzProcess):
     a JSON field instead); liveness check and SIGTERM-then-wait stop are shared.
     """
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, threads: int = 0) -> None:
+        """``threads``: 0 for the grpc.aio floor, else grpc.server with that many."""
         super().__init__(config=Path(os.devnull), log=log)
+        self._sync = ["--sync", "--threads", str(threads)] if threads else []
 
     def _listening(self) -> str | None:
         if self._process is not None and self._process.poll() is not None:
@@ -91,7 +93,7 @@ class FloorProcess(AuthzProcess):
     def start(self, timeout: float = 30) -> FloorProcess:
         with self.log.open("wb") as sink:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "tests.bench.floor", "--listen", "127.0.0.1:0"],
+                [sys.executable, "-m", "tests.bench.floor", "--listen", "127.0.0.1:0", *self._sync],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 cwd=REPO_ROOT,

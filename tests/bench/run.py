@@ -2,12 +2,13 @@
 
     python -m tests.bench.run [--seconds 10] [--variants a,c,d] ...
 
-Five variants, one after the other, each through Envoy (``--concurrency 1``) to a
+Six variants, one after the other, each through Envoy (``--concurrency 1``) to a
 ``direct_response`` 200, loaded by wrk:
 
   (a) Envoy without auth
   (b) Envoy's jwt_authn filter (same key, issuer, audience, identity headers)
-  (c) a bare grpc.aio allow-all ext_authz server (tests/bench/floor.py): the floor
+  (c) a bare grpc.aio allow-all ext_authz server (tests/bench/floor.py): the asyncio floor
+  (c2) the same allow-all on grpc.server with 4 threads: the floor of authz's own server
   (d) authz, one token repeated (warm path)
   (e) authz, a distinct token per request (cold verification)
 
@@ -92,7 +93,7 @@ class Variant:
     key: str
     name: str
     envoy: str  # none | jwt_authn | ext_authz
-    service: str | None  # None | floor | authz
+    service: str | None  # None | floor | floor-sync | authz
     distinct_tokens: bool = False
 
     @property
@@ -105,6 +106,7 @@ VARIANTS = (
     Variant("a", "Envoy, no auth", "none", None),
     Variant("b", "Envoy jwt_authn", "jwt_authn", None),
     Variant("c", "floor: grpc.aio allow-all", "ext_authz", "floor"),
+    Variant("c2", "floor: grpc.server allow-all (4 threads)", "ext_authz", "floor-sync"),
     Variant("d", "authz, one token (warm)", "ext_authz", "authz"),
     Variant("e", "authz, distinct tokens (cold)", "ext_authz", "authz", distinct_tokens=True),
 )
@@ -118,6 +120,7 @@ class Settings:
     soak_seconds: float
     connections: int
     threads: int
+    service_threads: int
     tokens: int
     variants: tuple[Variant, ...]
     pin: str
@@ -153,6 +156,13 @@ class Settings:
             help="after (e)'s runs, distinct tokens for this long more with the token cache "
             "full, RSS read every second (env BENCH_SOAK_SECONDS, default 60; 0: none)",
         )
+        parser.add_argument(
+            "--service-threads",
+            type=int,
+            default=int(env("BENCH_SERVICE_THREADS", "4")),
+            help="gRPC worker threads of authz (serving.threads) and of the (c2) floor "
+            "(env BENCH_SERVICE_THREADS, default 4, what authz ships)",
+        )
         parser.add_argument("--connections", type=int, default=16)
         parser.add_argument("--threads", type=int, default=2)
         parser.add_argument(
@@ -163,7 +173,7 @@ class Settings:
         )
         parser.add_argument(
             "--variants",
-            default=env("BENCH_VARIANTS", "a,b,c,d,e"),
+            default=env("BENCH_VARIANTS", "a,b,c,c2,d,e"),
             help="which variants, e.g. c,d,e (env BENCH_VARIANTS, default all)",
         )
         parser.add_argument(
@@ -210,6 +220,7 @@ class Settings:
             soak_seconds=max(0.0, args.soak_seconds),
             connections=args.connections,
             threads=args.threads,
+            service_threads=args.service_threads,
             tokens=args.tokens,
             variants=tuple(variant for variant in VARIANTS if variant.key in wanted),
             pin=args.pin,
@@ -333,7 +344,8 @@ def prepare(settings: Settings, cpus: CpuPlan, workdir: Path) -> Context:
     """Keys, authz's configuration, the warm token and, for (e), the distinct tokens."""
     private_path, jwks_path = write_keypair(workdir / "keys", "RS256", KID)
     authz_config = workdir / "authz.yaml"
-    authz_config.write_text(AUTHZ_CONFIG + _features_on(workdir))
+    serving = f"serving: {{threads: {settings.service_threads}}}\n"
+    authz_config.write_text(AUTHZ_CONFIG + serving + _features_on(workdir))
     key = load_private(private_path)
     token = mint(
         key, "RS256", claims_for("alice", ISSUER, AUDIENCE, scopes=SCOPE, ttl=TOKEN_TTL), KID
@@ -370,8 +382,11 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
         service: AuthzProcess | None = None
         authz_address: tuple[str, int] | None = None
         if variant.service is not None:
-            if variant.service == "floor":
-                service = FloorProcess(workdir / "floor.log")
+            if variant.service in ("floor", "floor-sync"):
+                service = FloorProcess(
+                    workdir / "floor.log",
+                    threads=settings.service_threads if variant.service == "floor-sync" else 0,
+                )
             else:
                 service = AuthzProcess(context.authz_config, workdir / "authz.log")
             running.callback(service.stop)

@@ -61,12 +61,12 @@ static_resources:
                             envoy.filters.http.ext_authz:
                               "@type": type.googleapis.com/{PER_ROUTE}
                               disabled: true
-                        - match: {{prefix: /docs}}  # public in AUTHZ: not reported
+                        - match: {{prefix: /docs}}  # public in AUTHZ: reported without it
                           route: {{cluster: upstream}}
                           typed_per_filter_config:
                             envoy.filters.http.ext_authz:
                               "@type": type.googleapis.com/{PER_ROUTE}
-                              disabled: true
+                              disabled: true  # <- disabled_unchecked
                         - match: {{prefix: /status}}
                           route: {{cluster: upstream}}
                           typed_per_filter_config:
@@ -335,10 +335,19 @@ def test_timeout_absent_is_envoys_200_ms() -> None:
     assert finding.why.startswith("state it, at least 0.2s")
 
 
+def test_ext_authz_disabled_on_a_route_is_reported_without_authzs_rules() -> None:
+    # Nothing says /docs or /status is public; /healthz answers itself.
+    found = [f for f in findings() if "disabled" in f.what]
+    assert [(f.line, f.what) for f in found] == [
+        (line_of("disabled_unchecked"), "ext_authz disabled on the route for prefix /docs"),
+        (line_of("disabled_route"), "ext_authz disabled on the route for prefix /status"),
+    ]
+    assert all("pass -c" in f.why for f in found)
+
+
 def test_ext_authz_disabled_on_a_route_authz_protects(authz: Config) -> None:
-    # Only with -c: /status is not public for authz (optional, and protected below
-    # /status/internal); /healthz answers itself; /docs is public for authz too.
-    assert not [f for f in findings() if "disabled" in f.what]
+    # With -c: /status is not public for authz (optional, and protected below
+    # /status/internal); /docs is public for authz.
     found = [f for f in findings(config=authz) if "disabled" in f.what]
     assert len(found) == 1, found
     assert found[0].line == line_of("disabled_route")
@@ -509,15 +518,76 @@ def test_a_route_disabled_through_the_generic_filter_config(authz: Config) -> No
 
 def test_every_tagged_line_and_no_other_is_reported() -> None:
     tags = set(re.findall(r"# <- (\w+)", UNSAFE))
-    assert {finding.line for finding in findings()} == {
-        line_of(tag) for tag in tags - {"disabled_route"}
-    }
+    assert {finding.line for finding in findings()} == {line_of(tag) for tag in tags}
 
 
 def test_with_authz_config_every_tagged_line_is_reported(authz: Config) -> None:
     tags = set(re.findall(r"# <- (\w+)", UNSAFE))
-    # The x-user- namespace is sent, and 0.1 s is still too short for 0.3 s + 0.05 s.
-    assert {finding.line for finding in findings(config=authz)} == {line_of(t) for t in tags}
+    # The x-user- namespace is sent, and 0.1 s is still too short for 0.3 s + 0.05 s;
+    # /docs is public in authz's rules.
+    assert {finding.line for finding in findings(config=authz)} == {
+        line_of(t) for t in tags - {"disabled_unchecked"}
+    }
+
+
+# --- spellings: Envoy reads proto-JSON names (lowerCamelCase) as well --------------------
+
+# A field name as it sits in a YAML key position: at a line's start, after "- ",
+# or after "{" or "," in a flow mapping; snake_case with at least one underscore.
+_FIELD_KEY = re.compile(
+    r"(?P<lead>^\s*(?:- )?|[{,]\s*)(?P<name>[a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?=:)", re.M
+)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def respelled(text: str, every: int = 1) -> str:
+    """``text`` with every ``every``-th field name in its JSON spelling (1: all of them)."""
+    count = 0
+
+    def one(match: re.Match[str]) -> str:
+        nonlocal count
+        count += 1
+        name = match["name"]
+        return match["lead"] + (_camel(name) if count % every == 0 else name)
+
+    return _FIELD_KEY.sub(one, text)
+
+
+@pytest.mark.parametrize("every", [1, 2, 3], ids=["camelCase", "mixed-even", "mixed-third"])
+def test_every_check_fires_on_every_spelling(every: int, authz: Config) -> None:
+    text = respelled(UNSAFE, every)
+    assert text != UNSAFE
+    if every == 1:
+        assert "failureModeAllow: true  # <- failure_mode_allow" in text
+    for config in (None, authz):
+        snake = [(f.line, f.what) for f in findings(UNSAFE, config)]
+        assert [(f.line, f.what) for f in findings(text, config)] == snake
+
+
+def test_a_respelled_key_cannot_hide_failure_mode_allow() -> None:
+    # The one respelling that fails open through the real Envoy when authz is down.
+    text = edit("failure_mode_allow: true", "failureModeAllow: true")
+    finding = the_finding("ext_authz failure_mode_allow is true", text)
+    assert finding.line == line_of("failure_mode_allow")
+
+
+@pytest.mark.parametrize(
+    "path",
+    SHIPPED_CONFIGS := [
+        *sorted((REPO_ROOT / "envoy").glob("*.yaml")),
+        REPO_ROOT / "k8s" / "gateway" / "envoy.yaml",
+        REPO_ROOT / "k8s" / "sidecar" / "envoy.yaml",
+    ],
+    ids=lambda p: str(p.relative_to(REPO_ROOT)),
+)
+def test_a_shipped_config_respelled_has_the_same_findings(path: Path) -> None:
+    text = path.read_text()
+    snake = [(f.line, f.what) for f in check_text(text, str(path), None)]
+    assert [(f.line, f.what) for f in check_text(respelled(text), str(path), None)] == snake
 
 
 # --- input forms -------------------------------------------------------------------------
@@ -681,10 +751,12 @@ def test_stdin() -> None:
 
 
 @pytest.mark.e2e
-def test_the_unsafe_config_is_one_envoy_accepts(tmp_path: Path) -> None:
-    # The findings are about settings Envoy takes, not about a config it refuses.
+@pytest.mark.parametrize("every", [0, 1, 2], ids=["snake_case", "camelCase", "mixed"])
+def test_the_unsafe_config_is_one_envoy_accepts(tmp_path: Path, every: int) -> None:
+    # The findings are about settings Envoy takes, not about a config it refuses,
+    # in every spelling Envoy reads.
     path = tmp_path / "envoy.yaml"
-    path.write_text(UNSAFE)
+    path.write_text(respelled(UNSAFE, every) if every else UNSAFE)
     result = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
         capture_output=True,
@@ -693,3 +765,33 @@ def test_the_unsafe_config_is_one_envoy_accepts(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_what_envoy_loads_at_run_time_is_said_not_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = edit(
+        "                route_config:\n",
+        "                rds: {route_config_name: dynamic}  # <- rds\n"
+        "                route_config:\n",
+    )
+    text = "dynamic_resources:  # <- dynamic\n  ldsConfig: {ads: {}}  # <- lds\n" + text
+    path = tmp_path / "envoy.yaml"
+    path.write_text(text)
+    assert main(["check-envoy", str(path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2:] == [
+        f"{path}:{line_of('lds', text)}: not checked: listeners from lds_config "
+        "(loaded at run time)",
+        f"{path}:{line_of('rds', text)}: not checked: routes from rds (loaded at run time)",
+    ]
+
+
+def test_a_field_in_both_spellings_is_a_duplicate_key() -> None:
+    text = edit(
+        "failure_mode_allow: true  # <- failure_mode_allow",
+        "failure_mode_allow: false\n                      failureModeAllow: true  # <- both",
+    )
+    finding = the_finding("duplicate key failure_mode_allow", text)
+    assert finding.line == line_of("both", text)
+    assert the_finding("ext_authz failure_mode_allow is true", text).line == line_of("both", text)
