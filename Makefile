@@ -47,10 +47,11 @@ typecheck: setup
 	$(BIN)/mypy
 
 # Prometheus's server and promtool, from Debian's `prometheus` package: the
-# alert rules' unit tests and the end-to-end scrape (tests/observability).
+# alert rules' unit tests and the end-to-end scrape (tests/observability); wrk,
+# the load of the overload test (and of make bench and make soak).
 tools:
-	command -v promtool >/dev/null && command -v prometheus >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus)
+	command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v wrk >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus wrk)
 
 # The README's test command: lint, types, then the whole suite (unit, service,
 # security, end to end with the real Envoy binary and the real Prometheus).

@@ -128,7 +128,7 @@ class InvalidPath(InvalidRequest):
 
 class InvalidHost(InvalidRequest):
     # A Host/:authority readers disagree on: userinfo, an empty or non-numeric
-    # port, characters no host name has. See paths.py.
+    # port, characters no host name has. See hosts.py.
     reason = "invalid_host"
     description = "The request host is not acceptable"
 

@@ -8,7 +8,7 @@ probe inside the container instead::
 
 Exit status: 0 SERVING; 1 answered, but not SERVING; 2 no answer. With
 ``--alive``, any answer counts (a liveness check: the process is up and its
-event loop responds, even while it reports NOT_SERVING for want of keys).
+gRPC server responds, even while it reports NOT_SERVING for want of keys).
 """
 
 from __future__ import annotations

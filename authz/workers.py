@@ -1,7 +1,7 @@
 """Several serving processes on one port: one Python process uses one core.
 
 ``authz serve --workers N`` starts N children of itself, each a complete
-server (its own event loop, key store and audit writer) bound to the same TCP
+server (its own gRPC threads, key store and audit writer) bound to the same TCP
 port with SO_REUSEPORT, so the kernel spreads Envoy's connections over them.
 The parent only supervises:
 

@@ -18,7 +18,8 @@ A dry run (``dry_run: true`` in the configuration) enforces nothing: a deny
 becomes an allow that records the deny it would have been
 (``Decision.dry_run``). Identity headers then go upstream only from a token
 that verified and is not revoked. An answer of 503 (authz could not decide)
-is never turned into an allow, in a dry run or by a shadow route.
+is never turned into an allow, in a dry run or by a shadow route, and neither
+is a 431 ``request_too_large`` (Envoy would refuse that allow itself).
 
 A decision is an ``Allow`` or a ``Deny(error)``: a deny's status, reason and
 detail are its error's. The phases themselves are in phases.py; here they run
@@ -53,7 +54,7 @@ from authz.check.request import RequestView
 from authz.check.revocation import RevocationList
 from authz.check.verify import VerifiedToken
 from authz.config.models import Config
-from authz.errors import AuthzError, Forbidden, InternalError, UnknownKey
+from authz.errors import AuthzError, Forbidden, InternalError, RequestTooLarge, UnknownKey
 
 __all__ = [
     "DRY_RUN",
@@ -222,8 +223,10 @@ class Decider:
             run.denied(error)
             # A dry run lifts denies, never a 503: authz could not decide, and an
             # allow then would be failing open on an outage or a bug, which no
-            # rehearsal of the rules is meant to do.
-            if self._dry_run and error.status < 500:
+            # rehearsal of the rules is meant to do. Nor request_too_large: Envoy
+            # would refuse that allow itself (an empty 500), and the record
+            # would claim an allow the client never got.
+            if self._dry_run and error.status < 500 and not isinstance(error, RequestTooLarge):
                 return self._dry_run_allow(request, match, error, run, shadows)
             return self._deny(error, run, match, shadows)
         except Exception as exc:

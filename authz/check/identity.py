@@ -1,24 +1,35 @@
 """Verified claims -> identity headers for the upstream service.
 
 A claim is read by its path (``sub``, ``realm_access.roles``) and may be a
-string, a number, a boolean or a list of those. A list is joined with ","
-and no item may contain one, so the upstream can split it again; ``scope``
-reads the OAuth ``scope`` string or ``scp`` array alike, joined with spaces.
-The rules compared the claim's exact value; the upstream reads the header
-after HTTP has trimmed it and its framework has decoded it. So a value is
-carried only if both read the same: visible ASCII and interior spaces, no
-leading or trailing whitespace (RFC 9110 §5.5 trims it), no control character
-(a CR/LF could start another header, a NUL ends a C string), nothing outside
-ASCII (Envoy passes the UTF-8 bytes on; frameworks decode header bytes as
-Latin-1, or refuse them). A list item is also refused when it is empty or
-holds the joiner ",", so ``["a,b"]`` cannot become two roles upstream. Such a
-value, or one larger than ``max_header_bytes``, is refused rather than passed
-on, changed or cut short, and so is a set of headers larger than
-``max_total_bytes``: the allow then becomes a 401 ``claim_invalid`` whose
-detail names the claim and the problem, never the value. Claims outside
-visible ASCII can still reach the upstream intact in ``payload_header``. An
-absent claim (or an empty string) sets no header; the client's copy of every
-header in the namespace is removed all the same (``headers_to_remove``).
+string, a number, a boolean or a list of those; ``scope`` reads the OAuth
+``scope`` string or ``scp`` array alike. The rules compare the claim's exact
+value; the upstream reads the header after HTTP has trimmed it and its
+framework has decoded it. Every value is therefore carried in one form that
+both read the same, chosen by ``identity.encoding``:
+
+- ``percent`` (the default): each value is percent-encoded, its UTF-8 bytes
+  outside visible ASCII (``!`` to ``~``) and the bytes ``%`` and ``,`` written
+  as ``%XX``. A list is its items, each encoded, joined with ``,``; scopes are
+  joined with a space. So a header holds visible ASCII only, no value can read
+  as another value or as a list (``"clerk,orders-admin"`` is ``clerk%2Corders-admin``,
+  a two-item array ``clerk,orders-admin``), and the upstream gets every
+  verified value exactly back with a standard function: split a list at
+  ``,``, then ``urllib.parse.unquote`` (Python), ``decodeURIComponent`` (JS),
+  ``url.PathUnescape`` (Go) each item. ``Zoë`` is ``Zo%C3%AB``.
+- ``refuse``: a value is carried only as it is, and only if both read it the
+  same: visible ASCII and interior spaces, no leading or trailing whitespace
+  (RFC 9110 §5.5 trims it), no control character, nothing outside ASCII, and no
+  ``,`` (in a list item or a single value: ``"a,b"`` would read as a list).
+  Anything else denies the request (401 ``claim_invalid``).
+
+Either way, a list item that is empty, a number that is not finite
+(``1e400`` reads as infinity), a string that is not valid Unicode (a lone
+surrogate), a value larger than ``max_header_bytes`` (encoded) or a set larger
+than ``max_total_bytes`` is refused, never passed on, changed or cut short:
+the allow becomes a 401 ``claim_invalid`` whose detail names the claim and the
+problem, never the value. An absent claim (or an empty string) sets no header;
+the client's copy of every header in the namespace is removed all the same
+(``headers_to_remove``).
 
 ``payload_header`` carries the whole verified payload: the token's payload
 segment exactly as signed (base64url of the JSON), like Envoy's
@@ -29,6 +40,7 @@ doubts.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,13 +51,26 @@ from authz.config.models import IdentityConfig
 from authz.config.rules import RouteIdentityConfig, claim_path
 from authz.errors import ClaimInvalid
 
-__all__ = ["IdentityPlan", "headers_to_remove", "scopes"]
+__all__ = ["PERCENT", "REFUSE", "IdentityPlan", "headers_to_remove", "percent_encode", "scopes"]
 
 # What a header value may hold so that the upstream reads exactly what the
 # rules checked: visible ASCII and spaces (and no space at either end).
 _CARRIED = re.compile(r"[\x20-\x7e]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCOPE = ("scope",)
+PERCENT = "percent"
+REFUSE = "refuse"
+# Bytes a percent-encoded value keeps as they are: visible ASCII but % and ",".
+_KEPT = frozenset(range(0x21, 0x7F)) - {ord("%"), ord(",")}
+_ENCODED = tuple(chr(byte) if byte in _KEPT else f"%{byte:02X}" for byte in range(256))
+_PLAIN = re.compile(r"[!-$&-+\--~]*")  # visible ASCII without % and ",": nothing to encode
+
+
+def percent_encode(text: str) -> str:
+    """``text`` with every UTF-8 byte outside visible ASCII, and % and ",", as %XX."""
+    if _PLAIN.fullmatch(text):
+        return text
+    return "".join(_ENCODED[byte] for byte in text.encode("utf-8"))
 
 
 def scopes(claims: Mapping[str, Any]) -> list[str]:
@@ -80,6 +105,7 @@ class IdentityPlan:
     strip_authorization: bool
     max_header_bytes: int
     max_total_bytes: int
+    encoding: str = PERCENT  # PERCENT or REFUSE
 
     @classmethod
     def from_config(
@@ -101,6 +127,7 @@ class IdentityPlan:
             strip_authorization=strip,
             max_header_bytes=identity.max_header_bytes,
             max_total_bytes=identity.max_total_bytes,
+            encoding=identity.encoding,
         )
 
     @property
@@ -118,17 +145,23 @@ class IdentityPlan:
         """
         result: list[tuple[str, str]] = []
         total = 0
+        percent = self.encoding == PERCENT
         for header, path in self.headers:
             label = ".".join(path)
             if path == _SCOPE:
-                value = _scope_value(claims)
+                value = _scope_value(claims, percent)
             else:
-                value = _render(claim_value(claims, path), label)
+                value = _render(claim_value(claims, path), label, percent)
             if not value:
                 continue
-            problem = _problem(value)
-            if problem:
-                raise ClaimInvalid(f"claim {label!r} (header {header!r}) {problem}")
+            if not percent:
+                problem = _problem(value)
+                if problem:
+                    raise ClaimInvalid(f"claim {label!r} (header {header!r}) {problem}")
+                if "," in value and not isinstance(claim_value(claims, path), list):
+                    raise ClaimInvalid(
+                        f"claim {label!r} (header {header!r}) contains ',' and would read as a list"
+                    )
             size = len(value)  # ASCII only, by now
             if size > self.max_header_bytes:
                 raise ClaimInvalid(
@@ -190,33 +223,54 @@ def _problem(text: str) -> str:
     return "has a character outside visible ASCII"
 
 
-def _scope_value(claims: Mapping[str, Any]) -> str:
+def _scope_value(claims: Mapping[str, Any], percent: bool) -> str:
     # The scopes are re-joined with single spaces, so extra spaces between or
-    # around them change nothing; any other separator (a tab, a line break, a
-    # Unicode space) would be read as one by the rules but not by every
+    # around them change nothing. Refusing: any other separator (a tab, a line
+    # break, a Unicode space) would be read as one by the rules but not by every
     # upstream, and is refused like any control or non-ASCII character.
+    # Percent-encoding: the rules' tokens are what the upstream splits at spaces.
+    tokens = scopes(claims)
+    if percent:
+        return " ".join(_encode_text(token, "scope") for token in tokens)
     scope = claims.get("scope")
     if isinstance(scope, str) and not _CARRIED.fullmatch(scope):
         raise ClaimInvalid(f"claim 'scope' {_problem(scope)}")
-    return " ".join(scopes(claims))
+    return " ".join(tokens)
 
 
-def _render(value: Any, claim: str) -> str:
+def _encode_text(text: str, claim: str) -> str:
+    try:
+        return percent_encode(text)
+    except UnicodeEncodeError:
+        raise ClaimInvalid(f"claim {claim!r} is not valid Unicode") from None
+
+
+def _scalar(value: str | int | float, claim: str, percent: bool) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ClaimInvalid(f"claim {claim!r} is a number too large to carry")
+    text = str(value)
+    return _encode_text(text, claim) if percent and isinstance(value, str) else text
+
+
+def _render(value: Any, claim: str, percent: bool) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
-        return str(value)
+        return _scalar(value, claim, percent)
     if isinstance(value, list) and all(
         isinstance(item, str | int | float) and not isinstance(item, bool) for item in value
     ):
-        items = [str(item) for item in value]
-        # The upstream splits the header at "," and may trim each item: an empty
-        # item, a "," inside one, or spaces around one would change the list.
+        items = [_scalar(item, claim, percent) for item in value]
+        # The upstream splits the header at "," (and may trim each item): an
+        # empty item would change the list; unencoded, so would a "," inside
+        # one or spaces around one.
         for item in items:
             if not item:
                 raise ClaimInvalid(f"claim {claim!r} has an empty list item")
+            if percent:
+                continue
             if "," in item:
                 raise ClaimInvalid(f"claim {claim!r} has a list item containing ','")
             problem = _problem(item)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -340,7 +341,32 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         raise TokenMalformed(f"{what} is not JSON") from None
     if not isinstance(value, dict):
         raise TokenMalformed(f"{what} is not a JSON object")
+    # A \uD800-\uDFFF escape may leave a lone surrogate: a string that is not
+    # Unicode, which no header, record or log line can carry (RFC 8259 §8.2).
+    if _SURROGATE_ESCAPE.search(text) and not _unicode_throughout(value):
+        raise TokenMalformed(f"{what} holds a string that is not valid Unicode")
     return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unicode_throughout(value: Any) -> bool:
+    """Whether every string in a decoded JSON value (keys too) encodes as UTF-8."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return True
 
 
 # One decoder, made once: json.loads would build a new one per call.

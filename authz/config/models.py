@@ -231,6 +231,9 @@ class IdentityConfig(Model):
     # A claim value or a whole set that does not fit is a deny, never a truncation.
     max_header_bytes: int = Field(default=4096, ge=64, le=65536)
     max_total_bytes: int = Field(default=16384, ge=256, le=262144)
+    # How a value reaches the upstream (check/identity.py): percent-encoded
+    # (every verified value, exactly), or only as it is and refused otherwise.
+    encoding: Literal["percent", "refuse"] = "percent"
 
     @field_validator("namespace")
     @classmethod
@@ -320,7 +323,7 @@ class Config(Model):
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
-    # Rules (see config_rules.py). Without routes, every request needs a valid
+    # Rules (see config/rules.py). Without routes, every request needs a valid
     # token, as before routes existed; with routes, an unmatched request is denied.
     routes: Annotated[list[RouteConfig], Field(min_length=1)] | None = None
     roles_claim: ClaimPath = "roles"

@@ -1,7 +1,7 @@
 """The ``telemetry:`` and ``audit:`` sections of the configuration file.
 
-Kept apart from ``config.py`` so that the observability settings can grow
-without touching the core file; ``config.Config`` holds one field for each.
+Kept apart from ``config/models.py`` so that the observability settings can
+grow without touching the core file; ``models.Config`` holds one field for each.
 
 ::
 

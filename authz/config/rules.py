@@ -2,7 +2,7 @@
 
 Only the shape of each section is checked here; checks that need the whole
 file (route names unique, issuers configured, headers in the identity
-namespace) live in ``config.parse_config`` so they can name the line.
+namespace) live in ``config.loader.parse_config`` so they can name the line.
 ``policy.py`` compiles these models into matchers once per loaded config.
 """
 

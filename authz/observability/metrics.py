@@ -114,6 +114,7 @@ DURATION_BUCKETS = (
     0.025,
     0.05,
     0.1,
+    0.2,  # AuthzCheckLatencyHigh's threshold: a boundary, so it is read, not interpolated
     0.25,
     0.5,
     1.0,
@@ -128,8 +129,8 @@ _MAX_ROUTE_LABEL = 64
 
 def known_reasons() -> frozenset[str]:
     """``allowed``, ``dry_run`` and the reason of every AuthzError class defined so far."""
-    # "dry_run" is decision.DRY_RUN, written out: decision imports verify, which
-    # imports this; the late reasons are observe.py's.
+    # "dry_run" is decision.DRY_RUN, written out (metrics stays below check/ in the
+    # imports); the late reasons are the serving layer's (serving/service.py).
     reasons = {"allowed", "dry_run", "deadline_exceeded", "cancelled", "overloaded", "expired"}
     pending: list[type[AuthzError]] = [AuthzError]
     while pending:
@@ -224,7 +225,7 @@ class Metrics:
             description="Time to answer a Check, from receipt to response",
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
-        # Counted per record, on the event loop: tallies, like the decisions.
+        # Counted per record, from the Checks' threads: tallies, like the decisions.
         self._audit = Tally(meter, AUDIT_RECORDS, "{record}", "Audit records written or dropped")
         self._audit_errors = Tally(
             meter, AUDIT_WRITE_ERRORS, "{record}", "Audit records a sink failed to take"

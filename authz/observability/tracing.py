@@ -10,7 +10,7 @@ a trace of its choosing and detach them from Envoy's.
 
 Export is OTLP (gRPC or HTTP/protobuf) and/or the console, chosen by the file's
 ``telemetry.tracing.endpoint`` and the SDK's standard variables
-(otel_exporters.py). Without any, the tracer is OpenTelemetry's no-op and a
+(exporters.py). Without any, the tracer is OpenTelemetry's no-op and a
 Check pays for reading two metadata entries.
 
 Headers, TLS, compression, timeouts and the batch processor's delays are the

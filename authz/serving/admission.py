@@ -13,7 +13,11 @@ and decides whether it is admitted:
 - an admitted Check waits for one of ``threads`` workers.
 
 The handler reads its ``Ticket`` (arrival time, admitted or not) from the
-thread it runs on: the pool sets it just before the call and clears it after.
+thread it runs on: the pool sets it just before the call and clears it after,
+and the handler marks it taken. gRPC skips the handler of a call that ended
+before a worker reached it (Envoy's timeout or reset while it was queued); the
+pool then hands the untaken ticket to ``when_unserved``'s callback, so that
+such a Check is still recorded and counted.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ T = TypeVar("T")
 _SHED_THREADS = 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ticket:
     arrived: float  # time.perf_counter() when gRPC submitted the call
     admitted: bool
+    taken: bool = False  # set by the handler when it starts; the worker's thread only
 
 
 class AdmissionCounters(Protocol):
@@ -71,6 +76,11 @@ class Admission(ThreadPoolExecutor):
         self._lock = threading.Lock()
         self._pending = 0  # admitted and not finished; under _lock
         self._local = threading.local()
+        self._unserved: Callable[[Ticket], None] | None = None
+
+    def when_unserved(self, callback: Callable[[Ticket], None]) -> None:
+        """Call ``callback`` (on the worker) for a call whose handler gRPC skipped."""
+        self._unserved = callback
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         arrived = time.perf_counter()
@@ -93,6 +103,8 @@ class Admission(ThreadPoolExecutor):
             return fn(*args, **kwargs)
         finally:
             local.ticket = None
+            if not ticket.taken and self._unserved is not None:
+                self._unserved(ticket)
             if ticket.admitted:
                 with self._lock:
                     self._pending -= 1

@@ -34,7 +34,7 @@ from authz.errors import InternalError, InvalidRequest
 from authz.keys.waiting import LoopBridge
 from authz.observability.observe import CheckObservation, Observability
 from authz.runtime import Runtime
-from authz.serving.admission import Admission
+from authz.serving.admission import Admission, Ticket
 
 __all__ = ["AuthorizationService"]
 
@@ -67,6 +67,8 @@ class AuthorizationService:
         self._observe = observability
         self._serving = observability.serving
         self._admission = admission
+        if admission is not None:
+            admission.when_unserved(self._unserved)
         self._encode = response.Encoded()
 
     def handlers(self) -> dict[str, grpc.RpcMethodHandler[CheckRequest, bytes]]:
@@ -81,6 +83,8 @@ class AuthorizationService:
 
     def Check(self, request: CheckRequest, context: Context) -> bytes:
         ticket = self._admission.ticket() if self._admission is not None else None
+        if ticket is not None:
+            ticket.taken = True
         started = ticket.arrived if ticket is not None else time.perf_counter()
         # One runtime for the whole Check, even if a reload swaps it meanwhile.
         runtime = self._runtime()
@@ -121,7 +125,28 @@ class AuthorizationService:
             observation, request_view, decision, late=late, recording=runtime.recording
         )
         self._serving.handled("OK")
-        return self._encode(answered or decision, runtime.config.realm)
+        try:
+            return self._encode(answered or decision, runtime.config.realm)
+        except Exception:
+            # A bug, never a traceback to Envoy: fail closed with a plain 503.
+            log.exception("cannot build the answer to a Check; answering 503")
+            return self._encode(Deny(InternalError("answer")), runtime.config.realm)
+
+    def _unserved(self, ticket: Ticket) -> None:
+        """A Check gRPC read but ended before a worker reached it: the client got
+        Envoy's error. Recorded (without its request, which gRPC did not read)
+        and counted as expired, or as shed when it was shed."""
+        try:
+            if ticket.admitted:
+                self._serving.expired()
+            else:
+                self._serving.shed()
+            runtime = self._runtime()
+            observation = self._observe.begin(None, ticket.arrived)
+            reason = "expired" if ticket.admitted else "overloaded"
+            self._observe.finish(observation, None, None, late=reason, recording=runtime.recording)
+        except Exception:
+            log.exception("recording a Check that ended in the queue failed")
 
     def _drop(
         self,

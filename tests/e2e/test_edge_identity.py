@@ -4,9 +4,9 @@ envoy/gateway-routes.yaml as shipped (only the ports rewritten) in front of
 authz with the README's rules (subject, scopes, roles and tenant go upstream
 on the orders routes) and a revocation list holding ``jti:123``:
 
-- a claim value the upstream would read otherwise than the rules did (padded
-  with spaces, a list item holding the "," that joins the list) is refused
-  with 401 ``claim_invalid``, and the upstream never sees the request;
+- every verified claim value reaches the upstream exactly, percent-encoded
+  (non-ASCII names, spaces, a "," that would otherwise forge a list item),
+  and a number too large to carry is refused with 401 ``claim_invalid``;
 - a ``jti`` that is not a string is refused the same way, so the number 123
   cannot slip past the listed ``jti:123``;
 - a request whose headers, with the identity headers authz sets, would be past
@@ -21,16 +21,20 @@ Every wait polls for a condition; nothing sleeps.
 from __future__ import annotations
 
 import http.client
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authz.dev.stack import HttpResponse, wait_for
-from tests.e2e.conftest import Keys
+from tests.e2e.conftest import KID, Keys
 from tests.e2e.test_edge_envoy import Edge
 from tests.e2e.test_gateway_rules import readme_stack
+from tests.support.forge import rs256_signed_text
 
 pytestmark = pytest.mark.e2e
 
@@ -122,32 +126,71 @@ def _logged(edge: Edge, text: str) -> str:
 
 # --- identity values ------------------------------------------------------------------------
 
-IDENTITY = {
+IDENTITY: dict[str, dict[str, Any]] = {
+    "sub-non-ascii-nfd-cjk-emoji": {"sub": "Zoe\u0308-e\u0301\u6771\u4eac-\U0001f680"},
+    "sub-hebrew": {"sub": "\u05e9\u05dc\u05d5\u05dd"},
     "sub-padded": {"sub": " alice "},
+    "sub-with-a-comma": {"sub": "alice,admin"},
     "tenant-leading-space": {"tenant": " acme"},
+    "tenant-with-a-comma": {"tenant": "evilcorp,acme"},
+    "tenant-percent": {"tenant": "100%25"},
     "role-holding-a-comma": {"realm_access": {"roles": ["a,b"]}},
     "role-padded": {"realm_access": {"roles": ["clerk", "support "]}},
-    "sub-non-ascii": {"sub": "alic\u00e9"},
+    "role-non-ascii": {"realm_access": {"roles": ["\u00fcber-admins?no", "clerk"]}},
 }
 
 
+def _read_back(header: str, *, is_list: bool = False) -> Any:
+    """What an upstream decodes with the standard function (split lists at ',')."""
+    items = [unquote(item, errors="strict") for item in header.split(",")]
+    return items if is_list else items[0]
+
+
 @pytest.mark.parametrize("claims", IDENTITY.values(), ids=IDENTITY.keys())
-def test_an_identity_value_the_upstream_would_read_otherwise_is_refused(
+def test_every_verified_identity_value_reaches_the_upstream_exactly(
     edge: Edge, claims: dict[str, Any]
 ) -> None:
-    # The rules (scope orders:read) pass; only the identity header could mislead.
-    path = _path()
-    reply = _send(edge, path, _request(_token(edge, **claims)))
-    _assert_refused(edge, path, reply, "claim_invalid")
-    # The same token without the flaw goes upstream, identity and all.
-    reply = _send(edge, _path(), _request(_token(edge)))
+    # Non-ASCII names, spaces, "," and "%" all go through, percent-encoded: the
+    # header is visible ASCII, and decoding it gives back exactly the claim.
+    token_claims = {
+        "sub": "alice",
+        "tenant": "acme",
+        "realm_access": {"roles": ["clerk", "support"]},
+        **claims,
+    }
+    reply = _send(edge, _path(), _request(_token(edge, **claims)))
     assert reply.status == 200, reply.body
     seen = reply.json()["headers"]
-    assert (seen["x-auth-subject"], seen["x-auth-tenant"], seen["x-auth-roles"]) == (
-        "alice",
-        "acme",
-        "clerk,support",
-    )
+    for header in ("x-auth-subject", "x-auth-tenant", "x-auth-roles"):
+        assert all(0x21 <= ord(c) <= 0x7E for c in seen[header]), seen[header]
+    assert _read_back(seen["x-auth-subject"]) == token_claims["sub"]
+    assert _read_back(seen["x-auth-tenant"]) == token_claims["tenant"]
+    roles = token_claims["realm_access"]["roles"]
+    assert _read_back(seen["x-auth-roles"], is_list=True) == roles
+
+
+def test_a_string_claim_holding_a_comma_cannot_pass_for_a_list(edge: Edge) -> None:
+    # The rules see one role, "clerk,orders-admin"; the upstream must not read a
+    # real admin's two-item list.
+    forged = _token(edge, realm_access={"roles": "clerk,orders-admin"})
+    reply = _send(edge, _path(), _request(forged))
+    assert reply.status == 200, reply.body
+    assert reply.json()["headers"]["x-auth-roles"] == "clerk%2Corders-admin"
+    real = _token(edge, realm_access={"roles": ["clerk", "orders-admin"]})
+    reply = _send(edge, _path(), _request(real))
+    assert reply.json()["headers"]["x-auth-roles"] == "clerk,orders-admin"
+
+
+@pytest.mark.parametrize("tenant", ["1e400", "-1e400"])
+def test_a_number_too_large_to_carry_is_refused(edge: Edge, tenant: str) -> None:
+    # 1e400 parses as infinity: "inf" upstream would be a value the token never held.
+    claims = json.dumps(edge.keys.claims(scope="orders:read"))
+    payload = claims[:-1] + f', "tenant": {tenant}}}'
+    assert isinstance(edge.keys.private, rsa.RSAPrivateKey)
+    token = rs256_signed_text(payload, edge.keys.private, KID)
+    path = _path()
+    reply = _send(edge, path, _request(token))
+    _assert_refused(edge, path, reply, "claim_invalid")
 
 
 # --- jti ----------------------------------------------------------------------------------

@@ -590,11 +590,11 @@ CASES: list[Case] = [
             # A jti the revocation list ("jti:123", strings) could never match.
             ("jti-number", {"jti": 123}, "claim_invalid"),
             ("jti-object", {"jti": {"a": 1}}, "claim_invalid"),
-            # Identity values the upstream would read otherwise than the rules did.
-            ("sub-padded", {"sub": " alice "}, "claim_invalid"),
-            ("sub-line-break", {"sub": "alice\r\nx-auth-roles: admin"}, "claim_invalid"),
-            ("sub-non-ascii", {"sub": "alic\u00e9"}, "claim_invalid"),
-            ("scope-tab-separated", {"scope": "orders:read\tadmin"}, "claim_invalid"),
+            # A string that is not Unicode: no header, record or log could carry
+            # it (identity values that are arrive percent-encoded:
+            # IDENTITY_INJECTIONS below).
+            ("sub-lone-surrogate", {"sub": "\udc80"}, "token_malformed"),
+            ("nested-lone-surrogate", {"org": {"\ud800x": 1}}, "token_malformed"),
             ("expired", {"exp": int(time.time()) - 3600, "iat": 1}, "token_expired"),
             ("not-yet-valid", {"nbf": int(time.time()) + 3600}, "token_not_yet_valid"),
             ("issued-in-the-future", {"iat": int(time.time()) + 3600}, "issued_in_future"),
@@ -726,3 +726,15 @@ def _with_noncanonical_signature(m: Material) -> str:
     last = alphabet.index(signature[-1])
     assert last & 0b1111 == 0
     return _replace_segment(token, 2, signature[:-1] + alphabet[last | 1])
+
+
+# Identity values the upstream could read otherwise than the rules did: each is
+# carried percent-encoded, so the upstream reads exactly the verified value and
+# nothing else (no extra header, no trimmed or re-split value).
+IDENTITY_INJECTIONS: dict[str, str] = {
+    "sub-padded": " alice ",
+    "sub-line-break": "alice\r\nx-auth-roles: admin",
+    "sub-non-ascii": "alic\u00e9",
+    "sub-comma": "alice,admin",
+    "sub-percent": "alice%0D%0Ax-auth-roles: admin",
+}

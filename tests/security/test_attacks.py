@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import unquote
 
 import pytest
 from google.protobuf import json_format
@@ -10,7 +11,7 @@ from google.protobuf import json_format
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz.dev.stack import Stack
-from tests.security.corpus import CASES, Case, Material, Request
+from tests.security.corpus import CASES, IDENTITY_INJECTIONS, Case, Material, Request, bearer, rs
 from tests.support.harness import Client
 from tests.support.idp import FakeIdP
 
@@ -77,3 +78,16 @@ def test_attack_through_envoy(case: Case, material: Material, gateway: Stack) ->
 def test_no_token_header_made_the_service_fetch_anything(jku_server: FakeIdP) -> None:
     # Runs after the corpus (file order): jku/x5u headers never cause a request.
     assert jku_server.total() == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("value", IDENTITY_INJECTIONS.values(), ids=IDENTITY_INJECTIONS.keys())
+def test_an_identity_injection_reaches_the_upstream_as_encoded_data(
+    value: str, material: Material, gateway: Stack
+) -> None:
+    reply = gateway.get("/", bearer(rs(material, sub=value)).headers)
+    assert reply.status == 200, reply.body
+    headers = reply.json()["headers"]
+    assert unquote(headers["x-auth-subject"], errors="strict") == value
+    assert all(0x21 <= ord(c) <= 0x7E for c in headers["x-auth-subject"])
+    assert "x-auth-roles" not in headers

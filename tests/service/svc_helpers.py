@@ -1,8 +1,9 @@
 """Helpers for the service tests: an event loop thread, clients, requests, fakes.
 
-The server under test is the real ``authz.server.AuthzServer`` (grpc.aio) running
-on an asyncio loop in a background thread; tests talk to it over real sockets
-with the synchronous grpc client, exactly as Envoy would.
+The server under test is the real ``authz.server.AuthzServer``, started from an
+asyncio loop in a background thread (its waiting work runs there; Checks run on
+gRPC's threads); tests talk to it over real sockets with the synchronous grpc
+client, exactly as Envoy would.
 """
 
 from __future__ import annotations
@@ -101,10 +102,10 @@ class NoKeys:
 class GatedClock:
     """A Clock whose first ``now()`` blocks (with a bound) until released.
 
-    ``now()`` runs on the server's event loop thread inside Check, so while it
-    waits the whole loop is held: that is the point, it pins one Check in the
-    middle of its handler. It never waits longer than ``limit`` seconds, so a
-    broken test cannot hang the suite.
+    ``now()`` runs on the worker thread deciding a Check, so while it waits that
+    thread is held: that is the point, it pins one Check in the middle of its
+    decision. It never waits longer than ``limit`` seconds, so a broken test
+    cannot hang the suite.
     """
 
     def __init__(self, limit: float = WAIT) -> None:
@@ -277,7 +278,7 @@ class ServerFactory:
         self, config: Config, keys: KeySource | None = None, clock: Clock | None = None
     ) -> AuthzServer:
         async def _create() -> AuthzServer:
-            # Built on the loop so grpc.aio binds the server to that loop.
+            # Built on the loop: the server's waiting work (keys, watch) runs there.
             return AuthzServer(config, keys, clock)
 
         return self._loop.run(_create())

@@ -8,7 +8,8 @@ import hmac
 import json
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 
@@ -58,6 +59,15 @@ def hmac_signed(
     signing_input = f"{b64url_json(header)}.{b64url_json(claims)}"
     digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
     signature = hmac.new(secret, signing_input.encode(), digest).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def rs256_signed_text(payload_json: str, key: rsa.RSAPrivateKey, kid: str) -> str:
+    """An RS256 token over ``payload_json`` exactly as written (e.g. a number
+    literal like 1e400 that json.dumps cannot produce)."""
+    header = b64url_json({"alg": "RS256", "typ": "JWT", "kid": kid})
+    signing_input = f"{header}.{b64url(payload_json.encode())}"
+    signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return f"{signing_input}.{b64url(signature)}"
 
 

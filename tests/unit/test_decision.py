@@ -209,8 +209,14 @@ def test_forged_signature(env: Env, decider: Decider) -> None:
     assert decision.token_fingerprint == fingerprint(forged)
 
 
-def test_unusable_identity_claim_denies(env: Env, decider: Decider) -> None:
+def test_an_identity_claim_with_a_line_break_is_carried_encoded(env: Env, decider: Decider) -> None:
     decision = _decide(decider, _request(_token(env, email="a@b\r\nx-auth-role: admin")))
+    assert decision.allowed
+    assert ("x-auth-email", "a@b%0D%0Ax-auth-role:%20admin") in decision.headers_to_set
+
+
+def test_unusable_identity_claim_denies(env: Env, decider: Decider) -> None:
+    decision = _decide(decider, _request(_token(env, email=["ok", ""])))
     assert not decision.allowed
     assert (decision.status, decision.reason) == (401, "claim_invalid")
     assert isinstance(decision.error, ClaimInvalid)

@@ -298,7 +298,7 @@ def test_array_claim_header(env: Env, decider: Decider) -> None:
 
 
 def test_claim_that_cannot_be_carried_denies(env: Env, decider: Decider) -> None:
-    token = env.token(scopes="orders:read", realm_access={"roles": ["a\r\nx-evil: 1"]})
+    token = env.token(scopes="orders:read", realm_access={"roles": ["a", ""]})
     decision = _decide(decider, _request("/orders/1", token))
     assert (decision.status, decision.reason) == (401, "claim_invalid")
 

@@ -185,3 +185,30 @@ def test_a_public_allow_past_envoys_limits_is_a_431(decider: Decider) -> None:
     assert decider.decide(many).allowed
     decision = decider.decide(_with(many, "/docs/a", more=("v",)))
     assert (decision.status, decision.reason) == (431, "request_too_large")
+
+
+def test_a_dry_run_does_not_lift_request_too_large(
+    decider: Decider, tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    # Envoy would refuse the allow itself (an empty 500): the 431 stands, and the
+    # record says what the client got.
+    (tmp_path / "idp.pem").write_bytes(
+        rsa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    text = f"""\
+dry_run: true
+issuers:
+  - {{issuer: {ISS}, audiences: [api], algorithms: [RS256], keys: [{{pem_file: idp.pem}}]}}
+envoy: {{max_request_headers_count: 12, max_request_headers_kb: 2}}
+routes:
+  - {{name: docs, match: {{prefix: /docs}}, mode: public}}
+"""
+    config = parse_config(text, source="test.yaml", base_dir=tmp_path)
+    dry = Decider(config, Verifier(config, StaticKeySource.from_config(config)))
+    many = _with(_request(), "/docs/a", **{f"x-h{i}": ("v",) for i in range(5)})
+    decision = dry.decide(many)
+    assert (decision.allowed, decision.status, decision.reason) == (False, 431, "request_too_large")
+    # Any other deny is lifted as before: no route takes /other.
+    assert dry.decide(_with(_request(), "/other")).reason == "dry_run"

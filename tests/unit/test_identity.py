@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -13,6 +15,8 @@ from authz.errors import ClaimInvalid
 from tests.support.doubles import MAX_HEADER_VALUE, identity_headers
 
 DEFAULT = IdentityConfig()
+# identity.encoding: refuse — what cannot be carried as it is denies the request.
+STRICT = IdentityConfig(encoding="refuse")
 WIDE = IdentityConfig(
     headers={
         "x-auth-subject": "sub",
@@ -24,8 +28,8 @@ WIDE = IdentityConfig(
 )
 
 
-def _one(claims: dict[str, Any], claim: str) -> dict[str, str]:
-    config = IdentityConfig(headers={"x-auth-value": claim})
+def _one(claims: dict[str, Any], claim: str, encoding: str = "refuse") -> dict[str, str]:
+    config = IdentityConfig(headers={"x-auth-value": claim}, encoding=encoding)
     return dict(identity_headers(claims, config))
 
 
@@ -252,7 +256,7 @@ def test_a_scope_separator_other_than_space_is_refused(scope: str) -> None:
     # Python's split() (and the rules) would read two scopes; an upstream that
     # splits at spaces would read one.
     with pytest.raises(ClaimInvalid) as info:
-        identity_headers({"scope": scope}, DEFAULT)
+        identity_headers({"scope": scope}, STRICT)
     assert info.value.detail.startswith("claim 'scope' has a")
 
 
@@ -268,7 +272,7 @@ def test_control_character_in_a_list_item_is_refused() -> None:
 
 def test_control_character_inside_one_scope_is_refused() -> None:
     with pytest.raises(ClaimInvalid):
-        identity_headers({"scope": "read\x00write"}, DEFAULT)
+        identity_headers({"scope": "read\x00write"}, STRICT)
 
 
 def test_value_at_the_size_limit_is_accepted() -> None:
@@ -295,20 +299,21 @@ def test_scopes_over_the_size_limit_are_refused() -> None:
 def test_one_bad_claim_refuses_the_whole_set() -> None:
     # No partial identity: an allow either carries every header or none.
     with pytest.raises(ClaimInvalid):
-        identity_headers({"sub": "alice", "iss": "bad\nissuer"}, DEFAULT)
+        identity_headers({"sub": "alice", "iss": "bad\nissuer"}, STRICT)
 
 
 def test_scope_item_with_whitespace_is_refused() -> None:
     # The ',' rule for lists, applied to the ' ' that joins scopes: one item must
     # stay one item for the upstream service that splits the header again.
     with pytest.raises(ClaimInvalid):
-        identity_headers({"scp": ["orders:read admin"]}, DEFAULT)
+        identity_headers({"scp": ["orders:read admin"]}, STRICT)
 
 
 # --- claim paths, payload header, limits, per-route changes ----------------------------
 
 
 def _plan(**identity: Any) -> IdentityPlan:
+    identity.setdefault("encoding", "refuse")
     return IdentityPlan.from_config(IdentityConfig(**identity))
 
 
@@ -400,3 +405,92 @@ def test_route_changes_override_the_global_section() -> None:
     without_payload = IdentityPlan.from_config(identity, RouteIdentityConfig(payload_header=False))
     assert without_payload.payload_header is None
     assert without_payload.names == ("x-auth-subject", "x-auth-scopes")
+
+
+# --- percent-encoding (identity.encoding: percent, the default) --------------------------
+
+
+def _decoded(header: str, *, is_list: bool = False) -> Any:
+    """What an upstream reads back with the standard functions."""
+    items = [unquote(item, errors="strict") for item in header.split(",")]
+    return items if is_list else items[0]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Zoë-é東京-🚀",
+        "Zoe\u0308",  # NFD: the combining mark survives as it was signed
+        "שלום",
+        "über-admins?no",
+        " alice ",
+        "alice,admin",
+        "clerk,orders-admin",
+        "100%",
+        "%2C",
+        "a\r\nx-auth-role: admin",
+        "\x00\x7f\t",
+        "\uff41\uff44\uff4d\uff49\uff4e",
+        "~!@#$^&*()",
+    ],
+)
+def test_every_verified_value_reaches_the_upstream_exactly(value: str) -> None:
+    header = _one({"sub": value}, "sub", "percent")["x-auth-value"]
+    assert re.fullmatch(r"[!-~]+", header), header  # visible ASCII only
+    assert "," not in header
+    assert _decoded(header) == value
+
+
+@pytest.mark.parametrize(
+    "items",
+    [["clerk", "orders-admin"], ["a,b", "c"], ["über", "東京"], [" x ", "y%"], ["a", "b,"]],
+)
+def test_a_list_is_its_items_encoded_and_joined(items: list[str]) -> None:
+    header = _one({"roles": items}, "roles", "percent")["x-auth-value"]
+    assert _decoded(header, is_list=True) == items
+
+
+def test_a_string_holding_a_comma_cannot_read_as_a_list() -> None:
+    forged = _one({"roles": "clerk,orders-admin"}, "roles", "percent")["x-auth-value"]
+    real = _one({"roles": ["clerk", "orders-admin"]}, "roles", "percent")["x-auth-value"]
+    assert forged == "clerk%2Corders-admin"
+    assert real == "clerk,orders-admin"
+
+
+def test_refusing_refuses_a_single_value_holding_a_comma() -> None:
+    with pytest.raises(ClaimInvalid) as info:
+        _one({"tenant": "evilcorp,acme"}, "tenant")
+    assert "would read as a list" in info.value.detail
+
+
+@pytest.mark.parametrize("encoding", ["percent", "refuse"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), [1, float("inf")]])
+def test_numbers_that_are_not_finite_are_refused(value: Any, encoding: str) -> None:
+    with pytest.raises(ClaimInvalid) as info:
+        _one({"tenant": value}, "tenant", encoding)
+    assert "too large" in info.value.detail
+
+
+def test_a_lone_surrogate_is_refused_when_encoding() -> None:
+    with pytest.raises(ClaimInvalid) as info:
+        _one({"sub": "\udc80"}, "sub", "percent")
+    assert info.value.detail == "claim 'sub' is not valid Unicode"
+
+
+def test_scopes_are_encoded_one_by_one_and_joined_with_a_space() -> None:
+    claims = {"scope": "orders:read  caf\u00e9\tx%y"}
+    (header,) = identity_headers(claims, DEFAULT)
+    assert header == ("x-auth-scopes", "orders:read caf%C3%A9 x%25y")
+    assert [unquote(token) for token in header[1].split(" ")] == scopes(claims)
+
+
+def test_plain_values_are_unchanged_by_encoding() -> None:
+    claims = {"sub": "alice", "iss": "https://idp.example/realms/x", "scope": "a:b c"}
+    assert identity_headers(claims, DEFAULT) == identity_headers(claims, STRICT)
+
+
+def test_the_encoded_size_is_what_the_limit_counts() -> None:
+    fits = "é" * (MAX_HEADER_VALUE // 6)  # 2 bytes, 6 characters encoded, each
+    assert len(_one({"c": fits}, "c", "percent")["x-auth-value"]) <= MAX_HEADER_VALUE
+    with pytest.raises(ClaimInvalid):
+        _one({"c": fits + "é"}, "c", "percent")
