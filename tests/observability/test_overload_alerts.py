@@ -38,12 +38,12 @@ LOAD_SECONDS = 8
 SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$", re.M)
 
 
-def _config(jwks_file: Path) -> dict[str, Any]:
+def _config(jwks_file: Path, audit: Path) -> dict[str, Any]:
     return {
         "listen": "127.0.0.1:0",
         "grace_period_seconds": 1,
         "telemetry": {"metrics": {"listen": "127.0.0.1:0"}},
-        "audit": {"stdout": False},
+        "audit": {"stdout": False, "file": str(audit)},
         # One worker: what a single core gives, whatever the machine.
         "serving": {"threads": 1},
         "issuers": [
@@ -70,7 +70,9 @@ def test_a_saturated_gateway_raises_the_latency_alerts_and_counts_every_check(
 ) -> None:
     private_pem, jwks_file = write_keypair(tmp_path / "keys", "ES256", KID)
     config = tmp_path / "authz.yaml"
-    config.write_text(yaml.safe_dump(_config(jwks_file), sort_keys=False))
+    config.write_text(
+        yaml.safe_dump(_config(jwks_file, tmp_path / "audit.jsonl"), sort_keys=False)
+    )
     token = mint(load_private(private_pem), "ES256", claims_for("alice", ISSUER, AUDIENCE), KID)
     with Stack(tmp_path / "stack", config) as stack:
         metrics_address = stack.authz.logged("metrics_address")
