@@ -89,13 +89,17 @@ demo: setup
 # Not part of `make test`: how much Python a warm Check runs, part by part (exact
 # counts, tests/bench/interpreter_work.py); where a Check's time goes, cost by
 # cost, against the floor (tests/bench/attribution.py); what observability costs
-# a Check (tracing off vs on); and the cold verification path against the raw
-# signature check.
+# a Check (tracing off vs on); the cold verification path against the raw
+# signature check; and what each size of the gRPC worker pool costs, through
+# Envoy (tests/bench/pool_sweep.py; POOL_SIZES, default 1,2,4,8,16).
+POOL_SIZES ?= 1,2,4,8,16
 bench-check: setup
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m tests.bench.interpreter_work
 	$(BIN)/python -m tests.bench.attribution
 	$(BIN)/python -m tests.bench.bench_check
 	$(BIN)/python -m tests.bench.verify_cost
+	$(BIN)/python -m tests.bench.pool_sweep --sizes $(POOL_SIZES)
 
 # The container image (Dockerfile); needs a container engine, not the venv.
 image:

@@ -52,6 +52,7 @@ from authz.check.phases import (
 from authz.check.policy import Match, Policy, Route
 from authz.check.request import RequestView
 from authz.check.revocation import RevocationList
+from authz.check.unchecked import Removal, unchecked
 from authz.check.verify import VerifiedToken
 from authz.config.models import Config
 from authz.errors import AuthzError, Forbidden, InternalError, RequestTooLarge, UnknownKey
@@ -117,6 +118,8 @@ class _Decided:
 class Allow(_Decided):
     headers_to_set: tuple[tuple[str, str], ...] = ()
     headers_to_remove: tuple[str, ...] = ()
+    # Query parameters Envoy removes (by decoded name): what authz did not check.
+    query_to_remove: tuple[str, ...] = ()
     # A dry run's allow in place of a deny: the deny it would have been.
     dry_run: Unenforced | None = None
 
@@ -142,6 +145,7 @@ class Deny(_Decided):
     # What an allow carries and a deny never does, for code that reads either.
     headers_to_set: ClassVar[tuple[tuple[str, str], ...]] = ()
     headers_to_remove: ClassVar[tuple[str, ...]] = ()
+    query_to_remove: ClassVar[tuple[str, ...]] = ()
     dry_run: ClassVar[Unenforced | None] = None
 
     @property
@@ -217,6 +221,7 @@ class Decider:
                 match = match_route(after, request, run)
             taken = match.route
             headers = self._evaluate(request, taken, memo, run, budget=budget)
+            removal = self._unchecked(request, taken, run)
             # Past Envoy's header limits, Envoy would answer this allow with a 500.
             check_header_budget(request, headers, self._config.envoy)
         except AuthzError as error:
@@ -238,7 +243,8 @@ class Decider:
             token=run.token,
             token_fingerprint=run.token_fingerprint,
             headers_to_set=headers,
-            headers_to_remove=self._headers_to_remove(request, taken, headers),
+            headers_to_remove=self._headers_to_remove(request, taken, headers, removal[0]),
+            query_to_remove=removal[1],
             route=taken.name,
             mode=taken.mode,
             shadows=tuple(shadows),
@@ -347,11 +353,18 @@ class Decider:
                 headers = ()
         run.note(Phase.DRY_RUN, "info", f"would deny {error.status} {error.reason}; allowed")
         name = taken.name if taken is not None else ""
+        try:
+            # As for any allow, except that a refusal is only reported: nothing
+            # unchecked goes upstream (a refused one is removed where it can be).
+            removal = self._unchecked(request, taken, run)
+        except AuthzError:
+            removal = self._unchecked(request, taken, run, refuse=False)
         return Allow(
             token=token,
             token_fingerprint=run.token_fingerprint,
             headers_to_set=headers,
-            headers_to_remove=self._headers_to_remove(request, taken, headers),
+            headers_to_remove=self._headers_to_remove(request, taken, headers, removal[0]),
+            query_to_remove=removal[1],
             route=name,
             mode=taken.mode if taken is not None else "",
             shadows=tuple(shadows),
@@ -359,13 +372,32 @@ class Decider:
             issuer=error.issuer,
         )
 
+    def _unchecked(
+        self, request: RequestView, route: Route | None, run: Run, *, refuse: bool = True
+    ) -> Removal:
+        """What the allow removes because authz did not check it (unchecked.py)."""
+        overrides = self._config.method_overrides
+        return unchecked(
+            request,
+            credential_verified=run.token is not None,
+            credentials=route.unverified_credentials if route is not None else "remove",
+            method_overrides=overrides if refuse or overrides != "refuse" else "remove",
+        )
+
     def _headers_to_remove(
-        self, request: RequestView, route: Route | None, headers: tuple[tuple[str, str], ...]
+        self,
+        request: RequestView,
+        route: Route | None,
+        headers: tuple[tuple[str, str], ...],
+        unchecked_headers: tuple[str, ...] = (),
     ) -> tuple[str, ...]:
         plan = route.identity if route is not None else None
-        return headers_to_remove(
+        removed = headers_to_remove(
             plan, request.headers, headers, namespace=self._namespace, names=self._identity_names
         )
+        if not unchecked_headers:
+            return removed
+        return tuple(sorted(set(removed).union(unchecked_headers)))
 
     @staticmethod
     def _deny(error: AuthzError, run: Run, match: Match | None, shadows: list[Unenforced]) -> Deny:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from authz.check.claims import claim_value
 from authz.check.hosts import normalize_host
@@ -202,6 +202,7 @@ class Route:
     params: tuple[str, ...] = ()
     context_extensions: tuple[tuple[str, str], ...] = ()
     index: int = -1  # position in routes[], -1 for the implicit route
+    unverified_credentials: Literal["remove", "forward"] = "remove"
 
     def mismatch(
         self, host: str, method: str, path: str, extensions: Mapping[str, str]
@@ -344,6 +345,7 @@ def _compile_route(index: int, route: RouteConfig, config: Config) -> Route:
         segments=segments,
         params=params,
         context_extensions=tuple(sorted((match.context_extensions or {}).items())),
+        unverified_credentials=route.unverified_credentials,
     )
 
 

@@ -43,6 +43,7 @@ class AllowParts(NamedTuple):
     headers_to_set: tuple[tuple[str, str], ...]
     headers_to_remove: tuple[str, ...]
     metadata: _Metadata
+    query_to_remove: tuple[str, ...] = ()
 
 
 class DenyParts(NamedTuple):
@@ -54,7 +55,7 @@ class DenyParts(NamedTuple):
 
 
 # What a response holds, as plain values. Equal parts make equal bytes, so the
-# parts are the key of the encoded answers (an allow's three fields can never
+# parts are the key of the encoded answers (an allow's four fields can never
 # equal a deny's five).
 Parts = AllowParts | DenyParts
 
@@ -67,7 +68,12 @@ def parts(decision: Decision, realm: str) -> Parts:
     """Everything the response for ``decision`` says, as a hashable tuple."""
     metadata = _metadata(decision)
     if isinstance(decision, Allow):
-        return AllowParts(decision.headers_to_set, decision.headers_to_remove, metadata)
+        return AllowParts(
+            decision.headers_to_set,
+            decision.headers_to_remove,
+            metadata,
+            decision.query_to_remove,
+        )
     error = decision.error
     headers = [("content-type", "application/json"), ("cache-control", "no-store")]
     challenge = www_authenticate(error, realm)
@@ -114,6 +120,7 @@ def _message(parts: Parts) -> external_auth_pb2.CheckResponse:
             ok_response=external_auth_pb2.OkHttpResponse(
                 headers=[_identity_header(name, value) for name, value in parts.headers_to_set],
                 headers_to_remove=parts.headers_to_remove,
+                query_parameters_to_remove=parts.query_to_remove,
             ),
             dynamic_metadata=metadata,
         )

@@ -331,6 +331,9 @@ class Config(Model):
     # Report every decision, enforce none: a deny is answered as an allow that
     # records the deny it would have been (see decision.py). Never a default.
     dry_run: bool = False
+    # X-HTTP-Method-Override and kin, and ?_method= (check/unchecked.py): taken
+    # off an allowed request, a reason to deny it, or passed on.
+    method_overrides: Literal["remove", "refuse", "forward"] = "remove"
     # How often the config and revocation files are checked for changes; 0: never.
     watch_interval_seconds: float = Field(default=2.0, ge=0, le=3600)
     # The directory of the file, to resolve relative key paths; not a YAML key.

@@ -178,6 +178,9 @@ class RouteConfig(Model):
     requirements: RequirementConfig | None = None
     roles_claim: ClaimPath | None = None
     identity: RouteIdentityConfig | None = None
+    # An Authorization header or access_token query parameter authz did not
+    # verify (public routes, optional ones without a token): removed, or passed on.
+    unverified_credentials: Literal["remove", "forward"] = "remove"
 
     @model_validator(mode="after")
     def _check(self) -> RouteConfig:

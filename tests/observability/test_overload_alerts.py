@@ -70,9 +70,7 @@ def test_a_saturated_gateway_raises_the_latency_alerts_and_counts_every_check(
 ) -> None:
     private_pem, jwks_file = write_keypair(tmp_path / "keys", "ES256", KID)
     config = tmp_path / "authz.yaml"
-    config.write_text(
-        yaml.safe_dump(_config(jwks_file, tmp_path / "audit.jsonl"), sort_keys=False)
-    )
+    config.write_text(yaml.safe_dump(_config(jwks_file, tmp_path / "audit.jsonl"), sort_keys=False))
     token = mint(load_private(private_pem), "ES256", claims_for("alice", ISSUER, AUDIENCE), KID)
     with Stack(tmp_path / "stack", config) as stack:
         metrics_address = stack.authz.logged("metrics_address")

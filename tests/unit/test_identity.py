@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import pytest
@@ -28,7 +28,9 @@ WIDE = IdentityConfig(
 )
 
 
-def _one(claims: dict[str, Any], claim: str, encoding: str = "refuse") -> dict[str, str]:
+def _one(
+    claims: dict[str, Any], claim: str, encoding: Literal["percent", "refuse"] = "refuse"
+) -> dict[str, str]:
     config = IdentityConfig(headers={"x-auth-value": claim}, encoding=encoding)
     return dict(identity_headers(claims, config))
 
@@ -465,7 +467,9 @@ def test_refusing_refuses_a_single_value_holding_a_comma() -> None:
 
 @pytest.mark.parametrize("encoding", ["percent", "refuse"])
 @pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), [1, float("inf")]])
-def test_numbers_that_are_not_finite_are_refused(value: Any, encoding: str) -> None:
+def test_numbers_that_are_not_finite_are_refused(
+    value: Any, encoding: Literal["percent", "refuse"]
+) -> None:
     with pytest.raises(ClaimInvalid) as info:
         _one({"tenant": value}, "tenant", encoding)
     assert "too large" in info.value.detail
