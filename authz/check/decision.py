@@ -353,12 +353,8 @@ class Decider:
                 headers = ()
         run.note(Phase.DRY_RUN, "info", f"would deny {error.status} {error.reason}; allowed")
         name = taken.name if taken is not None else ""
-        try:
-            # As for any allow, except that a refusal is only reported: nothing
-            # unchecked goes upstream (a refused one is removed where it can be).
-            removal = self._unchecked(request, taken, run)
-        except AuthzError:
-            removal = self._unchecked(request, taken, run, refuse=False)
+        # As for any allow, except that nothing is refused: what can be removed is.
+        removal = self._unchecked(request, taken, run, refuse=False)
         return Allow(
             token=token,
             token_fingerprint=run.token_fingerprint,
@@ -376,12 +372,12 @@ class Decider:
         self, request: RequestView, route: Route | None, run: Run, *, refuse: bool = True
     ) -> Removal:
         """What the allow removes because authz did not check it (unchecked.py)."""
-        overrides = self._config.method_overrides
         return unchecked(
             request,
             credential_verified=run.token is not None,
             credentials=route.unverified_credentials if route is not None else "remove",
-            method_overrides=overrides if refuse or overrides != "refuse" else "remove",
+            method_overrides=self._config.method_overrides,
+            refuse=refuse,
         )
 
     def _headers_to_remove(

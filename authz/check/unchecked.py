@@ -52,9 +52,13 @@ def unchecked(
     credential_verified: bool,
     credentials: Literal["remove", "forward"],
     method_overrides: Literal["remove", "refuse", "forward"],
+    refuse: bool = True,
 ) -> Removal:
     """(headers, query parameters) an allow of ``request`` removes; InvalidRequest
-    for what cannot be removed and must not pass."""
+    for what cannot be removed and must not pass. ``refuse=False`` (a dry run's
+    allow): never raise, remove what can be removed."""
+    if not refuse and method_overrides == "refuse":
+        method_overrides = "remove"
     headers: list[str] = []
     names: list[str] = []
     if credentials == "remove" and not credential_verified and request.header("authorization"):
@@ -66,13 +70,13 @@ def unchecked(
         headers.extend(sent)
     query = request.path.partition("?")[2]
     if query and ("_" in query or "%" in query):  # neither name without "_" or an escape
-        names = _query_names(query, credentials, method_overrides)
+        names = _query_names(query, credentials, method_overrides, refuse)
     if not headers and not names:
         return _NOTHING
     return tuple(headers), tuple(names)
 
 
-def _query_names(query: str, credentials: str, method_overrides: str) -> list[str]:
+def _query_names(query: str, credentials: str, method_overrides: str, refuse: bool) -> list[str]:
     names: list[str] = []
     for part in query.split("&"):
         # Servers that also split at ";" read a name there; Envoy does not.
@@ -86,6 +90,8 @@ def _query_names(query: str, credentials: str, method_overrides: str) -> list[st
             policy = credentials if kind == _TOKEN else method_overrides
             if policy == "forward":
                 continue
+            if len(pieces) > 1 and not refuse:
+                continue  # cannot be removed; only a dry run lets it through
             if policy == "refuse" or len(pieces) > 1:
                 what = "a token in the URL" if kind == _TOKEN else "a method override"
                 raise InvalidRequest(f"{what} (query parameter {decoded!r}) is not accepted")

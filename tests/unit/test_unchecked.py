@@ -78,3 +78,15 @@ def test_method_override_headers_are_removed_or_refused(header: str) -> None:
 def test_a_method_override_query_parameter_is_refused_when_refusing() -> None:
     with pytest.raises(InvalidRequest):
         _removed(_request("/orders/1?_method=DELETE"), overrides="refuse")
+
+
+def test_a_dry_run_refuses_nothing_and_removes_what_it_can() -> None:
+    request = _request("/docs?a=1;access_token=x&_method=PUT", x_http_method="DELETE")
+    removal = unchecked(
+        request,
+        credential_verified=False,
+        credentials="remove",
+        method_overrides="refuse",
+        refuse=False,
+    )
+    assert removal == (("x-http-method",), ("_method",))
