@@ -21,8 +21,8 @@ that verified and is not revoked. An answer of 503 (authz could not decide)
 is never turned into an allow, in a dry run or by a shadow route, and neither
 is a 431 ``request_too_large`` (Envoy would refuse that allow itself).
 
-A decision is an ``Allow`` or a ``Deny(error)``: a deny's status, reason and
-detail are its error's. The phases themselves are in phases.py; here they run
+A decision is one ``Decision`` (result.py): an allow, or a deny whose status,
+reason and detail are its error's. The phases themselves are in phases.py; here they run
 in order. ``decide`` can record every phase into a trace for ``authz
 explain``: the same code decides for the service and explains for the operator.
 """
@@ -32,8 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from authz.check.header_budget import check_header_budget
 from authz.check.identity import headers_to_remove
@@ -51,6 +50,7 @@ from authz.check.phases import (
 )
 from authz.check.policy import Match, Policy, Route
 from authz.check.request import RequestView
+from authz.check.result import DRY_RUN, Decision, Unenforced
 from authz.check.revocation import RevocationList
 from authz.check.unchecked import Removal, unchecked
 from authz.check.verify import VerifiedToken
@@ -59,10 +59,8 @@ from authz.errors import AuthzError, Forbidden, InternalError, RequestTooLarge, 
 
 __all__ = [
     "DRY_RUN",
-    "Allow",
     "Decider",
     "Decision",
-    "Deny",
     "Refetch",
     "Step",
     "TokenVerifier",
@@ -70,98 +68,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# The reason of a dry run's allow in place of a deny.
-DRY_RUN = "dry_run"
-
-
-@dataclass(frozen=True, slots=True)
-class Unenforced:
-    """An outcome that was evaluated and reported but did not decide the answer:
-    a shadow route's (allow or deny), or the deny a dry run let through."""
-
-    route: str
-    allowed: bool
-    status: int
-    reason: str
-    detail: str = ""
-
-    @property
-    def would(self) -> str:
-        return "allow" if self.allowed else "deny"
-
-
-# Not slotted: a slotted frozen dataclass answers an assignment to a class
-# attribute (allowed, status …) with a TypeError, not FrozenInstanceError.
-@dataclass(frozen=True, kw_only=True)
-class _Decided:
-    """What every decision reports, whichever way it went."""
-
-    # The token, once verified; a deny after verification (revoked, 403) keeps it.
-    token: VerifiedToken | None = None
-    token_fingerprint: str = ""
-    # The route that decided ("" when the configuration has no routes, or none matched).
-    route: str = ""
-    mode: str = ""
-    # What each shadow route that took the request would have decided, in order.
-    shadows: tuple[Unenforced, ...] = ()
-    # The configured issuer the token named, also when it failed to verify
-    # ("" when no configured issuer was named): a bounded label.
-    issuer: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.issuer and self.token is not None:
-            object.__setattr__(self, "issuer", self.token.issuer)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Allow(_Decided):
-    headers_to_set: tuple[tuple[str, str], ...] = ()
-    headers_to_remove: tuple[str, ...] = ()
-    # Query parameters Envoy removes (by decoded name): what authz did not check.
-    query_to_remove: tuple[str, ...] = ()
-    # A dry run's allow in place of a deny: the deny it would have been.
-    dry_run: Unenforced | None = None
-
-    # What a deny reads from its error, fixed for an allow: code that logs,
-    # counts or answers either kind reads the same attributes.
-    allowed: ClassVar[bool] = True
-    status: ClassVar[int] = 200
-    detail: ClassVar[str] = ""
-    error: ClassVar[AuthzError | None] = None
-
-    @property
-    def reason(self) -> str:
-        return "allowed" if self.dry_run is None else DRY_RUN
-
-
-@dataclass(frozen=True)
-class Deny(_Decided):
-    """A deny: its status, reason and detail are ``error``'s."""
-
-    error: AuthzError
-
-    allowed: ClassVar[bool] = False
-    # What an allow carries and a deny never does, for code that reads either.
-    headers_to_set: ClassVar[tuple[tuple[str, str], ...]] = ()
-    headers_to_remove: ClassVar[tuple[str, ...]] = ()
-    query_to_remove: ClassVar[tuple[str, ...]] = ()
-    dry_run: ClassVar[Unenforced | None] = None
-
-    @property
-    def status(self) -> int:
-        return self.error.status
-
-    @property
-    def reason(self) -> str:
-        return self.error.reason
-
-    @property
-    def detail(self) -> str:
-        return self.error.detail
-
-
-Decision = Allow | Deny
 
 
 class TokenVerifier(Protocol):
@@ -239,7 +145,7 @@ class Decider:
             run.failed(exc)
             return self._deny(InternalError(f"{type(exc).__name__}"), run, match, shadows)
         run.note(Phase.IDENTITY, "ok", f"{len(headers)} header(s) to set")
-        return Allow(
+        return Decision.allow(
             token=run.token,
             token_fingerprint=run.token_fingerprint,
             headers_to_set=headers,
@@ -338,7 +244,7 @@ class Decider:
         error: AuthzError,
         run: Run,
         shadows: list[Unenforced],
-    ) -> Allow:
+    ) -> Decision:
         taken = match.route if match is not None else None
         token = run.token
         headers: tuple[tuple[str, str], ...] = ()
@@ -355,7 +261,7 @@ class Decider:
         name = taken.name if taken is not None else ""
         # As for any allow, except that nothing is refused: what can be removed is.
         removal = self._unchecked(request, taken, run, refuse=False)
-        return Allow(
+        return Decision.allow(
             token=token,
             token_fingerprint=run.token_fingerprint,
             headers_to_set=headers,
@@ -396,8 +302,10 @@ class Decider:
         return tuple(sorted(set(removed).union(unchecked_headers)))
 
     @staticmethod
-    def _deny(error: AuthzError, run: Run, match: Match | None, shadows: list[Unenforced]) -> Deny:
-        return Deny(
+    def _deny(
+        error: AuthzError, run: Run, match: Match | None, shadows: list[Unenforced]
+    ) -> Decision:
+        return Decision.deny(
             error,
             # A token that verified (then was revoked or lacked a requirement)
             # names who was denied, for logs and access logs.

@@ -17,7 +17,7 @@ from google.rpc import code_pb2, status_pb2
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz._proto.envoy.type.v3 import http_status_pb2
-from authz.check.decision import Allow, Decision
+from authz.check.decision import Decision
 from authz.errors import AuthzError, Forbidden
 from authz.memo import BoundedMemo
 
@@ -67,14 +67,14 @@ def build(decision: Decision, realm: str) -> external_auth_pb2.CheckResponse:
 def parts(decision: Decision, realm: str) -> Parts:
     """Everything the response for ``decision`` says, as a hashable tuple."""
     metadata = _metadata(decision)
-    if isinstance(decision, Allow):
+    error = decision.error
+    if error is None:
         return AllowParts(
             decision.headers_to_set,
             decision.headers_to_remove,
             metadata,
             decision.query_to_remove,
         )
-    error = decision.error
     headers = [("content-type", "application/json"), ("cache-control", "no-store")]
     challenge = www_authenticate(error, realm)
     if challenge:

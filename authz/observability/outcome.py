@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from authz.check.decision import Decision, Deny
+from authz.check.decision import Decision
 from authz.check.request import RequestView
 from authz.errors import AuditUnavailable
 from authz.observability.audit_record import decision_record, redact
@@ -62,7 +62,7 @@ class Answer:
 def audit_unavailable(decision: Decision) -> Decision:
     """The 503 that stands in for ``decision`` when its record was not written."""
     error = AuditUnavailable("the decision's audit record could not be written")
-    return Deny(
+    return Decision.deny(
         error,
         token=decision.token,
         token_fingerprint=decision.token_fingerprint,

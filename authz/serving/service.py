@@ -28,7 +28,7 @@ import grpc
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz.check import response
-from authz.check.decision import Decision, Deny
+from authz.check.decision import Decision
 from authz.check.request import RequestView, view
 from authz.errors import InternalError, InvalidRequest
 from authz.keys.waiting import LoopBridge
@@ -130,7 +130,7 @@ class AuthorizationService:
         except Exception:
             # A bug, never a traceback to Envoy: fail closed with a plain 503.
             log.exception("cannot build the answer to a Check; answering 503")
-            return self._encode(Deny(InternalError("answer")), runtime.config.realm)
+            return self._encode(Decision.deny(InternalError("answer")), runtime.config.realm)
 
     def _unserved(self, ticket: Ticket) -> None:
         """A Check gRPC read but ended before a worker reached it: the client got
@@ -196,7 +196,7 @@ def _unreadable(exc: Exception) -> Decision:
         if isinstance(exc, UnicodeError | ValueError)
         else InternalError(type(exc).__name__)
     )
-    return Deny(error)
+    return Decision.deny(error)
 
 
 def _late(context: Context) -> str | None:

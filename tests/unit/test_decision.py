@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -10,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authz.check.decision import Decider, Decision, Deny
+from authz.check.decision import Decider, Decision
 from authz.check.request import RequestView
 from authz.check.revocation import RevocationList
 from authz.check.verify import VerifiedToken, Verifier, fingerprint
@@ -295,6 +296,8 @@ def test_unexpected_exception_is_a_503_deny(
 
 def test_decision_is_immutable(decider: Decider) -> None:
     decision = _decide(decider, _request())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decision.error = None  # type: ignore[misc]
     with pytest.raises(AttributeError):
         decision.allowed = True  # type: ignore[misc]
 
@@ -309,7 +312,7 @@ def test_deny_never_carries_the_token_text(env: Env, decider: Decider, clock: Fa
 
 
 def test_default_decision_fields() -> None:
-    decision = Deny(MissingCredentials())
+    decision = Decision.deny(MissingCredentials())
     assert decision.headers_to_set == ()
     assert decision.headers_to_remove == ()
     assert decision.token_fingerprint == ""

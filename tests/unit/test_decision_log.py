@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from authz.check.decision import Allow, Deny, Unenforced
+from authz.check.decision import Decision, Unenforced
 from authz.check.request import RequestView
 from authz.check.verify import VerifiedToken
 from authz.errors import MissingCredentials, NoRoute
@@ -17,7 +17,7 @@ TOKEN_FP = "0123456789abcdef"
 REQUEST = RequestView(
     method="GET", path="/orders/1", headers={"x-request-id": ("req-7",)}, host="api"
 )
-DENY = Deny(
+DENY = Decision.deny(
     MissingCredentials("no Authorization header"),
     route="orders",
     token_fingerprint=TOKEN_FP,
@@ -59,7 +59,7 @@ def test_a_deny_is_one_line_with_its_fields(clock: Clock, caplog: pytest.LogCapt
 def test_would_be_denies_have_lines_of_their_own(
     clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    allow = Allow(
+    allow = Decision.allow(
         route="orders",
         shadows=(
             Unenforced("admin", False, 403, "role_missing", "missing role admin"),
@@ -83,7 +83,7 @@ def test_an_allow_is_debug_only(clock: Clock, caplog: pytest.LogCaptureFixture) 
     token = VerifiedToken(
         issuer="https://idp", subject="alice", claims={}, kid=None, algorithm="RS256"
     )
-    allow = Allow(token=token, token_fingerprint=TOKEN_FP)
+    allow = Decision.allow(token=token, token_fingerprint=TOKEN_FP)
     log = DecisionLog(clock=clock)
     with caplog.at_level(logging.INFO, logger="authz.check.decision"):
         log.decision(allow, REQUEST)
@@ -139,7 +139,7 @@ def test_lines_a_level_hides_spend_nothing(clock: Clock, caplog: pytest.LogCaptu
 
 
 def test_a_late_answer_is_a_warning(clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
-    denied = Deny(NoRoute("x"))
+    denied = Decision.deny(NoRoute("x"))
     with caplog.at_level(logging.INFO, logger="authz.check.decision"):
         DecisionLog(clock=clock).late("deadline_exceeded", denied, REQUEST)
     (record,) = caplog.records

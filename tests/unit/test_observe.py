@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import INVALID_SPAN, StatusCode
 
-from authz.check.decision import Allow, Decision, Deny, Unenforced
+from authz.check.decision import Decision, Unenforced
 from authz.check.request import RequestView
 from authz.config.loader import parse_config
 from authz.errors import InternalError, MissingCredentials
@@ -55,7 +55,7 @@ class BrokenMetrics(Metrics):
 
 def deny(error: Exception) -> Decision:
     assert isinstance(error, MissingCredentials | InternalError)
-    return Deny(error)
+    return Decision.deny(error)
 
 
 @pytest.fixture
@@ -188,7 +188,7 @@ def test_a_shadow_would_be_deny_is_in_the_span_the_record_and_the_metric(
     reader = meter.reader
     observed = observability(spans, sink, meter.metrics)
     check = observed.begin(PARENT)
-    decision = Deny(
+    decision = Decision.deny(
         MissingCredentials(),
         route="orders",
         shadows=(SHADOW,),
@@ -240,9 +240,9 @@ def test_a_dry_run_counts_every_decision_as_a_would_be_outcome(
     config = parse_config(DRY_RUN_CONFIG)
     recording = Recording.of(config)
     would = Unenforced("orders", False, 401, "token_expired", "expired")
-    allowed = Allow(route="orders")
+    allowed = Decision.allow(route="orders")
     for decision in (
-        Allow(route="orders", dry_run=would),
+        Decision.allow(route="orders", dry_run=would),
         allowed,
     ):
         observed.finish(observed.begin(PARENT), REQUEST, decision, recording=recording)
@@ -297,7 +297,7 @@ def test_a_record_no_sink_took_is_answered_per_on_sink_failure(
             DRY_RUN_CONFIG.replace("dry_run: true", f"audit: {{on_sink_failure: {policy}}}")
         )
     )
-    allow = Allow(route="orders")
+    allow = Decision.allow(route="orders")
     final = observed.finish(observed.begin(PARENT), REQUEST, allow, recording=recording)
     assert final is not None
     assert ("allow" if final.allowed else "deny", final.status, final.reason) == answered
@@ -377,7 +377,7 @@ def test_a_decision_made_too_late_is_recorded_as_late_with_the_undelivered_answe
     recording = Recording.of(
         parse_config(DRY_RUN_CONFIG.replace("dry_run: true", "audit: {late_status: 504}"))
     )
-    allow = Allow(route="orders")
+    allow = Decision.allow(route="orders")
     observed.finish(
         observed.begin(PARENT), REQUEST, allow, late="deadline_exceeded", recording=recording
     )

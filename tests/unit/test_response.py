@@ -12,7 +12,7 @@ from google.protobuf import json_format
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-from authz.check.decision import Allow, Decider, Decision, Deny, Unenforced
+from authz.check.decision import Decider, Decision, Unenforced
 from authz.check.request import RequestView
 from authz.check.response import AllowParts, DenyParts, Encoded, build, parts, www_authenticate
 from authz.check.verify import VerifiedToken, Verifier
@@ -52,7 +52,7 @@ def _allow(
     token = VerifiedToken(
         issuer=ISS, subject=subject, claims={"sub": subject}, kid="k1", algorithm="RS256"
     )
-    return Allow(
+    return Decision.allow(
         token=token,
         token_fingerprint="0123456789abcdef",
         headers_to_set=headers_to_set,
@@ -61,7 +61,7 @@ def _allow(
 
 
 def _deny(error: AuthzError, fingerprint: str = "") -> Decision:
-    return Deny(error, token_fingerprint=fingerprint)
+    return Decision.deny(error, token_fingerprint=fingerprint)
 
 
 def _headers(options: Any) -> dict[str, str]:
@@ -359,7 +359,7 @@ def test_revoked_token_is_invalid_token() -> None:
 
 
 def test_route_and_shadow_metadata() -> None:
-    decision = Allow(
+    decision = Decision.allow(
         route="reports",
         mode="protected",
         shadows=(
@@ -379,7 +379,7 @@ def test_route_and_shadow_metadata() -> None:
 
 
 def test_dry_run_metadata() -> None:
-    decision = Allow(
+    decision = Decision.allow(
         route="orders",
         mode="protected",
         dry_run=Unenforced("orders", False, 401, "missing_token"),
@@ -394,7 +394,7 @@ def test_dry_run_metadata() -> None:
 
 def test_deny_after_verification_names_the_subject() -> None:
     token = VerifiedToken(issuer=ISS, subject="alice", claims={}, kid="k1", algorithm="RS256")
-    decision = Deny(
+    decision = Decision.deny(
         Forbidden("missing scope x", scope="x"),
         token=token,
         route="orders",
