@@ -125,6 +125,8 @@ class Run:
 
     @property
     def token_fingerprint(self) -> str:
+        if self.token is not None and self.token.fingerprint:
+            return self.token.fingerprint  # from verification's digest: no second hash
         return fingerprint(self.token_text) if self.token_text else ""
 
 

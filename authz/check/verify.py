@@ -90,6 +90,8 @@ class VerifiedToken:
     algorithm: str
     # What routes derived from this token, kept as long as the token is cached.
     derived: Derived = field(default_factory=Derived, compare=False, repr=False)
+    # fingerprint() of the token text, from the one digest verification takes.
+    fingerprint: str = field(default="", compare=False)
 
 
 def fingerprint(token: str) -> str:
@@ -130,17 +132,18 @@ class Verifier:
     def verify(self, token: str) -> VerifiedToken:
         """Verify ``token`` or raise an AuthzError; nothing else ever escapes."""
         try:
+            # The one hash of the token per Check: the cache key and the fingerprint.
+            key = digest(token)
             cache = self._cache
             if cache is None:
-                return self._verify(token)[0]
-            key = digest(token)
+                return self._verify(token, key)[0]
             cached = cache.get(key)
             if cached is not None:
                 if self._still_valid(cached):
                     key_events.key_cache(cached.token.issuer, True)
                     return cached.token
                 cache.discard(key)
-            verified, used_key, valid_until = self._verify(token)
+            verified, used_key, valid_until = self._verify(token, key)
             cache.put(key, CachedToken(verified, valid_until, used_key))
             key_events.key_cache(verified.issuer, False)
             return verified
@@ -166,7 +169,9 @@ class Verifier:
         candidates = [key for key in keys.all() if token.algorithm in key.algorithms]
         return len(candidates) == 1 and candidates[0] is cached.key
 
-    def _verify(self, token: str) -> tuple[VerifiedToken, VerificationKey, float]:
+    def _verify(
+        self, token: str, token_digest: bytes
+    ) -> tuple[VerifiedToken, VerificationKey, float]:
         if len(token) > self._max_bytes:
             raise TokenTooLarge(f"token is {len(token)} bytes; the limit is {self._max_bytes}")
         parts = token.split(".")
@@ -198,7 +203,13 @@ class Verifier:
             raise UnknownIssuer("iss is not a configured issuer")
         try:
             return self._verify_for(
-                issuer, token, parts, header=header, payload=payload, signature=signature
+                issuer,
+                token,
+                parts,
+                header=header,
+                payload=payload,
+                signature=signature,
+                token_digest=token_digest,
             )
         except AuthzError as error:
             error.issuer = issuer.issuer
@@ -213,6 +224,7 @@ class Verifier:
         header: dict[str, Any],
         payload: dict[str, Any],
         signature: bytes,
+        token_digest: bytes,
     ) -> tuple[VerifiedToken, VerificationKey, float]:
         algorithm = header["alg"]
         kid = header.get("kid")
@@ -233,7 +245,12 @@ class Verifier:
         if payload.get("jti") is not None and not isinstance(payload["jti"], str):
             raise ClaimInvalid("jti claim is not a string")
         verified = VerifiedToken(
-            issuer=issuer.issuer, subject=subject, claims=payload, kid=kid, algorithm=algorithm
+            issuer=issuer.issuer,
+            subject=subject,
+            claims=payload,
+            kid=kid,
+            algorithm=algorithm,
+            fingerprint=token_digest.hex()[:16],
         )
         return verified, key, expires + issuer.leeway
 

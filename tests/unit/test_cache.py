@@ -11,7 +11,7 @@ from authz.check.cache import CachedToken, VerifiedCache, digest
 from authz.check.decision import Decider
 from authz.check.request import RequestView
 from authz.check.revocation import RevocationList
-from authz.check.verify import Verifier
+from authz.check.verify import Verifier, fingerprint
 from authz.config.loader import parse_config
 from authz.config.models import Config
 from authz.dev.keys import PrivateKey, generate, public_jwk
@@ -172,3 +172,11 @@ def test_revocation_still_applies_to_a_cached_token(signer: PrivateKey, tmp_path
     decision = decider.decide(request)
     assert not decision.allowed
     assert decision.reason == "token_revoked"
+
+
+def test_a_verified_token_carries_its_fingerprint_from_the_one_digest(signer: PrivateKey) -> None:
+    # The cache key's digest gives the fingerprint too: one hash per Check.
+    token = _token(signer)
+    verified = Verifier(_config(), Keys((signer, "k1")), FakeClock(NOW)).verify(token)
+    assert verified.fingerprint == fingerprint(token)
+    assert verified.fingerprint == digest(token).hex()[:16]
