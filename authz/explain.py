@@ -18,7 +18,6 @@ import base64
 import binascii
 import json
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -77,9 +76,8 @@ def explain(
     if request.context_extensions:
         extensions = ", ".join(f"{k}={v}" for k, v in sorted(request.context_extensions.items()))
         _line(out, "", f"context_extensions: {extensions}")
-    routes = {route.name: route for route in runtime.decider.policy.routes}
     for step in trace:
-        _print_step(out, step, routes=routes, decision=decision, keys=runtime.keys, now=now)
+        _print_step(out, step, decision=decision, keys=runtime.keys, now=now)
         if step.phase is Phase.TOKEN and step.outcome == "fail":
             _print_unverified(out, request, now)
     _print_answer(out, decision, config)
@@ -90,19 +88,14 @@ def _print_step(
     out: TextIO,
     step: Step,
     *,
-    routes: Mapping[str, Any],
     decision: Decision,
     keys: KeySource,
     now: float,
 ) -> None:
     outcome = {"ok": "ok", "fail": "FAIL", "skip": "skip", "info": "note"}[step.outcome]
     text = step.text
-    if step.phase is Phase.ROUTE and step.outcome == "skip":
-        name, _, rest = text.partition(": ")
-        condition = rest.split(" ", 1)[0]
-        route = routes.get(name)
-        if route is not None:
-            text = f"{text} (route: {route.describe(condition)})"
+    if step.skipped is not None and step.condition:
+        text = f"{text} (route: {step.skipped.describe(step.condition)})"
     _line(out, step.phase, f"{outcome:<5} {text}".rstrip())
     if step.check is not None:
         # The root is the route's implicit "all of": its parts read better flat.

@@ -26,6 +26,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 from authz.check import steps
 from authz.check.credentials import bearer
@@ -39,6 +40,7 @@ from authz.errors import AuthzError, Forbidden, MissingCredentials, RequestTooLa
 
 __all__ = [
     "Memo",
+    "Outcome",
     "Phase",
     "Run",
     "Step",
@@ -88,14 +90,21 @@ _EVENTS: dict[Phase, str] = {
 }
 
 
+# How a phase (or a note) went, as ``authz explain`` marks its line.
+Outcome = Literal["ok", "fail", "skip", "info"]
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One line of a decision's trace, as ``authz explain`` prints it."""
 
     phase: Phase
-    outcome: str  # "ok", "fail", "skip" or "info"
+    outcome: Outcome
     text: str
     check: Check | None = None
+    # A route the request skipped, and the condition it failed ("host", "path" …).
+    skipped: Route | None = None
+    condition: str = ""
 
 
 class Run:
@@ -110,7 +119,7 @@ class Run:
         self.token_text = ""
         self.token: VerifiedToken | None = None
 
-    def note(self, phase: Phase, outcome: str, text: str) -> None:
+    def note(self, phase: Phase, outcome: Outcome, text: str) -> None:
         if self.trace is not None:
             self.trace.append(Step(phase, outcome, text))
 
@@ -159,8 +168,12 @@ def match_route(policy: Policy, request: RequestView, run: Run) -> Match:
     try:
         match = policy.match(request, skipped)
     finally:
-        for passed, condition in skipped or ():
-            run.note(Phase.ROUTE, "skip", f"{passed.name}: {condition} does not match")
+        if run.trace is not None:
+            for passed, condition in skipped or ():
+                text = f"{passed.name}: {condition} does not match"
+                run.trace.append(
+                    Step(Phase.ROUTE, "skip", text, skipped=passed, condition=condition)
+                )
     if run.trace is not None:
         name = match.route.name or "(no routes configured: every request is protected)"
         shadow = ", shadow" if match.route.shadow else ""

@@ -8,7 +8,7 @@ attributes and the audit record, so that both say the same thing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
@@ -38,7 +38,11 @@ from authz.observability.tracing import (
     ATTR_UNDELIVERED_STATUS,
 )
 
-__all__ = ["Answer", "audit_unavailable", "check_record", "end_span"]
+__all__ = ["Answer", "AnswerKind", "audit_unavailable", "check_record", "end_span"]
+
+
+# allow | deny: authz's answer reached the client; late: Envoy's error did.
+AnswerKind = Literal["allow", "deny", "late"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +50,7 @@ class Answer:
     """What the client got for one Check: authz's allow or deny, or ``late``:
     Envoy's own error status, because it had stopped waiting for authz."""
 
-    decision: str  # allow | deny | late
+    decision: AnswerKind
     status: int
     reason: str
 
