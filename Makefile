@@ -99,6 +99,7 @@ bench-check: setup
 	$(BIN)/python -m tests.bench.attribution
 	$(BIN)/python -m tests.bench.bench_check
 	$(BIN)/python -m tests.bench.verify_cost
+	$(BIN)/python -m tests.bench.shortcuts
 	$(BIN)/python -m tests.bench.pool_sweep --sizes $(POOL_SIZES)
 
 # The container image (Dockerfile); needs a container engine, not the venv.

@@ -75,7 +75,7 @@ class Phase(StrEnum):
         event = _EVENTS.get(self)
         if event is None:
             raise ValueError(f"{self.value!r} is a note, not recorded on the span")
-        return steps.step_for(event)
+        return steps.step(event)
 
 
 _EVENTS: dict[Phase, str] = {

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import repeat
 from operator import attrgetter
 
 from authz._proto.envoy.config.core.v3 import base_pb2
@@ -85,16 +84,6 @@ def _headers(
     """The headers, how many lines, and their bytes (names and values) as Envoy has them."""
     raw = http.header_map.headers
     if raw:
-        # One pass over the repeated field: each element read makes a message object.
-        keys, raw_values = zip(*map(_KEY_AND_RAW_VALUE, raw), strict=True)
-        names = list(map(str.lower, keys))
-        if all(raw_values) and all(map(str.isascii, keys)) and len(set(names)) == len(names):
-            # What Envoy sends for nearly every request (raw bytes, ASCII names, no
-            # repeats), read in C loops: the per-header loop below costs more than
-            # the rest of the view. Same result (a property test holds them equal).
-            values = map(bytes.decode, raw_values, repeat("utf-8"), repeat("replace"))
-            size = sum(map(len, keys)) + sum(map(len, raw_values))
-            return dict(zip(names, zip(values, strict=True), strict=True)), len(raw), size
         return each_header(raw)
     headers: dict[str, tuple[str, ...]] = {}
     size = 0

@@ -9,7 +9,7 @@ fraction of the cost of a span.
 
 This module needs only the OpenTelemetry *API*: when the current span is not
 recording (tracing off, or the trace not sampled) a step costs one context
-lookup and nothing is measured.
+lookup (under 1 µs) and nothing is measured.
 
 A failure that is not a deny records the exception's *type* only: exception
 messages from parsing libraries may quote their input, and the input here is
@@ -19,8 +19,6 @@ a credential.
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager
-from contextvars import ContextVar, Token
 from types import TracebackType
 
 from opentelemetry import trace
@@ -28,39 +26,9 @@ from opentelemetry.trace import Span
 
 from authz.errors import AuthzError
 
-__all__ = ["STEP_PREFIX", "step", "step_for", "unrecorded"]
+__all__ = ["STEP_PREFIX", "step"]
 
 STEP_PREFIX = "authz."
-
-# Set while a Check whose span is not recorded runs (the trace not sampled, or
-# tracing off): each step then costs one context variable read instead of a
-# lookup through OpenTelemetry's context API. Unset, a step asks OpenTelemetry.
-_UNRECORDED: ContextVar[bool] = ContextVar("authz_unrecorded_check", default=False)
-
-
-def unrecorded() -> Token[bool]:
-    """Mark the running task's Check as unrecorded; ``Token.var.reset`` ends it."""
-    return _UNRECORDED.set(True)
-
-
-class _Skip:
-    """The step of an unrecorded Check: nothing to measure, nothing to record."""
-
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-_SKIP = _Skip()
-
-
-def step_for(name: str) -> AbstractContextManager[None]:
-    """``step(name)``, or a shared no-op while the running Check is unrecorded."""
-    return _SKIP if _UNRECORDED.get() else step(name)
 
 
 class step:  # lower case: it reads like a function, ``with step("verify"):``
@@ -74,8 +42,6 @@ class step:  # lower case: it reads like a function, ``with step("verify"):``
         self._start = 0
 
     def __enter__(self) -> None:
-        if _UNRECORDED.get():
-            return
         span = trace.get_current_span()
         if span.is_recording():
             self._span = span

@@ -20,7 +20,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from contextvars import Token
 from pathlib import Path
 from types import TracebackType
 
@@ -30,7 +29,6 @@ from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
 
-from authz.check import steps
 from authz.check.decision import Decision
 from authz.check.request import RequestView
 from authz.config.models import Config
@@ -71,7 +69,7 @@ class CheckObservation:
     anything else (an interpreter exit) ends it as an error.
     """
 
-    __slots__ = ("_token", "_unrecorded", "ended", "parent_trace_id", "span", "started")
+    __slots__ = ("_token", "ended", "parent_trace_id", "span", "started")
 
     def __init__(
         self, span: Span, parent_trace_id: str | None = None, started: float | None = None
@@ -83,13 +81,10 @@ class CheckObservation:
         self.started = time.perf_counter() if started is None else started
         self.ended = False
         self._token: object | None = None
-        self._unrecorded: Token[bool] | None = None
 
     def __enter__(self) -> CheckObservation:
         if self.span.is_recording():
             self._token = otel_context.attach(trace.set_span_in_context(self.span))
-        else:
-            self._unrecorded = steps.unrecorded()
         return self
 
     def __exit__(
@@ -101,9 +96,6 @@ class CheckObservation:
         if self._token is not None:
             otel_context.detach(self._token)  # type: ignore[arg-type]
             self._token = None
-        if self._unrecorded is not None:
-            self._unrecorded.var.reset(self._unrecorded)
-            self._unrecorded = None
         if exc is not None and not isinstance(exc, Exception) and not self.ended:
             self.ended = True
             self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))

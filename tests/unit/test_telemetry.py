@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import TraceFlags
 
-from authz.check.steps import step, step_for, unrecorded
+from authz.check.steps import step
 from authz.config.observability import TelemetryConfig, TracingConfig
 from authz.errors import InternalError, TokenExpired
 from authz.observability.tracing import (
@@ -187,22 +187,6 @@ def test_steps_become_events_with_outcome_and_duration(recorder: Recorder) -> No
     assert recorded["authz.keys"]["authz.step.outcome"] == "error"
     assert recorded["authz.keys"]["exception.type"] == "ValueError"
     assert "eyJsecret" not in repr(recorded)  # never the exception's message
-
-
-def test_steps_of_an_unrecorded_check_skip_the_span_lookup(recorder: Recorder) -> None:
-    with recorder.tracer.start_as_current_span("check"):
-        assert isinstance(step_for("extract"), step)
-        marked = unrecorded()
-        # One shared no-op for every phase of an unrecorded Check.
-        assert step_for("extract") is step_for("verify")
-        with step("extract"), step_for("policy"):
-            pass
-        with pytest.raises(KeyError), step("verify"):
-            raise KeyError("still raised")
-        marked.var.reset(marked)
-        with step("identity"):
-            pass
-    assert set(recorder.events()) == {"authz.identity"}
 
 
 def test_a_step_outside_a_recording_span_does_nothing_and_hides_nothing() -> None:
