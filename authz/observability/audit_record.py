@@ -53,7 +53,7 @@ def decision_record(
     *,
     at: float,
     decision: str,
-    status: int,
+    status: int | None,
     reason: str,
     issuer: str | None,
     subject: str | None,

@@ -130,10 +130,16 @@ class DecisionLog:
     def late(self, reason: str, decision: Decision | None, request: RequestView | None) -> None:
         """A Check answered after Envoy stopped waiting (its client got Envoy's error)."""
         undelivered = None if decision is None else ("allow" if decision.allowed else "deny")
+        what = (
+            "answered at Envoy's deadline: the client got authz's "
+            f"{undelivered or 'answer'} or Envoy's error status, which is unknown"
+            if reason == "deadline_uncertain"
+            else "Envoy had stopped waiting; the client got Envoy's error status, not "
+            f"authz's {undelivered or 'answer'}"
+        )
         self._emit(
             logging.WARNING,
-            f"late ({reason}): Envoy had stopped waiting; the client got Envoy's error "
-            f"status, not authz's {undelivered or 'answer'}",
+            f"late ({reason}): {what}",
             _request_fields(request),
             late=reason,
             undelivered=None if decision is None else decision.reason,

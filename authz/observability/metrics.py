@@ -5,8 +5,8 @@ Instruments are OpenTelemetry's; where they go is configuration
 nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
 
 ====================================  =========  ==============================================
-``authz_decisions_total``             counter    decision (allow | deny | late), reason, issuer,
-                                                 route
+``authz_decisions_total``             counter    decision (allow | deny | late | unknown),
+                                                 reason, issuer, route
 ``authz_shadow_decisions_total``      counter    source (route | dry_run), route, would, reason
 ``authz_check_duration_seconds``      histogram  decision
 ``authz_audit_records_total``         counter    outcome (written | dropped), reason
@@ -132,6 +132,7 @@ def known_reasons() -> frozenset[str]:
     # "dry_run" is decision.DRY_RUN, written out (metrics stays below check/ in the
     # imports); the late reasons are the serving layer's (serving/service.py).
     reasons = {"allowed", "dry_run", "deadline_exceeded", "cancelled", "overloaded", "expired"}
+    reasons.add("deadline_uncertain")
     pending: list[type[AuthzError]] = [AuthzError]
     while pending:
         cls = pending.pop()
@@ -217,7 +218,7 @@ class Metrics:
         # is from a bounded set, and the memo is bounded all the same.
         self._decision_labels: dict[tuple[str, str, str | None, str], Attributes] = {}
         self._duration_attributes = {
-            decision: {"decision": decision} for decision in ("allow", "deny", "late")
+            decision: {"decision": decision} for decision in ("allow", "deny", "late", "unknown")
         }
         self._duration = meter.create_histogram(
             CHECK_DURATION,

@@ -38,11 +38,21 @@ from authz.observability.tracing import (
     ATTR_UNDELIVERED_STATUS,
 )
 
-__all__ = ["Answer", "AnswerKind", "audit_unavailable", "check_record", "end_span"]
+__all__ = [
+    "DEADLINE_UNCERTAIN",
+    "Answer",
+    "AnswerKind",
+    "audit_unavailable",
+    "check_record",
+    "end_span",
+]
 
 
-# allow | deny: authz's answer reached the client; late: Envoy's error did.
-AnswerKind = Literal["allow", "deny", "late"]
+# allow | deny: authz's answer reached the client; late: Envoy's error did;
+# unknown: authz answered at Envoy's deadline, and either may have.
+AnswerKind = Literal["allow", "deny", "late", "unknown"]
+# The late reason for an answer sent within the margin of Envoy's deadline.
+DEADLINE_UNCERTAIN = "deadline_uncertain"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +61,14 @@ class Answer:
     Envoy's own error status, because it had stopped waiting for authz."""
 
     decision: AnswerKind
-    status: int
+    status: int | None  # None when unknown
     reason: str
 
     @classmethod
     def of(cls, decision: Decision | None, late: str | None, late_status: int) -> Answer:
         """``late`` (a reason) when Envoy had stopped waiting, else the decision's."""
+        if late == DEADLINE_UNCERTAIN:
+            return cls("unknown", None, late)
         if late is not None:
             return cls("late", late_status, late)
         assert decision is not None
@@ -85,8 +97,9 @@ def end_span(
         attributes: dict[str, AttributeValue] = {
             ATTR_DECISION: answer.decision,
             ATTR_REASON: answer.reason,
-            ATTR_STATUS: answer.status,
         }
+        if answer.status is not None:
+            attributes[ATTR_STATUS] = answer.status
         if decision is not None:
             _decision_attributes(attributes, decision, answer)
         if request is not None:
@@ -95,7 +108,7 @@ def end_span(
         span.set_attributes(attributes)
         # A deny is the service working; failing to decide, or to decide in
         # time, is an error.
-        if answer.status >= 500 or answer.decision == "late":
+        if (answer.status or 0) >= 500 or answer.decision in ("late", "unknown"):
             span.set_status(Status(StatusCode.ERROR, answer.reason))
     span.end()
 
@@ -116,7 +129,7 @@ def check_record(
     jti = token.claims.get("jti") if token is not None else None
     trace_id, span_id = ids
     undelivered = None
-    if answer.decision == "late" and decision is not None:
+    if answer.decision in ("late", "unknown") and decision is not None:
         undelivered = {
             "decision": "allow" if decision.allowed else "deny",
             "status": decision.status,
@@ -159,7 +172,7 @@ def _decision_attributes(
             attributes[ATTR_KID] = redact(token.kid, 128)
     if decision.route:
         attributes[ATTR_ROUTE] = decision.route
-    if answer.decision == "late":
+    if answer.decision in ("late", "unknown"):
         attributes[ATTR_UNDELIVERED_DECISION] = "allow" if decision.allowed else "deny"
         attributes[ATTR_UNDELIVERED_STATUS] = decision.status
         attributes[ATTR_UNDELIVERED_REASON] = decision.reason

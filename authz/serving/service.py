@@ -33,6 +33,7 @@ from authz.check.request import RequestView, view
 from authz.errors import InternalError, InvalidRequest
 from authz.keys.waiting import LoopBridge
 from authz.observability.observe import CheckObservation, Observability
+from authz.observability.outcome import DEADLINE_UNCERTAIN
 from authz.runtime import Runtime
 from authz.serving.admission import Admission, Ticket
 
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 
 # Time kept back from Envoy's deadline to record, build and send the answer.
 _REPLY_MARGIN = 0.02
+# An answer sent this close to the deadline (as counted here) may or may not
+# beat Envoy's timer, which started a transit time earlier: its outcome is
+# unknown. Envoy's grpc-timeout has millisecond resolution; on one host or one
+# cluster network the transit is well under this.
+_UNCERTAIN = 0.005
 # A call that stopped this close to its deadline was Envoy's timeout: the
 # deadline here counts from when gRPC read the call, a transit time after
 # Envoy's clock started, so Envoy's reset can arrive just before it.
@@ -200,13 +206,21 @@ def _unreadable(exc: Exception) -> Decision:
 
 
 def _late(context: Context) -> str | None:
-    """Why an answer now reaches no one ("deadline_exceeded", "cancelled"), or None."""
+    """Why authz's answer may not reach the client, or None when it will.
+
+    "deadline_exceeded" or "cancelled" when gRPC has seen Envoy end the call;
+    "deadline_uncertain" when the call is still open but the answer goes out
+    within ``_UNCERTAIN`` of the deadline (or past it, by this clock): the
+    deadline here counts from when gRPC read the call, so Envoy's runs out a
+    transit time earlier, and whether the answer beats Envoy's timer cannot be
+    known. The record then says unknown rather than assert either.
+    """
     remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        return "deadline_exceeded"
-    if context.is_active():
-        return None
-    # Envoy reset the call: at its deadline (as counted here, a transit time
-    # late) that was its timeout; earlier, its client went away.
-    at_deadline = remaining is not None and remaining <= _DEADLINE_SLACK
-    return "deadline_exceeded" if at_deadline else "cancelled"
+    if not context.is_active():
+        # Envoy reset the call: at its deadline (as counted here, a transit
+        # time late) that was its timeout; earlier, its client went away.
+        at_deadline = remaining is not None and remaining <= _DEADLINE_SLACK
+        return "deadline_exceeded" if at_deadline else "cancelled"
+    if remaining is not None and remaining <= _UNCERTAIN:
+        return DEADLINE_UNCERTAIN
+    return None

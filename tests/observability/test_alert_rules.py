@@ -208,7 +208,7 @@ def test_the_label_values_matched_are_values_authz_reports() -> None:
         *FETCH_RESULTS,
         "other",
     }
-    assert label_values("decision", texts) <= {"allow", "deny", "late"}
+    assert label_values("decision", texts) <= {"allow", "deny", "late", "unknown"}
 
 
 def test_the_readmes_scrape_job_for_prometheus_without_the_operator(tmp_path: Path) -> None:

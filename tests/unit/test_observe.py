@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema
 import pytest
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
@@ -26,6 +27,7 @@ from authz.check.request import RequestView
 from authz.config.loader import parse_config
 from authz.errors import InternalError, MissingCredentials
 from authz.observability.audit import AuditWriter
+from authz.observability.audit_record import SCHEMA_PATH
 from authz.observability.metrics import Metrics
 from authz.observability.observe import Observability
 from authz.observability.recording import Recording
@@ -466,3 +468,32 @@ def test_a_queue_size_left_in_the_configuration_is_said_to_be_ignored(
     with caplog.at_level(logging.WARNING, logger="authz.observability.observe"):
         Observability.from_config(config, environ={})
     assert "audit.queue_size has no effect" in caplog.text
+
+
+def test_an_answer_at_the_deadline_is_recorded_as_unknown(
+    spans: InMemorySpanExporter, meter: Meter
+) -> None:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    sink = ListSink()
+    observed = observability(spans, sink, meter.metrics)
+    allow = Decision.allow(route="orders")
+    check = observed.begin(PARENT)
+    observed.finish(check, REQUEST, allow, late="deadline_uncertain", recording=recording)
+    (record,) = records(observed, sink)
+    jsonschema.validate(record, schema)
+    assert (record["decision"], record["status"], record["reason"]) == (
+        "unknown",
+        None,
+        "deadline_uncertain",
+    )
+    assert record["undelivered"] == {"decision": "allow", "status": 200, "reason": "allowed"}
+    (span,) = spans.get_finished_spans()
+    assert "authz.status" not in dict(span.attributes or {})
+    assert list(_series(meter.reader, "authz.decisions")) == [
+        (
+            ("decision", "unknown"),
+            ("issuer", "unknown"),
+            ("reason", "deadline_uncertain"),
+            ("route", "orders"),
+        )
+    ]
