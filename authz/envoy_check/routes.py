@@ -13,7 +13,7 @@ from authz.envoy_check.base import CheckerBase
 from authz.envoy_check.yaml_nodes import At, type_of, value_of
 
 if TYPE_CHECKING:
-    from authz.check.policy import Policy
+    from authz.check.policy import Policy, Route
 
 __all__ = ["RouteChecks"]
 
@@ -37,11 +37,20 @@ class RouteChecks(CheckerBase):
             return
         table_config = _per_route(table, filter_name)
         hosts = table.get("virtual_hosts")
+        # Envoy's prefixes and the context_extensions it sends with each.
+        sent: list[tuple[str, dict[str, str], int]] = []
         for host in hosts.items() if hosts else ():
             host_config = _per_route(host, filter_name)
             routes = host.get("routes")
             for route in routes.items() if routes else ():
                 route_config = _per_route(route, filter_name)
+                extensions: dict[str, str] = {}
+                for level in (table_config, host_config, route_config):
+                    if level is not None:
+                        extensions.update(level.extensions)
+                kind, envoy_path = _route_path(route.get("match"))
+                if kind in ("prefix", "path_separated_prefix") and extensions:
+                    sent.append((envoy_path, extensions, route.line))
                 # The most specific config decides whether the filter runs.
                 decisive = route_config or host_config or table_config
                 if decisive is None or decisive.disabled is None:
@@ -51,11 +60,46 @@ class RouteChecks(CheckerBase):
                 if policy is None:
                     self.unchecked_route(route, decisive.disabled)
                     continue
-                extensions: dict[str, str] = {}
-                for level in (table_config, host_config, route_config):
-                    if level is not None:
-                        extensions.update(level.extensions)
                 self.disabled_route(policy, route, host, decisive.disabled, extensions)
+        if policy is not None:
+            self.partial_rules(policy, sent)
+
+    def partial_rules(self, policy: Policy, sent: list[tuple[str, dict[str, str], int]]) -> None:
+        """A rule whose path sits under one of several prefixes Envoy sends to the
+        same service (the same context_extensions) covers only that prefix: a
+        request for the same path under another prefix falls through to broader
+        routes. Reported unless a route with the same rule covers each prefix."""
+        for route in policy.routes:
+            if route.path_kind not in ("path", "prefix", "pattern") or not route.context_extensions:
+                continue
+            wanted = dict(route.context_extensions)
+            prefixes = sorted(
+                {
+                    prefix
+                    for prefix, extensions, _ in sent
+                    if all(extensions.get(k) == v for k, v in wanted.items())
+                }
+            )
+            own = next((p for p in prefixes if _under(route.path, p)), None)
+            if own is None or len(prefixes) < 2:
+                continue
+            rest = route.path[len(own.rstrip("/")) :]
+            missing = [
+                prefix
+                for prefix in prefixes
+                if prefix != own and not _twin(policy, route, prefix.rstrip("/") + rest)
+            ]
+            if missing:
+                line = next(line for prefix, _, line in sent if prefix == own)
+                service = ", ".join(f"{k}={v}" for k, v in route.context_extensions)
+                self.add(
+                    line,
+                    f"authz's route {route.name!r} covers only {own} of the prefixes Envoy "
+                    f"sends with {service}",
+                    f"{route.path} is ruled, but the same path under {', '.join(missing)} "
+                    "falls through to broader routes; add a route with the same rule for "
+                    "each prefix",
+                )
 
     def unchecked_route(self, route: At, disabled: At) -> None:
         kind, envoy_path = _route_path(route.get("match"))
@@ -172,3 +216,22 @@ def _hosts(host: At, policy: Policy) -> list[str]:
         else:
             found.append(domain)
     return list(dict.fromkeys(found))
+
+
+def _under(path: str, prefix: str) -> bool:
+    base = prefix.rstrip("/")
+    return path == prefix or path.startswith(base + "/")
+
+
+def _twin(policy: Policy, route: Route, path: str) -> bool:
+    """Whether another route holds ``route``'s rule for ``path``."""
+    return any(
+        other.path == path
+        and other.path_kind == route.path_kind
+        and other.mode == route.mode
+        and other.methods == route.methods
+        and other.requirement == route.requirement
+        and other.context_extensions == route.context_extensions
+        for other in policy.routes
+        if other is not route
+    )

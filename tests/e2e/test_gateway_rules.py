@@ -182,6 +182,19 @@ def test_any_of_roles_or_mfa(shop: Shop) -> None:
     assert shop.get(path, neither, method="POST").status == 403
 
 
+@pytest.mark.parametrize("prefix", ["/payments", "/billing"])
+def test_the_refund_rule_holds_under_every_prefix_envoy_sends_to_payments(
+    shop: Shop, prefix: str
+) -> None:
+    # Envoy sends /payments and /billing to the payments service: a reader may
+    # refund under neither.
+    reader = shop.token(scope="payments:read")
+    reply = shop.get(f"{prefix}/7/refunds", reader, method="POST")
+    assert reply.status == 403
+    lead = shop.token(scope="payments:refund", realm_access={"roles": ["support-lead"]})
+    assert shop.get(f"{prefix}/7/refunds", lead, method="POST").status == 200
+
+
 # --- context_extensions from Envoy's routes -------------------------------------------
 
 

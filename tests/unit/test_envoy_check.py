@@ -795,3 +795,21 @@ def test_a_field_in_both_spellings_is_a_duplicate_key() -> None:
     finding = the_finding("duplicate key failure_mode_allow", text)
     assert finding.line == line_of("both", text)
     assert the_finding("ext_authz failure_mode_allow is true", text).line == line_of("both", text)
+
+
+def test_a_rule_that_covers_one_of_a_services_prefixes_is_reported(tmp_path: Path) -> None:
+    # Envoy sends /payments and /billing to service=payments; a refund rule under
+    # /payments alone leaves POST /billing/7/refunds to the broader route.
+    rules = yaml_block("Writing rules")
+    start = rules.index("  - name: billing-refund")
+    end = rules.index("  - name: payments\n")
+    partial = parse_config(rules[:start] + rules[end:], source="authz.yaml", base_dir=tmp_path)
+    envoy = (REPO_ROOT / "envoy" / "gateway-routes.yaml").read_text()
+    found = [f for f in check_text(envoy, "envoy.yaml", partial) if "covers only" in f.what]
+    assert [f.what for f in found] == [
+        "authz's route 'payments-refund' covers only /payments of the prefixes Envoy sends "
+        "with service=payments"
+    ]
+    assert "/billing" in found[0].why
+    whole = parse_config(rules, source="authz.yaml", base_dir=tmp_path)
+    assert not [f for f in check_text(envoy, "envoy.yaml", whole) if "covers only" in f.what]

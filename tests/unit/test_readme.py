@@ -22,6 +22,7 @@ def test_rules_example_routes() -> None:
     assert [route.name for route in config.routes] == [
         "docs",
         "payments-refund",
+        "billing-refund",
         "payments",
         "orders-admin",
         "orders-write",
