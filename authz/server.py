@@ -32,6 +32,7 @@ from authz.check.verify import Clock
 from authz.config.models import Config
 from authz.errors import ConfigError
 from authz.keys.lifecycle import close_keys, same_issuers, start_keys
+from authz.keys.readiness import issuers_ready, ready
 from authz.keys.sources import KeySource
 from authz.keys.waiting import LoopBridge
 from authz.observability.observe import Observability
@@ -155,6 +156,7 @@ class AuthzServer:
         self._loop = asyncio.get_running_loop()
         self._bridge.bind(self._loop)
         self.observability.start()
+        self.observability.serving.follow_readiness(self.readiness)
         await start_keys(self.keys, self._keys_changed)
         await self._update_health()
         self._server.start()
@@ -185,12 +187,17 @@ class AuthzServer:
             return listen
         return f"{listen.rsplit(':', 1)[0]}:{self.port}"
 
+    def readiness(self) -> dict[str, bool]:
+        """issuer -> whether it has usable keys now (keys/readiness.py)."""
+        runtime = self._runtime
+        return issuers_ready(runtime.keys, [issuer.issuer for issuer in runtime.config.issuers])
+
     async def _update_health(self) -> None:
         if self._draining:
             return  # NOT_SERVING for good: a key change must not undo the drain
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if self.keys.ready()
+            if ready(self.config.readiness, self.readiness())
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in ("", SERVICE_NAME):

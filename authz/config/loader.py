@@ -56,6 +56,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
             )
         seen.add(issuer.issuer)
     _check_routes(config, root, source)
+    _check_readiness(config, root, source)
     config._version = config_version(text)
     return config
 
@@ -63,6 +64,20 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
 def config_version(text: str) -> str:
     """The first 12 hex digits of the SHA-256 of the configuration text."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _check_readiness(config: Config, root: yaml.Node | None, source: str) -> None:
+    """A listed issuer must be a configured one: a typo would never become ready."""
+    if isinstance(config.readiness, str):
+        return
+    issuers = {issuer.issuer for issuer in config.issuers}
+    for index, issuer in enumerate(config.readiness):
+        if issuer not in issuers:
+            loc = ("readiness", index)
+            raise ConfigError(
+                f"{source}:{_line_of(root, loc)}: {_dotted(loc)}: "
+                f"issuer {issuer!r} is not one of the configured issuers"
+            )
 
 
 def _check_routes(config: Config, root: yaml.Node | None, source: str) -> None:

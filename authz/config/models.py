@@ -334,6 +334,10 @@ class Config(Model):
     # X-HTTP-Method-Override and kin, and ?_method= (check/unchecked.py): taken
     # off an allowed request, a reason to deny it, or passed on.
     method_overrides: Literal["remove", "refuse", "forward"] = "remove"
+    # When the replica reports SERVING (keys/readiness.py): once ANY issuer has
+    # usable keys (the default: one identity provider's outage must not keep new
+    # replicas out of a mesh), once ALL have, or once each LISTED issuer has.
+    readiness: Literal["any", "all"] | Annotated[list[str], Field(min_length=1)] = "any"
     # How often the config and revocation files are checked for changes; 0: never.
     watch_interval_seconds: float = Field(default=2.0, ge=0, le=3600)
     # The directory of the file, to resolve relative key paths; not a YAML key.

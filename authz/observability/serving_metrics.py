@@ -14,6 +14,7 @@ each then ends one way:
                                                  without deciding (DEADLINE_EXCEEDED)
 ``authz_checks_pending``              gauge      admitted and not finished (queued + deciding)
 ``authz_check_queue_seconds``         histogram  arrival to the start of the handler
+``authz_issuer_ready``                gauge      issuer: 1 while it has usable keys
 ====================================  =========  ==============================================
 
 so that, between scrapes, ``started = handled + shed + expired`` (plus what is
@@ -24,7 +25,7 @@ arrival, so queueing shows in the latency an alert reads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
@@ -36,6 +37,7 @@ __all__ = [
     "CHECKS_PENDING",
     "CHECKS_SHED",
     "CHECKS_STARTED",
+    "ISSUER_READY",
     "QUEUE_DURATION",
     "ServingMetrics",
 ]
@@ -46,6 +48,7 @@ CHECKS_SHED = "authz.checks.shed"
 CHECKS_EXPIRED = "authz.checks.expired"
 CHECKS_PENDING = "authz.checks.pending"
 QUEUE_DURATION = "authz.check.queue"
+ISSUER_READY = "authz.issuer.ready"
 
 _NONE: tuple[tuple[str, str], ...] = ()
 _GRPC_CODES = ("OK", "UNKNOWN")
@@ -66,6 +69,13 @@ class ServingMetrics:
         )
         self._lock = threading.Lock()
         self._pending = 0
+        self._readiness: Callable[[], Mapping[str, bool]] | None = None
+        meter.create_observable_gauge(
+            ISSUER_READY,
+            callbacks=[self._observe_ready],
+            unit="1",
+            description="1 while the issuer has usable keys, else 0",
+        )
         meter.create_observable_gauge(
             CHECKS_PENDING,
             callbacks=[self._observe_pending],
@@ -104,6 +114,17 @@ class ServingMetrics:
 
     def expired(self) -> None:
         self._expired.add(1, _NONE)
+
+    def follow_readiness(self, readiness: Callable[[], Mapping[str, bool]]) -> None:
+        """Report each issuer's readiness (1/0) from ``readiness``, read at collection."""
+        self._readiness = readiness
+
+    def _observe_ready(self, options: CallbackOptions) -> Iterator[Observation]:
+        readiness = self._readiness
+        if readiness is None:
+            return
+        for issuer, usable in readiness().items():
+            yield Observation(1 if usable else 0, {"issuer": issuer})
 
     def _observe_pending(self, options: CallbackOptions) -> Iterator[Observation]:
         yield Observation(self._pending)

@@ -23,6 +23,7 @@ from authz.config.loader import parse_config
 from authz.config.models import FetchConfig
 from authz.dev.stack import ENVOY_GATEWAY
 from authz.observability.metrics import FETCH_RESULTS, RELOAD_RESULTS, known_reasons
+from authz.observability.serving_metrics import ServingMetrics
 from tests.deploy.manifests import K8S, config_arg, container, find, mounted_file, render
 from tests.observability.prom import (
     PODMONITOR,
@@ -233,9 +234,10 @@ def test_the_readmes_scrape_job_for_prometheus_without_the_operator(tmp_path: Pa
 
 
 def test_every_authz_metric_used_is_in_the_metrics_modules_table() -> None:
-    # The table in the metrics module names each metric as Prometheus shows it; a
+    # The tables in the metrics modules name each metric as Prometheus shows it; a
     # histogram's series add _bucket, _sum and _count.
     table = Path(inspect.getfile(known_reasons)).read_text()
+    table += Path(inspect.getfile(ServingMetrics)).read_text()
     texts = [rule["expr"] for rule in alerts().values()]
     texts += [expr for _, expr in dashboard_queries(dashboard())]
     used = {name for text in texts for name in re.findall(r"\b(authz_[a-z_]+)\b", text)}
