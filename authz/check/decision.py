@@ -102,11 +102,8 @@ class Decider:
         self._identity_names = self.policy.identity_names
         self._dry_run = config.dry_run
         # Where a request a shadow route takes goes on: the routes after it.
-        routes = self.policy.routes
         self._after = {
-            route.index: Policy(routes[route.index + 1 :], explicit=True)
-            for route in routes
-            if route.shadow
+            route.index: self.policy.after(route) for route in self.policy.routes if route.shadow
         }
 
     def decide(

@@ -44,7 +44,9 @@ Routes are matched on ``match_form`` of the accepted path: every escape
 decoded (safe, since the ones that could change the segment structure were
 refused) and one trailing slash dropped, so ``/orders/7/`` and
 ``/caf%c3%a9`` are the same resources as ``/orders/7`` and ``/caf%C3%A9``
-to a rule, as they are to most upstream frameworks.
+to a rule, as they are to most upstream frameworks. What some upstreams
+still read as another path (look-alikes under Unicode normalization, trailing
+dots and spaces, case) is lookalikes.py's.
 """
 
 from __future__ import annotations

@@ -1,53 +1,41 @@
-"""Routes and requirements: which rule applies to a request, and whether a token meets it.
+"""Routes: which rule applies to a request (requirements.py: whether a token meets it).
 
 Routes are tried in the order of the file; the first whose every condition
 holds is the route (host, method, path, Envoy ``context_extensions``). A
 request no route takes is denied (403 ``no_route``): deny by default. A path
 is matched only once paths.py has accepted it (Envoy's normal form, nothing
-ambiguous), in its match form: escapes decoded, one trailing slash dropped.
+ambiguous) and lookalikes.py has found nothing an upstream may read as
+another path, in its match form: escapes decoded, one trailing slash dropped.
 
 - ``path: /orders``         exactly ``/orders`` (and so ``/orders/``);
 - ``prefix: /orders``       ``/orders`` and everything below it, whole segments
   only: ``/orders/7`` yes, ``/orders-archive`` no;
 - ``pattern: /orders/{id}`` one non-empty segment per ``{name}``.
 
+Paths are compared exactly, or with ``ignore_case: true`` both sides case
+folded (lookalikes.fold_case); a pattern's parameters keep the case sent.
+
 Without ``routes`` in the configuration there is one implicit route, which
 takes every request and needs a valid token: the behaviour before routes
 existed. The path is not examined then.
-
-Requirements are evaluated completely (no short cut), so ``authz explain``
-shows every check; the first failing check decides the deny's reason. Nothing
-here sees token bytes or keys, only verified claims.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Literal
 
-from authz.check.claims import claim_value
 from authz.check.hosts import normalize_host
-from authz.check.identity import IdentityPlan, scopes
+from authz.check.identity import IdentityPlan
+from authz.check.lookalikes import PathReading, fold_case
 from authz.check.paths import match_form, normalize_path
 from authz.check.request import RequestView
+from authz.check.requirements import Check, Requirement, compile_requirement
 from authz.check.verify import VerifiedToken
 from authz.config.models import Config
-from authz.config.rules import (
-    ClaimMatcherConfig,
-    MatchConfig,
-    RequirementConfig,
-    RouteConfig,
-    claim_path,
-)
-from authz.errors import (
-    ClaimInvalid,
-    ClaimMismatch,
-    Forbidden,
-    IssuerNotAllowed,
-    NoRoute,
-    RoleMissing,
-)
+from authz.config.rules import MatchConfig, RouteConfig, claim_path
+from authz.errors import NoRoute
 
 __all__ = ["Check", "Match", "Policy", "Route"]
 
@@ -57,148 +45,18 @@ IMPLICIT = ""
 
 
 @dataclass(frozen=True, slots=True)
-class Check:
-    """One requirement's outcome. ``detail`` is safe to log (no claim values)."""
-
-    label: str
-    passed: bool
-    detail: str = ""
-    error: Forbidden | None = None
-    children: tuple[Check, ...] = ()
-
-
-class _Requirement(Protocol):
-    def evaluate(self, token: VerifiedToken) -> Check: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Issuers:
-    issuers: tuple[str, ...]
-
-    def evaluate(self, token: VerifiedToken) -> Check:
-        label = f"issuer one of {', '.join(self.issuers)}"
-        if token.issuer in self.issuers:
-            return Check(label, True, f"issuer is {token.issuer}")
-        detail = f"issuer {token.issuer} is not allowed on this route"
-        return Check(label, False, detail, IssuerNotAllowed(detail))
-
-
-@dataclass(frozen=True, slots=True)
-class _Scopes:
-    required: tuple[str, ...]
-
-    def evaluate(self, token: VerifiedToken) -> Check:
-        label = f"scopes {' '.join(self.required)}"
-        wanted = " ".join(self.required)
-        try:
-            granted = set(scopes(token.claims))
-        except ClaimInvalid as exc:
-            return Check(label, False, exc.detail, Forbidden(exc.detail, scope=wanted))
-        missing = [scope for scope in self.required if scope not in granted]
-        if not missing:
-            return Check(label, True, "all granted")
-        detail = f"missing scope {' '.join(missing)}"
-        return Check(label, False, detail, Forbidden(detail, scope=wanted))
-
-
-@dataclass(frozen=True, slots=True)
-class _Roles:
-    required: tuple[str, ...]
-    path: tuple[str, ...]
-
-    def evaluate(self, token: VerifiedToken) -> Check:
-        where = ".".join(self.path)
-        label = f"roles {' '.join(self.required)} (from {where})"
-        value = claim_value(token.claims, self.path)
-        if isinstance(value, str):
-            held = {value}  # one role, not split: a role name may hold spaces
-        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-            held = set(value)
-        elif value is None:
-            held = set()
-        else:
-            detail = f"claim {where!r} is not a role or a list of roles"
-            return Check(label, False, detail, RoleMissing(detail))
-        missing = [role for role in self.required if role not in held]
-        if not missing:
-            return Check(label, True, "all held")
-        detail = f"missing role {' '.join(missing)}"
-        return Check(label, False, detail, RoleMissing(detail))
-
-
-@dataclass(frozen=True, slots=True)
-class _Claim:
-    path: tuple[str, ...]
-    operator: str  # "equals", "one_of", "contains"
-    expected: tuple[Any, ...]
-
-    def evaluate(self, token: VerifiedToken) -> Check:
-        where = ".".join(self.path)
-        shown = self.expected[0] if self.operator != "one_of" else list(self.expected)
-        label = f"claim {where} {self.operator.replace('_', ' ')} {shown!r}"
-        value = claim_value(token.claims, self.path)
-        if value is None:
-            detail = f"claim {where!r} is absent"
-            return Check(label, False, detail, ClaimMismatch(detail))
-        if self.operator == "contains":
-            passed = isinstance(value, list) and any(_same(item, shown) for item in value)
-        else:
-            passed = any(_same(value, option) for option in self.expected)
-        if passed:
-            return Check(label, True, "holds")
-        detail = f"claim {where!r} does not {self.operator.replace('_', ' ')} {shown!r}"
-        return Check(label, False, detail, ClaimMismatch(detail))
-
-
-@dataclass(frozen=True, slots=True)
-class _AllOf:
-    parts: tuple[_Requirement, ...]
-    label: str = "all of"
-
-    def evaluate(self, token: VerifiedToken) -> Check:
-        results = tuple(part.evaluate(token) for part in self.parts)
-        failed = [result for result in results if not result.passed]
-        if not failed:
-            return Check(self.label, True, "all hold", children=results)
-        first = failed[0]
-        return Check(self.label, False, first.detail, first.error, results)
-
-
-@dataclass(frozen=True, slots=True)
-class _AnyOf:
-    parts: tuple[_Requirement, ...]
-
-    def evaluate(self, token: VerifiedToken) -> Check:
-        results = tuple(part.evaluate(token) for part in self.parts)
-        if any(result.passed for result in results):
-            return Check("any of", True, "at least one holds", children=results)
-        detail = "none holds: " + "; ".join(result.detail for result in results)
-        # RFC 6750 scope="..." can only name one set: the first alternative's.
-        scope = next((r.error.scope for r in results if r.error and r.error.scope), "")
-        return Check("any of", False, detail, Forbidden(detail, scope=scope), results)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """JSON equality without Python's coercions: true is not 1, "1" is not 1."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b
-    return isinstance(a, str) and isinstance(b, str) and a == b
-
-
-@dataclass(frozen=True, slots=True)
 class Route:
     name: str
     mode: str
     shadow: bool
     identity: IdentityPlan
-    requirement: _Requirement | None = None
+    requirement: Requirement | None = None
     hosts: tuple[str, ...] = ()
     methods: frozenset[str] = frozenset()
     path_kind: str = ""  # "path", "prefix", "pattern" or "" for any path
-    path: str = ""  # in match form (paths.match_form)
+    path: str = ""  # in match form (paths.match_form), case folded if ignore_case
     segments: tuple[str | None, ...] = ()  # a pattern's segments; None is a parameter
+    ignore_case: bool = False
     params: tuple[str, ...] = ()
     context_extensions: tuple[tuple[str, str], ...] = ()
     index: int = -1  # position in routes[], -1 for the implicit route
@@ -221,11 +79,6 @@ class Route:
 
     def path_params(self, path: str) -> dict[str, str] | None:
         """The parameters of a path (in match form) this route takes, or None."""
-        if self.path_kind == "path":
-            return {} if path == self.path else None
-        if self.path_kind == "prefix":
-            taken = self.path in ("/", path) or path.startswith(self.path + "/")
-            return {} if taken else None
         if self.path_kind == "pattern":
             parts = path.split("/")[1:]
             if len(parts) != len(self.segments) or "" in parts:
@@ -233,10 +86,16 @@ class Route:
             values: list[str] = []
             for part, segment in zip(parts, self.segments, strict=True):
                 if segment is None:
-                    values.append(part)
-                elif part != segment:
+                    values.append(part)  # as sent: a parameter's case is the upstream's
+                elif (fold_case(part) if self.ignore_case else part) != segment:
                     return None
             return dict(zip(self.params, values, strict=True))
+        seen = fold_case(path) if self.ignore_case and self.path_kind else path
+        if self.path_kind == "path":
+            return {} if seen == self.path else None
+        if self.path_kind == "prefix":
+            taken = self.path in ("/", seen) or seen.startswith(self.path + "/")
+            return {} if taken else None
         return {}
 
     def describe(self, condition: str) -> str:
@@ -248,7 +107,8 @@ class Route:
         if condition == "method":
             return ", ".join(sorted(self.methods))
         if condition == "path":
-            return f"{'exact' if self.path_kind == 'path' else self.path_kind} {self.path}"
+            kind = "exact" if self.path_kind == "path" else self.path_kind
+            return f"{kind} {self.path}" + (" (ignoring case)" if self.ignore_case else "")
         return ""
 
 
@@ -269,9 +129,12 @@ class Match:
 class Policy:
     """The compiled routes of one configuration."""
 
-    def __init__(self, routes: Sequence[Route], explicit: bool) -> None:
+    def __init__(
+        self, routes: Sequence[Route], explicit: bool, reading: PathReading | None = None
+    ) -> None:
         self.routes = tuple(routes)
         self.explicit = explicit
+        self.reading = reading or PathReading()
         names: dict[str, None] = {}
         for route in self.routes:
             names.update(dict.fromkeys(route.identity.names))
@@ -291,7 +154,13 @@ class Policy:
         return cls(
             [_compile_route(index, route, config) for index, route in enumerate(config.routes)],
             explicit=True,
+            reading=PathReading.from_config(config.paths),
         )
+
+    def after(self, route: Route) -> Policy:
+        """The routes after ``route``: where a request a shadow route takes goes on."""
+        position = next(n for n, each in enumerate(self.routes) if each is route)
+        return Policy(self.routes[position + 1 :], explicit=True, reading=self.reading)
 
     def match(self, request: RequestView, skipped: list[tuple[Route, str]] | None = None) -> Match:
         """The first route that takes ``request``; InvalidPath or NoRoute otherwise.
@@ -303,6 +172,7 @@ class Policy:
         path = normalize_path(request.path)
         host = normalize_host(request.host)
         matched = match_form(path)
+        self.reading.check(matched)
         for route in self.routes:
             reason = route.mismatch(host, request.method, matched, request.context_extensions)
             if reason is None:
@@ -326,6 +196,9 @@ def _compile_route(index: int, route: RouteConfig, config: Config) -> Route:
         raw = path.split("/")[1:]  # parameters stay "{name}" in the match form
         segments = tuple(None if s.startswith("{") else s for s in raw)
         params = tuple(s[1:-1] for s in raw if s.startswith("{"))
+    if match.ignore_case:  # the route's side folded once; the request's per match
+        segments = tuple(None if s is None else fold_case(s) for s in segments)
+        path = path if kind == "pattern" else fold_case(path)
     roles_path = claim_path(route.roles_claim or config.roles_claim)
     return Route(
         name=route.name,
@@ -336,7 +209,7 @@ def _compile_route(index: int, route: RouteConfig, config: Config) -> Route:
         requirement=(
             None
             if route.requirements is None
-            else _compile_requirement(route.requirements, roles_path, "requirements")
+            else compile_requirement(route.requirements, roles_path, "requirements")
         ),
         hosts=tuple(match.hosts or ()),
         methods=frozenset(match.methods or ()),
@@ -344,6 +217,7 @@ def _compile_route(index: int, route: RouteConfig, config: Config) -> Route:
         path=path,
         segments=segments,
         params=params,
+        ignore_case=match.ignore_case,
         context_extensions=tuple(sorted((match.context_extensions or {}).items())),
         unverified_credentials=route.unverified_credentials,
     )
@@ -355,31 +229,3 @@ def _path_condition(match: MatchConfig) -> tuple[str, str]:
         if value is not None:
             return kind, value
     return "", ""
-
-
-def _compile_requirement(
-    requirement: RequirementConfig, roles_path: tuple[str, ...], label: str = "all of"
-) -> _Requirement:
-    parts: list[_Requirement] = []
-    if requirement.issuers:
-        parts.append(_Issuers(tuple(requirement.issuers)))
-    if requirement.scopes:
-        parts.append(_Scopes(tuple(requirement.scopes)))
-    if requirement.roles:
-        parts.append(_Roles(tuple(requirement.roles), roles_path))
-    parts.extend(_compile_claim(matcher) for matcher in requirement.claims or ())
-    parts.extend(_compile_requirement(nested, roles_path) for nested in requirement.all_of or ())
-    if requirement.any_of:
-        parts.append(_AnyOf(tuple(_compile_requirement(n, roles_path) for n in requirement.any_of)))
-    if len(parts) == 1 and label == "all of":
-        return parts[0]  # a nested node with one check reads better flat
-    return _AllOf(tuple(parts), label)
-
-
-def _compile_claim(matcher: ClaimMatcherConfig) -> _Claim:
-    path = claim_path(matcher.claim)
-    if matcher.equals is not None:
-        return _Claim(path, "equals", (matcher.equals,))
-    if matcher.one_of is not None:
-        return _Claim(path, "one_of", tuple(matcher.one_of))
-    return _Claim(path, "contains", (matcher.contains,))

@@ -13,9 +13,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from authz.check.lookalikes import PathReading
 from authz.config.models import Config, check_identity_header
 from authz.config.rules import RequirementConfig
-from authz.errors import ConfigError
+from authz.errors import ConfigError, InvalidPath
 
 __all__ = ["config_version", "load_config", "parse_config"]
 
@@ -81,18 +82,25 @@ def _check_readiness(config: Config, root: yaml.Node | None, source: str) -> Non
 
 
 def _check_routes(config: Config, root: yaml.Node | None, source: str) -> None:
-    """Route checks that need the whole file: unique names, known issuers, namespace."""
+    """Route checks that need the whole file: unique names, known issuers, namespace,
+    paths that ``paths`` refuses in every request."""
 
     def fail(loc: tuple[str | int, ...], message: str) -> ConfigError:
         return ConfigError(f"{source}:{_line_of(root, loc)}: {_dotted(loc)}: {message}")
 
     issuers = {issuer.issuer for issuer in config.issuers}
+    reading = PathReading.from_config(config.paths)
     names: set[str] = set()
     for index, route in enumerate(config.routes or ()):
         where: tuple[str | int, ...] = ("routes", index)
         if route.name in names:
             raise fail((*where, "name"), f"route name {route.name!r} is used twice")
         names.add(route.name)
+        path = route.match.path or route.match.prefix or route.match.pattern
+        try:
+            reading.check(path or "/")
+        except InvalidPath as exc:  # every request to it would be refused
+            raise fail((*where, "match"), f"no request can reach this path: {exc.detail}") from None
         if route.requirements is not None:
             for loc, issuer in _required_issuers(route.requirements, (*where, "requirements")):
                 if issuer not in issuers:

@@ -20,6 +20,7 @@ from authz.config.base import Model, PathModel, check_listen
 from authz.config.observability import AuditConfig, TelemetryConfig
 from authz.config.rules import (
     ClaimPath,
+    PathsConfig,
     RevocationConfig,
     RouteConfig,
     valid_claim_path,
@@ -326,6 +327,8 @@ class Config(Model):
     # Rules (see config/rules.py). Without routes, every request needs a valid
     # token, as before routes existed; with routes, an unmatched request is denied.
     routes: Annotated[list[RouteConfig], Field(min_length=1)] | None = None
+    # Paths an upstream may read as another one: refused by default.
+    paths: PathsConfig = Field(default_factory=PathsConfig)
     roles_claim: ClaimPath = "roles"
     revocation: RevocationConfig | None = None
     # Report every decision, enforce none: a deny is answered as an allow that

@@ -22,6 +22,7 @@ __all__ = [
     "ClaimPath",
     "MatchConfig",
     "Mode",
+    "PathsConfig",
     "RequirementConfig",
     "RevocationConfig",
     "RouteConfig",
@@ -96,12 +97,17 @@ class MatchConfig(Model):
     prefix: Annotated[str, AfterValidator(_normal_path)] | None = None
     pattern: Annotated[str, AfterValidator(_valid_pattern)] | None = None
     context_extensions: dict[str, str] | None = None
+    # Compare path, prefix or pattern without regard to case, for a route in
+    # front of an upstream that reads /orders/ADMIN as /orders/admin.
+    ignore_case: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> MatchConfig:
         given = [name for name in ("path", "prefix", "pattern") if getattr(self, name)]
         if len(given) > 1:
             raise ValueError(f"give at most one of path, prefix, pattern (got {', '.join(given)})")
+        if self.ignore_case and not given:
+            raise ValueError("ignore_case needs a path, prefix or pattern to compare")
         for host in self.hosts or ():
             if not _HOST.match(host):
                 raise ValueError(
@@ -192,6 +198,17 @@ class RouteConfig(Model):
                 "a public or optional route would let a request without a token through"
             )
         return self
+
+
+class PathsConfig(Model):
+    """Paths in normal form that an upstream may still read as another path
+    (check/lookalikes.py): refused, or matched as written."""
+
+    # A percent-escape decoding to text Unicode normalization (NFKC) changes,
+    # to an invisible format character, or to an unassigned code point.
+    lookalikes: Literal["refuse", "allow"] = "refuse"
+    # A segment ending in "." or a space, which IIS and Windows stacks drop.
+    trailing_dot_or_space: Literal["refuse", "allow"] = "refuse"
 
 
 class RevocationConfig(PathModel):

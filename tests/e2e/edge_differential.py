@@ -28,7 +28,8 @@ __all__ = ["Outcome", "Probe", "hosts", "paths", "send_all"]
 # Pieces a path is built from: separators, dot segments plain and encoded,
 # escapes of every kind (encoded separators, NUL, double and nested
 # encoding, malformed, non-UTF-8), ";" parameters, characters Envoy escapes,
-# raw non-ASCII, and the names of the routes under test.
+# raw non-ASCII, escapes of look-alikes (what NFKC makes ".", "/" or "a"),
+# invisible and dotless-i characters, and the names of the routes under test.
 PATH_PIECES = (
     *("/", "/", "/", "//", "\\", "%2f", "%2F", "%5c", "%5C"),
     *(".", "..", "...", "%2e", "%2E", "%2e%2e", ".%2e", "%2E.", "..;", ".;", ";", ";x=1"),
@@ -37,6 +38,8 @@ PATH_PIECES = (
     *("%e9", "%ff", "é", "ü/", "\u2024", "~", "-", "_", "'", "[", "]", "@", ":", "!", "$"),
     *("&", "(", ")", "*", "+", ",", "=", "{", "}", "|", "^", "`", '"', "<", ">"),
     *("?", "?x=/../admin", "#", " ", "\t"),
+    *("%EF%BC%8E", "%ef%bc%8e%EF%BC%8E", "%EF%BC%8F", "%E2%80%A4", "%E2%80%A5", "%EF%B9%92"),
+    *("%EF%BD%81dmin", "%E2%80%8B", "%C2%A0", "%C4%B1", "adm%C4%B1n", "cafe%CC%81"),
     *("admin", "admin", "Admin", "ADMIN", "caf%C3%A9", "café", "docs", "x", "healthz"),
 )
 
@@ -83,6 +86,8 @@ class Probe:
     marker: str
     path: str
     host: str
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -108,8 +113,10 @@ class Outcome:
 
 
 def _exchange(port: int, probe: Probe) -> tuple[int, bytes, dict[str, str]]:
+    headers = "".join(f"{name}: {value}\r\n" for name, value in probe.headers)
     request = (
-        f"GET {probe.path} HTTP/1.1\r\nHost: {probe.host}\r\nConnection: close\r\n\r\n"
+        f"{probe.method} {probe.path} HTTP/1.1\r\nHost: {probe.host}\r\n{headers}"
+        "Content-Length: 0\r\nConnection: close\r\n\r\n"
     ).encode("utf-8", "surrogateescape")
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
         conn.sendall(request)

@@ -1,4 +1,5 @@
-"""paths: Envoy's normal form modelled exactly; anything else, or ambiguous, is refused.
+"""paths: Envoy's normal form modelled exactly; anything else, or ambiguous, is refused;
+lookalikes: paths in normal form an upstream may still read as another path.
 
 The expected values of ``test_envoy_normal_form`` were measured with the real
 Envoy 1.40 (normalize_path and merge_slashes on); tests/e2e/test_edge_paths.py
@@ -7,11 +8,15 @@ checks the model against the running Envoy on generated paths.
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authz.check.hosts import normalize_host
+from authz.check.lookalikes import PathReading, fold_case
 from authz.check.paths import (
     _PLAIN,
     _refuse_ambiguous,
@@ -267,3 +272,159 @@ def test_the_fast_path_accepts_only_what_the_model_accepts(path: str) -> None:
     assert envoy_normal_form(path) == path
     assert normalize_path(path) == path
     _refuse_ambiguous(path)  # raises if the slow path would have refused it
+
+
+# --- look-alikes, trailing dots and spaces, case -------------------------------------
+
+
+def _read(path: str, reading: PathReading | None = None) -> str:
+    """``path`` through both steps of Policy.match: normal form, then the readings."""
+    matched = match_form(normalize_path(path))
+    (reading or PathReading()).check(matched)
+    return matched
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        # Each reads as "." or ".." or "/" to an upstream that applies NFKC:
+        # /docs/../orders/admin/x, past the public /docs route.
+        ("/docs/%EF%BC%8E%EF%BC%8E/orders/admin/x", "U+FF0E FULLWIDTH FULL STOP"),
+        ("/docs/%EF%BC%8F/x", "U+FF0F FULLWIDTH SOLIDUS"),
+        ("/docs/%E2%80%A4%E2%80%A4/x", "U+2024 ONE DOT LEADER"),
+        ("/docs/%E2%80%A5/x", "U+2025 TWO DOT LEADER"),
+        ("/docs/%EF%B9%92%EF%B9%92/x", "U+FE52 SMALL FULL STOP"),
+        # ... or as a protected name
+        ("/orders/%EF%BD%81dmin/x", "U+FF41 FULLWIDTH LATIN SMALL LETTER A"),
+        ("/orders/admin%C5%BF", "U+017F LATIN SMALL LETTER LONG S"),
+        ("/orders/%E2%84%AA", "U+212A KELVIN SIGN"),
+        ("/orders/admin%C2%A0/x", "U+00A0 NO-BREAK SPACE"),
+        ("/orders/%EF%AC%81le", "U+FB01 LATIN SMALL LIGATURE FI"),
+        # invisible: readers that drop them see /orders/admin
+        ("/orders/ad%E2%80%8Bmin", "U+200B ZERO WIDTH SPACE"),
+        ("/orders/ad%C2%ADmin", "U+00AD SOFT HYPHEN"),
+        ("/orders/%E2%80%AEnimda", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        # not yet assigned: a reader with a newer Unicode may normalize it
+        ("/orders/%CD%B8", "U+0378"),
+        # each character stable, the sequence not: e + COMBINING ACUTE is é
+        ("/cafe%CC%81", "combines"),
+    ],
+)
+def test_escapes_that_decode_to_a_lookalike_are_refused(path: str, named: str) -> None:
+    with pytest.raises(InvalidPath) as info:
+        _read(path)
+    assert (info.value.status, info.value.reason) == (400, "invalid_path")
+    assert named in info.value.detail
+    assert "paths.lookalikes" in info.value.detail
+    # The reason names a code point, never the path.
+    assert path not in info.value.detail
+    assert match_form(path) not in info.value.detail
+    assert len(info.value.detail) < 200
+
+
+@pytest.mark.parametrize(
+    ("path", "ending"),
+    [
+        ("/orders/admin./x", "segment 2 of the path ends in '.'"),
+        ("/orders/admin%20/x", "segment 2 of the path ends in a space"),
+        ("/payments/7/refunds.", "segment 3 of the path ends in '.'"),
+        ("/payments/7/refunds%20", "segment 3 of the path ends in a space"),
+        ("/payments/7/refunds./", "segment 3 of the path ends in '.'"),
+        ("/orders/admin.%20./x", "segment 2 of the path ends in '.'"),
+        ("/a/.../b", "segment 2 of the path ends in '.'"),  # "..." is ".." to some
+        ("/%20/admin", "segment 1 of the path ends in a space"),
+        ("/x.", "segment 1 of the path ends in '.'"),
+    ],
+)
+def test_segments_ending_in_a_dot_or_a_space_are_refused(path: str, ending: str) -> None:
+    with pytest.raises(InvalidPath) as info:
+        _read(path)
+    assert (info.value.status, info.value.reason) == (400, "invalid_path")
+    assert info.value.detail.startswith(ending)
+    assert "paths.trailing_dot_or_space" in info.value.detail
+    assert "admin" not in info.value.detail
+    assert "refunds" not in info.value.detail
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/orders/7/",
+        "/caf%C3%A9",  # é is its own NFKC
+        "/%C3%A9t%C3%A9/%E4%B8%AD%E6%96%87/%D0%BA%D0%B8%D1%80",
+        "/%F0%9F%98%80",  # an emoji
+        "/a%20b/.well-known/v1.2/x.json",
+        "/a/..b/.c",
+        "/orders/ADMIN/x",  # case is a route's choice (ignore_case), not refused
+        "/orders/adm%C4%B1n",  # a dotless i is its own NFKC
+    ],
+)
+def test_paths_no_reader_takes_for_another_are_accepted(path: str) -> None:
+    assert _read(path) == match_form(path)
+
+
+@pytest.mark.parametrize(
+    "path", ["/docs/%EF%BC%8E%EF%BC%8E/orders/admin/x", "/orders/admin./x", "/orders/admin%20/x"]
+)
+def test_the_refusals_can_be_turned_off(path: str) -> None:
+    everything = PathReading(refuse_lookalikes=False, refuse_trailing_dot_or_space=False)
+    assert _read(path, everything) == match_form(path)
+
+
+def test_each_refusal_is_its_own_setting() -> None:
+    lookalikes_only = PathReading(refuse_lookalikes=True, refuse_trailing_dot_or_space=False)
+    assert _read("/orders/admin./x", lookalikes_only) == "/orders/admin./x"
+    with pytest.raises(InvalidPath):
+        _read("/orders/%EF%BD%81dmin", lookalikes_only)
+    trailing_only = PathReading(refuse_lookalikes=False, refuse_trailing_dot_or_space=True)
+    assert _read("/orders/%EF%BD%81dmin", trailing_only) == "/orders/\uff41dmin"
+    with pytest.raises(InvalidPath):
+        _read("/orders/admin%20", trailing_only)
+
+
+def _loose_readings(decoded: str) -> set[str]:
+    """How lax upstreams read a decoded path: as it is, after NFKC, with trailing
+    dots and spaces dropped from segments (as IIS does), or both."""
+    readings = set()
+    for text in (decoded, unicodedata.normalize("NFKC", decoded)):
+        readings.add(text)
+        parts = text.split("/")
+        readings.add("/".join(p if p in (".", "..") else p.rstrip(". ") for p in parts))
+    return readings
+
+
+@given(
+    st.lists(
+        st.text(
+            st.characters(codec="utf-8", exclude_characters="/%?#;\\\x00"),
+            min_size=1,
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+@settings(max_examples=2000, deadline=None)
+def test_what_is_accepted_reads_the_same_to_every_lax_reader(segments: list[str]) -> None:
+    decoded = "/" + "/".join(segments)
+    try:
+        PathReading().check(decoded)
+    except InvalidPath:
+        return
+    assert _loose_readings(decoded) == {decoded}
+
+
+@pytest.mark.parametrize(
+    ("text", "folded"),
+    [
+        ("/Orders/ADMIN", "/orders/admin"),
+        ("/orders/adm\u0131n", "/orders/admin"),  # dotless i: "I" to Java's toUpperCase
+        ("/orders/ADM\u0130N", "/orders/admin"),  # dotted capital I: "i" to toLowerCase
+        ("/Stra\u00dfe", "/strasse"),
+        ("/caf\u00c9", "/caf\u00e9"),
+    ],
+)
+def test_fold_case_folds_as_case_insensitive_readers_compare(text: str, folded: str) -> None:
+    assert fold_case(text) == folded
+    assert re.fullmatch(r"[^A-Z]*", fold_case(text))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from authz.check.verify import VerifiedToken
 from authz.config.loader import parse_config
 from authz.errors import (
     ClaimMismatch,
+    ConfigError,
     Forbidden,
     InvalidHost,
     InvalidPath,
@@ -252,6 +254,159 @@ routes:
         "x-auth-tenant",
         "x-auth-payload",
     }
+
+
+# --- paths an upstream may read as another path -----------------------------------------
+
+# The docs/rules.md shape: a public /docs, an admin rule before broader ones.
+READERS = """\
+routes:
+  - name: docs
+    match: {prefix: /docs}
+    mode: public
+  - name: refund
+    match: {pattern: "/payments/{payment}/refunds", methods: [POST], ignore_case: true}
+    mode: protected
+  - name: admin
+    match: {prefix: /orders/admin, ignore_case: true}
+    mode: protected
+  - name: health
+    match: {path: /healthz, ignore_case: true}
+    mode: public
+  - name: exact-admin
+    match: {prefix: /exact/admin}
+    mode: protected
+  - name: rest
+    match: {prefix: /}
+    mode: optional
+"""
+
+
+@pytest.fixture(scope="module")
+def readers() -> Policy:
+    return _policy(READERS)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/docs/%EF%BC%8E%EF%BC%8E/orders/admin/x",
+        "/docs/%EF%BC%8F/x",
+        "/docs/%E2%80%A4%E2%80%A4/orders/admin/x",
+        "/docs/%E2%80%A5/orders/admin/x",
+        "/docs/%EF%B9%92%EF%B9%92/orders/admin/x",
+        "/orders/%EF%BD%81dmin/x",
+        "/orders/admin./x",
+        "/orders/admin%20/x",
+        "/payments/7/refunds.",
+        "/payments/7/refunds%20",
+    ],
+)
+def test_a_path_an_upstream_may_read_as_another_is_refused_before_any_route(
+    readers: Policy, path: str
+) -> None:
+    skipped: list[tuple[Route, str]] = []
+    with pytest.raises(InvalidPath) as info:
+        readers.match(_request(path, "POST"), skipped)
+    assert (info.value.status, info.value.reason) == (400, "invalid_path")
+    assert skipped == []  # refused before the public /docs route could take it
+
+
+def test_the_paths_section_turns_each_refusal_off() -> None:
+    allow_all = "paths: {lookalikes: allow, trailing_dot_or_space: allow}\n"
+    lax = _policy(allow_all + READERS)
+    assert _route_name(lax, _request("/docs/%EF%BC%8E%EF%BC%8E/orders/admin/x")) == "docs"
+    assert _route_name(lax, _request("/orders/admin./x")) == "rest"
+    only_dots = _policy("paths: {lookalikes: allow}\n" + READERS)
+    assert _route_name(only_dots, _request("/orders/%EF%BD%81dmin")) == "rest"
+    with pytest.raises(InvalidPath):
+        only_dots.match(_request("/orders/admin%20/x"))
+    # A shadow route's successors read paths as the policy does.
+    assert lax.after(lax.routes[0]).reading == lax.reading
+    assert [route.name for route in lax.after(lax.routes[3]).routes] == ["exact-admin", "rest"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "route", "params"),
+    [
+        ("GET", "/orders/ADMIN/x", "admin", {}),
+        ("GET", "/Orders/Admin", "admin", {}),
+        ("GET", "/orders/adm%C4%B1n/x", "admin", {}),  # dotless i: "admin" to Java
+        ("GET", "/orders/ADM%C4%B0N", "admin", {}),
+        ("GET", "/orders/administrator", "rest", {}),  # whole segments still
+        ("GET", "/HEALTHZ/", "health", {}),
+        ("GET", "/healthz/x", "rest", {}),
+        ("POST", "/payments/Ab-7/Refunds", "refund", {"payment": "Ab-7"}),  # kept as sent
+        ("POST", "/PAYMENTS/7/REFUNDS/", "refund", {"payment": "7"}),
+        ("GET", "/payments/7/Refunds", "rest", {}),  # the method still decides
+        # The default is exact: a case-insensitive upstream needs ignore_case.
+        ("GET", "/exact/admin/x", "exact-admin", {}),
+        ("GET", "/exact/ADMIN/x", "rest", {}),
+    ],
+)
+def test_ignore_case_compares_path_and_pattern_literals_case_folded(
+    readers: Policy, method: str, path: str, route: str, params: dict[str, str]
+) -> None:
+    match = readers.match(_request(path, method))
+    assert (match.route.name, dict(match.params)) == (route, params)
+    assert match.path == path  # what the upstream gets is unchanged
+
+
+def test_ignore_case_folds_the_configured_side_too() -> None:
+    policy = _policy(
+        "routes:\n"
+        "  - name: a\n    match: {prefix: /Orders/ADMIN, ignore_case: true}\n    mode: public\n"
+        '  - name: p\n    match: {pattern: "/X/{Id}/Y", ignore_case: true}\n    mode: public\n'
+    )
+    assert _route_name(policy, _request("/orders/admin/1")) == "a"
+    match = policy.match(_request("/x/Q/y"))
+    assert (match.route.name, dict(match.params)) == ("p", {"Id": "Q"})
+    assert policy.routes[0].describe("path") == "prefix /orders/admin (ignoring case)"
+
+
+@pytest.mark.parametrize(
+    ("routes", "message"),
+    [
+        (
+            "  - name: r\n    match: {ignore_case: true}\n    mode: public\n",
+            "ignore_case needs a path, prefix or pattern",
+        ),
+        (
+            "  - name: r\n    match: {prefix: /orders/admin.}\n    mode: public\n",
+            "no request can reach this path: segment 2 of the path ends in '.'",
+        ),
+        (
+            "  - name: r\n    match: {path: /%EF%BD%81dmin}\n    mode: public\n",
+            "no request can reach this path: a percent-escape in path decodes to U+FF41",
+        ),
+        (
+            '  - name: r\n    match: {pattern: "/{id}/x%20"}\n    mode: public\n',
+            "ends in a space",
+        ),
+    ],
+)
+def test_routes_no_request_could_reach_are_configuration_errors(routes: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        _policy("routes:\n" + routes)
+    assert "test.yaml:" in str(info.value)
+
+
+def test_with_the_refusal_off_such_a_route_is_reachable() -> None:
+    text = "paths: {trailing_dot_or_space: allow}\nroutes:\n"
+    policy = _policy(text + "  - name: r\n    match: {prefix: /orders/admin.}\n    mode: public\n")
+    assert _route_name(policy, _request("/orders/admin./x")) == "r"
+
+
+@pytest.mark.parametrize("value", ["yes", "true", "remove"])
+def test_paths_settings_are_refuse_or_allow(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"paths\.lookalikes"):
+        _policy(f"paths: {{lookalikes: {value}}}\n")
+
+
+def test_without_routes_the_path_is_not_examined() -> None:
+    policy = Policy.from_config(parse_config(BASE, source="t.yaml", base_dir=Path()))
+    for raw in ("/docs/%EF%BC%8E%EF%BC%8E/admin", "/admin./x"):
+        assert policy.match(_request(raw)).route.name == ""
 
 
 # --- requirements ----------------------------------------------------------------------

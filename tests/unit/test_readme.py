@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from authz.config.loader import parse_config
+from authz.config.rules import PathsConfig
 from tests.support.readme import yaml_block
 
 
@@ -29,3 +30,9 @@ def test_rules_example_routes() -> None:
         "orders-read",
         "catalog",
     ]
+
+
+def test_the_documented_paths_settings_are_the_defaults() -> None:
+    config = parse_config(yaml_block("Configuration"), source="README", base_dir=Path())
+    assert config.paths == PathsConfig()
+    assert (config.paths.lookalikes, config.paths.trailing_dot_or_space) == ("refuse", "refuse")
