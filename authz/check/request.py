@@ -35,7 +35,8 @@ class RequestView:
     source_address: str = ""
     source_principal: str = ""
     context_extensions: Mapping[str, str] = field(default_factory=dict)
-    # Counted from ``headers`` when not given (views built by hand, in tests).
+    # Counted from ``headers`` when not given: views built by hand (explain's from
+    # the command line, check-envoy's probes of a route, tests).
     header_count: int = -1
     header_bytes: int = -1
 

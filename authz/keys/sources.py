@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
-from authz.config.models import Config, IssuerConfig, KeySourceConfig
+from authz.config.models import Config, KeySourceConfig
 from authz.errors import ConfigError
 
 __all__ = [
@@ -36,7 +36,6 @@ __all__ = [
     "combine",
     "compatible_algorithms",
     "keys_from_jwks",
-    "load_issuer_keys",
     "load_local_source",
 ]
 
@@ -159,22 +158,6 @@ def combine(keys: Iterable[VerificationKey], where: str) -> IssuerKeys:
         else:
             by_kid[key.kid] = key
     return IssuerKeys(by_kid=by_kid, without_kid=tuple(without_kid))
-
-
-def load_issuer_keys(issuer: IssuerConfig, config: Config) -> IssuerKeys:
-    """Every key from the issuer's local sources (files, inline); remote ones are skipped."""
-    allowed = frozenset(issuer.algorithms)
-    loaded: list[VerificationKey] = []
-    for index, source in enumerate(issuer.keys):
-        if not source.remote:
-            where = f"issuer {issuer.issuer!r} keys[{index}] ({source.describe()})"
-            loaded.extend(load_local_source(source, config, where, allowed))
-    keys = combine(loaded, f"issuer {issuer.issuer!r}")
-    if not keys.usable and not any(source.remote for source in issuer.keys):
-        raise ConfigError(
-            f"issuer {issuer.issuer!r}: no usable key for algorithms {sorted(allowed)}"
-        )
-    return keys
 
 
 def load_local_source(

@@ -139,9 +139,3 @@ class KeyStore:
 
     def status(self) -> list[IssuerStatus]:
         return [state.status() for state in self._issuers.values()]
-
-    # --- local files ----------------------------------------------------------
-
-    def reload_files(self, issuer: str) -> None:
-        """Re-read the issuer's key files that changed; a broken file keeps its old keys."""
-        self._issuers[issuer].reload_files()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -343,21 +344,36 @@ def test_kubernetes_preset_authenticates_with_the_pod_token(
 
 
 def test_a_changed_jwks_file_is_reloaded_and_a_broken_one_ignored(
-    tmp_path: Path, signing_keys: dict[str, PrivateKey]
+    tmp_path: Path, signing_keys: dict[str, PrivateKey], caplog: pytest.LogCaptureFixture
 ) -> None:
     import json
 
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps(jwks(signing_keys, "k1")))
-    config = issuer_config("https://files.test", f"{{jwks_file: {path}}}", base_dir=tmp_path)
-    store = KeyStore(config)
-    assert _kids(store, "https://files.test") == {"k1"}
-    path.write_text(json.dumps(jwks(signing_keys, "k1", "k2")) + " ")
-    store.reload_files("https://files.test")
-    assert _kids(store, "https://files.test") == {"k1", "k2"}
-    path.write_text("{ not json")
-    store.reload_files("https://files.test")
-    assert _kids(store, "https://files.test") == {"k1", "k2"}
+    config = issuer_config(
+        "https://files.test",
+        f"{{jwks_file: {path}}}",
+        base_dir=tmp_path,
+        fetch="file_poll_seconds: 0.05",
+    )
+
+    async def scenario() -> None:
+        # The store's own file watch, as the server runs it.
+        store = KeyStore(config)
+        await store.start()
+        try:
+            assert _kids(store, "https://files.test") == {"k1"}
+            path.write_text(json.dumps(jwks(signing_keys, "k1", "k2")) + " ")
+            await until(lambda: _kids(store, "https://files.test") == {"k1", "k2"})
+            with caplog.at_level(logging.ERROR, logger="authz.keys.issuer"):
+                path.write_text("{ not json")
+                # Seen and refused: the previous keys stay.
+                await until(lambda: "keeping the previous keys" in caplog.text)
+            assert _kids(store, "https://files.test") == {"k1", "k2"}
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_configmap_style_symlink_swap_is_seen(

@@ -8,10 +8,17 @@ from typing import Any
 
 from authz.check.identity import IdentityPlan
 from authz.check.revocation import RevocationList
-from authz.config.models import Config, IdentityConfig
-from authz.keys.sources import IssuerKeys, load_issuer_keys
+from authz.config.models import Config, IdentityConfig, IssuerConfig
+from authz.errors import ConfigError
+from authz.keys.sources import IssuerKeys, VerificationKey, combine, load_local_source
 
-__all__ = ["MAX_HEADER_VALUE", "StaticKeySource", "identity_headers", "revocations_for"]
+__all__ = [
+    "MAX_HEADER_VALUE",
+    "StaticKeySource",
+    "identity_headers",
+    "load_issuer_keys",
+    "revocations_for",
+]
 
 # The default of identity.max_header_bytes.
 MAX_HEADER_VALUE = IdentityConfig().max_header_bytes
@@ -44,3 +51,19 @@ def revocations_for(config: Config) -> RevocationList | None:
     if config.revocation is None:
         return None
     return RevocationList(config.resolve(config.revocation.file))
+
+
+def load_issuer_keys(issuer: IssuerConfig, config: Config) -> IssuerKeys:
+    """Every key from the issuer's local sources (files, inline); remote ones are skipped."""
+    allowed = frozenset(issuer.algorithms)
+    loaded: list[VerificationKey] = []
+    for index, source in enumerate(issuer.keys):
+        if not source.remote:
+            where = f"issuer {issuer.issuer!r} keys[{index}] ({source.describe()})"
+            loaded.extend(load_local_source(source, config, where, allowed))
+    keys = combine(loaded, f"issuer {issuer.issuer!r}")
+    if not keys.usable and not any(source.remote for source in issuer.keys):
+        raise ConfigError(
+            f"issuer {issuer.issuer!r}: no usable key for algorithms {sorted(allowed)}"
+        )
+    return keys

@@ -15,8 +15,8 @@ from authz.config.loader import parse_config
 from authz.config.models import Config
 from authz.dev.keys import public_jwk
 from authz.errors import ConfigError
-from authz.keys.sources import IssuerKeys, VerificationKey, compatible_algorithms, load_issuer_keys
-from tests.support.doubles import StaticKeySource
+from authz.keys.sources import IssuerKeys, VerificationKey, compatible_algorithms
+from tests.support.doubles import StaticKeySource, load_issuer_keys
 
 ISSUER = "https://idp.example"
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
