@@ -24,6 +24,7 @@ from authz.config.models import FetchConfig
 from authz.dev.stack import ENVOY_GATEWAY
 from authz.observability.metrics import FETCH_RESULTS, RELOAD_RESULTS, known_reasons
 from authz.observability.serving_metrics import ServingMetrics
+from authz.observability.worker_metrics import WorkerMetrics
 from tests.deploy.manifests import K8S, config_arg, container, find, mounted_file, render
 from tests.observability.prom import (
     PODMONITOR,
@@ -108,8 +109,14 @@ def test_every_alert_says_how_bad_what_and_what_to_do(name: str) -> None:
     assert re.fullmatch(r"\d+[smh]", rule["for"]), "for: keeps a blip from paging"
     assert rule["labels"]["severity"] in SEVERITIES
     annotations = rule["annotations"]
-    assert set(annotations) == {"summary", "description", "runbook"}
+    assert set(annotations) == {"summary", "description", "runbook", "runbook_url"}
     assert all(len(text) > 20 for text in annotations.values())
+    # The URL's anchor is the alert's heading in docs/operations.md, as renderers make it.
+    page = (REPO_ROOT / "docs" / "operations.md").read_text()
+    heading = f"### {name} ({rule['labels']['severity']})"
+    assert heading in page
+    anchor = re.sub(r"[^a-z0-9 -]", "", heading[4:].lower()).replace(" ", "-")
+    assert annotations["runbook_url"] == f"docs/operations.md#{anchor}"
 
 
 # --- thresholds that mirror settings elsewhere --------------------------------------
@@ -238,6 +245,7 @@ def test_every_authz_metric_used_is_in_the_metrics_modules_table() -> None:
     # histogram's series add _bucket, _sum and _count.
     table = Path(inspect.getfile(known_reasons)).read_text()
     table += Path(inspect.getfile(ServingMetrics)).read_text()
+    table += Path(inspect.getfile(WorkerMetrics)).read_text()
     texts = [rule["expr"] for rule in alerts().values()]
     texts += [expr for _, expr in dashboard_queries(dashboard())]
     used = {name for text in texts for name in re.findall(r"\b(authz_[a-z_]+)\b", text)}
