@@ -4,9 +4,10 @@ The ``Reloader`` owns the watch and the reload bookkeeping (``ReloadStatus``);
 the server owns the running runtime and swaps it in one assignment when the
 reloader hands it a new one. A changed file is applied whole or not at all:
 
-- ``listen``, ``telemetry`` and ``serving`` (the listener, the span exporter,
-  the metrics endpoint and the thread pool are set up at start) change only on
-  restart: a file that changes them is refused whole, with a log line and
+- ``listen``, ``telemetry``, ``serving`` and ``tls`` (the listener and its
+  credentials, the span exporter, the metrics endpoint and the thread pool are
+  set up at start; the certificate files themselves are re-read when they
+  change) change only on restart: a file that changes them is refused whole, with a log line and
   ``authz_config_restart_required{setting}``;
 - a file that does not parse or validate, or whose keys, audit sinks or
   revocation list cannot be loaded, keeps the running configuration;
@@ -35,7 +36,7 @@ __all__ = ["RESTART_ONLY", "Reloader", "Swap"]
 log = logging.getLogger(__name__)
 
 # Sections built once at start: a reload that changes them is refused, not half-applied.
-RESTART_ONLY = ("listen", "telemetry", "serving")
+RESTART_ONLY = ("listen", "telemetry", "serving", "tls")
 
 
 class Swap(Protocol):

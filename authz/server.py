@@ -40,6 +40,7 @@ from authz.reloader import Reloader, warn_dry_run
 from authz.runtime import ConfigFile, ReloadStatus, Runtime, build_runtime
 from authz.serving.admission import Admission
 from authz.serving.service import AuthorizationService
+from authz.serving.tls import ServerCertificates
 from authz.workers import WORKER_INDEX_ENV, unblock_stop_signals
 
 __all__ = ["SERVICE_NAME", "AuthorizationService", "AuthzServer", "run"]
@@ -149,8 +150,13 @@ class AuthzServer:
         address = self._listen
         if address.startswith("unix:"):
             _remove_stale_socket(Path(address.removeprefix("unix:")))
+        tls = self.config.tls
         try:
-            self.port = self._server.add_insecure_port(address)
+            if tls is None:
+                self.port = self._server.add_insecure_port(address)
+            else:
+                credentials = ServerCertificates(tls, self.config).credentials()
+                self.port = self._server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise ConfigError(f"listen {address}: cannot bind: {exc}") from None
         self._loop = asyncio.get_running_loop()

@@ -33,6 +33,7 @@ __all__ = [
     "IdentityConfig",
     "IssuerConfig",
     "KeySourceConfig",
+    "ListenTlsConfig",
     "ServingConfig",
     "check_identity_header",
 ]
@@ -260,6 +261,21 @@ class IdentityConfig(Model):
         return self
 
 
+class ListenTlsConfig(PathModel):
+    """TLS on the gRPC listener: Envoy's Checks (and the tokens in them) encrypted
+    on the pod network, and with ``client_ca_file`` only clients holding a
+    certificate from that CA (Envoy) may ask. The files are re-read when they
+    change (a rotated Secret), for every new connection; the section itself
+    changes only on restart."""
+
+    PATH_KEYS = ("cert_file", "key_file", "client_ca_file")
+
+    cert_file: Path
+    key_file: Path
+    # Require and verify client certificates issued by this CA (mutual TLS).
+    client_ca_file: Path | None = None
+
+
 class ServingConfig(Model):
     """How Checks are served: gRPC's worker threads and the bound on waiting Checks.
 
@@ -324,6 +340,8 @@ class Config(Model):
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     envoy: EnvoyConfig = Field(default_factory=EnvoyConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    # TLS on the listener (none: plaintext, for a Unix socket or a sidecar on loopback).
+    tls: ListenTlsConfig | None = None
     # Rules (see config/rules.py). Without routes, every request needs a valid
     # token, as before routes existed; with routes, an unmatched request is denied.
     routes: Annotated[list[RouteConfig], Field(min_length=1)] | None = None
