@@ -77,17 +77,20 @@ class Reloader:
 
     async def poll(self) -> None:
         """One round of the watch: reload a changed config, refresh the revocation list."""
+        # A file written at its path is taken once it stood still this long
+        # (watch.WholeFile): the interval that spaces these rounds.
+        settle = self._server.runtime.config.watch_interval_seconds
         if self._config_file is not None:
-            await self._reload(self._config_file)
+            await self._reload(self._config_file, settle)
         revocations = self._server.runtime.revocations
         if revocations is not None:
-            await asyncio.to_thread(revocations.refresh)
+            await asyncio.to_thread(revocations.refresh, settle)
 
-    async def _reload(self, config_file: ConfigFile) -> None:
+    async def _reload(self, config_file: ConfigFile, settle: float) -> None:
         running = self._server.runtime
         audit: AuditWriter | None = None
         try:
-            config = await asyncio.to_thread(config_file.poll)
+            config = await asyncio.to_thread(config_file.poll, settle)
             if config is None:
                 return
             restart = [
