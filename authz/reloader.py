@@ -10,6 +10,10 @@ reloader hands it a new one. A changed file is applied whole or not at all:
   ``authz_config_restart_required{setting}``;
 - a file that does not parse or validate, or whose keys, audit sinks or
   revocation list cannot be loaded, keeps the running configuration;
+- a file without routes, when the running configuration has them, is refused
+  unless it says ``allow_no_routes: true``: without routes any valid token is
+  allowed everywhere, and a file cut before ``routes:`` (or a section deleted
+  by mistake) must not make it so silently;
 - a new key source must hold every issuer's keys before it may serve:
   otherwise a reload during an IdP outage would turn valid tokens into 503s.
 
@@ -30,7 +34,7 @@ from authz.observability.audit import AuditWriter
 from authz.observability.observe import Observability
 from authz.runtime import ConfigFile, ReloadStatus, Runtime
 
-__all__ = ["RESTART_ONLY", "Reloader", "Swap"]
+__all__ = ["RESTART_ONLY", "Reloader", "Swap", "widened"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,10 @@ class Reloader:
             if restart:
                 self._refuse(config_file, restart)
                 return
+            widening = widened(config, running.config)
+            if widening is not None:
+                self._refuse_widening(config_file, widening)
+                return
             runtime = self._server.build(config, running)
             audit = self._observe.audit_for(config, running.config)
             if runtime.keys is not running.keys:
@@ -128,6 +136,12 @@ class Reloader:
             config_file.path,
             len(runtime.decider.policy.routes) if config.routes else 0,
         )
+        if running.config.routes is not None and config.routes is None:
+            log.warning(
+                "routes removed from %s on purpose (allow_no_routes: true): every request "
+                "with a valid token is now allowed, whatever its path",
+                config_file.path,
+            )
         warn_dry_run(config)
         await self._after()
 
@@ -146,6 +160,28 @@ class Reloader:
             message,
             extra={"restart_required": restart},
         )
+
+    def _refuse_widening(self, config_file: ConfigFile, widening: str) -> None:
+        self._failed(widening, "refused_widening")
+        log.error(
+            "configuration not reloaded from %s: %s; the running configuration stays in force",
+            config_file.path,
+            widening,
+            extra={"refused_widening": True},
+        )
+
+
+def widened(config: Config, running: Config) -> str | None:
+    """What ``config`` would allow that ``running`` denies without saying so; None
+    if nothing. Only the loss of every route: any other rule change is one its
+    author wrote, while no routes is what a cut or emptied file says too."""
+    if running.routes is None or config.routes is not None or config.allow_no_routes:
+        return None
+    return (
+        f"it has no routes, and the running configuration has {len(running.routes)}: "
+        "their modes and requirements would no longer apply, and any valid token would "
+        "be allowed everywhere; if that is meant, say so with allow_no_routes: true"
+    )
 
 
 def warn_dry_run(config: Config) -> None:

@@ -66,11 +66,17 @@ def config_version(text: str) -> str:
 
 
 def _check_routes(config: Config, root: yaml.Node | None, source: str) -> None:
-    """Route checks that need the whole file: unique names, known issuers, namespace."""
+    """Route checks that need the whole file: unique names, known issuers, namespace,
+    and no ``allow_no_routes`` beside routes."""
 
     def fail(loc: tuple[str | int, ...], message: str) -> ConfigError:
         return ConfigError(f"{source}:{_line_of(root, loc)}: {_dotted(loc)}: {message}")
 
+    if config.allow_no_routes and config.routes is not None:
+        raise fail(
+            ("allow_no_routes",),
+            "says this file has no routes on purpose, but it has routes: remove one or the other",
+        )
     issuers = {issuer.issuer for issuer in config.issuers}
     names: set[str] = set()
     for index, route in enumerate(config.routes or ()):
