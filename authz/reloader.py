@@ -11,6 +11,10 @@ reloader hands it a new one. A changed file is applied whole or not at all:
   ``authz_config_restart_required{setting}``;
 - a file that does not parse or validate, or whose keys, audit sinks or
   revocation list cannot be loaded, keeps the running configuration;
+- a file without routes, when the running configuration has them, is refused
+  unless it says ``allow_no_routes: true``: without routes any valid token is
+  allowed everywhere, and a file cut before ``routes:`` (or a section deleted
+  by mistake) must not make it so silently;
 - a new key source must hold every issuer's keys before it may serve:
   otherwise a reload during an IdP outage would turn valid tokens into 503s.
 
@@ -31,7 +35,7 @@ from authz.observability.audit import AuditWriter
 from authz.observability.observe import Observability
 from authz.runtime import ConfigFile, ReloadStatus, Runtime
 
-__all__ = ["RESTART_ONLY", "Reloader", "Swap"]
+__all__ = ["RESTART_ONLY", "Reloader", "Swap", "widened"]
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +82,20 @@ class Reloader:
 
     async def poll(self) -> None:
         """One round of the watch: reload a changed config, refresh the revocation list."""
+        # A file written at its path is taken once it stood still this long
+        # (watch.WholeFile): the interval that spaces these rounds.
+        settle = self._server.runtime.config.watch_interval_seconds
         if self._config_file is not None:
-            await self._reload(self._config_file)
+            await self._reload(self._config_file, settle)
         revocations = self._server.runtime.revocations
         if revocations is not None:
-            await asyncio.to_thread(revocations.refresh)
+            await asyncio.to_thread(revocations.refresh, settle)
 
-    async def _reload(self, config_file: ConfigFile) -> None:
+    async def _reload(self, config_file: ConfigFile, settle: float) -> None:
         running = self._server.runtime
         audit: AuditWriter | None = None
         try:
-            config = await asyncio.to_thread(config_file.poll)
+            config = await asyncio.to_thread(config_file.poll, settle)
             if config is None:
                 return
             restart = [
@@ -98,6 +105,10 @@ class Reloader:
             ]
             if restart:
                 self._refuse(config_file, restart)
+                return
+            widening = widened(config, running.config)
+            if widening is not None:
+                self._refuse_widening(config_file, widening)
                 return
             runtime = self._server.build(config, running)
             audit = self._observe.audit_for(config, running.config)
@@ -126,6 +137,12 @@ class Reloader:
             config_file.path,
             len(runtime.decider.policy.routes) if config.routes else 0,
         )
+        if running.config.routes is not None and config.routes is None:
+            log.warning(
+                "routes removed from %s on purpose (allow_no_routes: true): every request "
+                "with a valid token is now allowed, whatever its path",
+                config_file.path,
+            )
         warn_dry_run(config)
         await self._after()
 
@@ -144,6 +161,28 @@ class Reloader:
             message,
             extra={"restart_required": restart},
         )
+
+    def _refuse_widening(self, config_file: ConfigFile, widening: str) -> None:
+        self._failed(widening, "refused_widening")
+        log.error(
+            "configuration not reloaded from %s: %s; the running configuration stays in force",
+            config_file.path,
+            widening,
+            extra={"refused_widening": True},
+        )
+
+
+def widened(config: Config, running: Config) -> str | None:
+    """What ``config`` would allow that ``running`` denies without saying so; None
+    if nothing. Only the loss of every route: any other rule change is one its
+    author wrote, while no routes is what a cut or emptied file says too."""
+    if running.routes is None or config.routes is not None or config.allow_no_routes:
+        return None
+    return (
+        f"it has no routes, and the running configuration has {len(running.routes)}: "
+        "their modes and requirements would no longer apply, and any valid token would "
+        "be allowed everywhere; if that is meant, say so with allow_no_routes: true"
+    )
 
 
 def warn_dry_run(config: Config) -> None:

@@ -13,18 +13,25 @@ the server keeps it across reloads that leave the issuers unchanged.
 ``ConfigFile`` notices changes by polling the file's resolved path and stat
 (see watch.py, which explains the Kubernetes ConfigMap symlink swap) and a
 digest of its bytes; the server's watch task calls ``poll`` off the event loop
-and swaps the runtime in. Only a whole file is taken: one that arrived as a
-new inode (an atomic rename, a ConfigMap swap) at once, one written in place
-only once a poll has read the same bytes twice (a writer still at work changes
-them; a truncated YAML file may well be valid). A new file that does not parse
-or validate, or whose keys or revocation list cannot be loaded, keeps the
-running configuration; the error is logged with file, line and key path and
-kept in ``ReloadStatus``.
+and swaps the runtime in. Only a whole file is taken (watch.WholeFile): one
+published by a swapped link (a ConfigMap update) at once, anything written
+at the path itself (in place, re-created, renamed over) once two polls found
+it unchanged and it is at least a poll interval old (a writer still at work
+changes it; a truncated YAML file may well be valid). A new file that does not
+parse or validate, or whose keys or revocation list cannot be loaded, keeps
+the running configuration; the error is logged with file, line and key path
+and kept in ``ReloadStatus``.
+
+A reload that keeps the revocation file keeps its ``RevocationList``: read
+afresh, a list being rewritten could be taken half-way, while the running one
+waits until the file is whole.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,12 +70,15 @@ def build_runtime(
     clock: Clock | None = None,
     tracer: Tracer | None = None,
     bridge: LoopBridge | None = None,
+    *,
+    revocations: RevocationList | None = None,
 ) -> Runtime:
     """Keys, verifier, revocation list and decider for ``config``; ConfigError if unusable.
 
     ``keys`` replaces the key source built from the configuration (tests inject
     fakes here); ``tracer`` records the key store's fetches; ``bridge`` is how a
-    Check's thread waits on a key refetch (without one, an unknown kid is final).
+    Check's thread waits on a key refetch (without one, an unknown kid is final);
+    ``revocations`` is the running list, kept if ``config`` names the same file.
     """
     if keys is not None:
         source = keys
@@ -76,11 +86,7 @@ def build_runtime(
         source = KeyStore(config, fetcher_factory=traced_fetchers(tracer))
     else:
         source = KeyStore(config)
-    revocations = (
-        RevocationList(config.resolve(config.revocation.file))
-        if config.revocation is not None
-        else None
-    )
+    revocations = _revocation_list(config, revocations)
     refetch = (
         bridge.refetcher(source)
         if bridge is not None and isinstance(source, ManagedKeySource)
@@ -96,6 +102,15 @@ def build_runtime(
     )
 
 
+def _revocation_list(config: Config, running: RevocationList | None) -> RevocationList | None:
+    if config.revocation is None:
+        return None
+    path = config.resolve(config.revocation.file)
+    if running is not None and running.path == path:
+        return running  # its watch waits for a whole file; a new read would not
+    return RevocationList(path)
+
+
 @dataclass
 class ReloadStatus:
     """Outcome of the configuration reloads so far, for logs, health and metrics."""
@@ -108,18 +123,19 @@ class ReloadStatus:
 class ConfigFile:
     """The configuration file being served; ``poll`` returns a changed, whole, valid Config."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
-        self._file = WholeFile(path, MAX_CONFIG_BYTES)
+        self._file = WholeFile(path, MAX_CONFIG_BYTES, clock)
         self.config = self._parse(self._file.text)
 
-    def poll(self) -> Config | None:
-        """The new Config if the file changed and is whole (watch.WholeFile); None if
-        not (yet); ConfigError if it is unusable, once per content.
+    def poll(self, settle_seconds: float) -> Config | None:
+        """The new Config if the file changed and is whole (watch.WholeFile: written
+        at its path, it must have stood still for ``settle_seconds``); None if not
+        (yet); ConfigError if it is unusable, once per content.
 
         Blocking file I/O: call it from a worker thread, not the event loop.
         """
-        text = self._file.changed()
+        text = self._file.changed(settle_seconds)
         return None if text is None else self._parse(text)
 
     def _parse(self, text: str) -> Config:

@@ -116,7 +116,10 @@ class AuthzServer:
             # Unchanged issuers keep their key source: its fetched keys, its state.
             keys = previous.keys
         tracer = self.observability.tracing.tracer
-        return build_runtime(config, keys, self._clock, tracer, self._bridge)
+        revocations = previous.revocations if previous is not None else None
+        return build_runtime(
+            config, keys, self._clock, tracer, self._bridge, revocations=revocations
+        )
 
     @property
     def runtime(self) -> Runtime:

@@ -1,4 +1,4 @@
-"""Noticing that a file changed, by polling, without extra dependencies.
+"""Noticing that a file changed, by polling, and taking it only when it is whole.
 
 A Kubernetes ConfigMap or Secret volume publishes a file as a chain of
 symbolic links (``config.yaml -> ..data/config.yaml``, ``..data ->
@@ -8,28 +8,45 @@ never changes); comparing the *resolved* path and the stat of its target does
 not. The signature also covers an in-place rewrite (mtime, size) and an
 atomic rename over the file (inode).
 
-``WatchedFile`` is that comparison, for every watched file: the
-configuration, the revocation list and the issuers' key files.
+``WatchedFile`` is that comparison alone, for the issuers' key files.
 
-A file that changed is not necessarily whole: a writer that rewrites it in
-place may be read half-way, and a truncated YAML file can still be valid.
-``read_file`` therefore reports which file (resolved path, device, inode) the
-bytes came from, so that a reader can tell a file published by an atomic
-rename or a ConfigMap swap (a new inode: whole by construction) from one
-being written in place (same inode: wait until it stops changing).
+A file that changed is not necessarily whole, and a truncated YAML file (or
+deny-list) can still be valid: cut before ``routes:``, a configuration lets
+any valid token through. ``WholeFile`` (the configuration and the revocation
+list) therefore takes a change only when a poll can know it is whole, which
+it can in two ways:
+
+- **a swapped link**: the path is itself a symbolic link and now leads to
+  another file than at the last poll (kubelet replaced ``..data``). Whoever
+  swaps a link wrote the file it leads to in full before the swap. Taken at
+  the first poll that sees it. (A path that is a regular file in a swapped
+  directory link falls under the next rule.)
+- **it stood still**: two consecutive polls found the same file (resolved
+  path, device, inode), the same size and modification time and the same
+  bytes, and that modification time is at least ``settle_seconds`` (the
+  poll interval) before the second poll. Everything else is written at the
+  path itself, and a new inode proves nothing: ``install``, ``cp
+  --remove-destination`` and archive tools unlink the file, then write a new
+  one in parts; an atomic rename is taken by this rule too, a poll later.
+
+A writer that stops mid-file for longer than that cannot be told from one that
+has finished; publish by a rename or a link swap. What cannot be read (a
+missing file, too large, not UTF-8) waits for the same rule before it is
+reported, once: a file being replaced is briefly missing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 from authz.errors import ConfigError
 
 __all__ = [
-    "FileIdentity",
     "FileSignature",
     "WatchedFile",
     "WatchedRead",
@@ -54,6 +71,10 @@ def file_signature(path: Path) -> FileSignature | None:
         stat = os.stat(real)
     except OSError:
         return None
+    return _signature(real, stat)
+
+
+def _signature(real: str, stat: os.stat_result) -> FileSignature:
     return FileSignature(real, stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
 
 
@@ -82,20 +103,14 @@ class WatchedFile:
         return True
 
 
-class FileIdentity(NamedTuple):
-    real_path: str
-    device: int
-    inode: int
-
-
 class WatchedRead(NamedTuple):
     text: str
     data: bytes
-    identity: FileIdentity
+    signature: FileSignature  # of the file the bytes came from, taken as it was opened
 
 
 def read_file(path: Path, limit: int) -> WatchedRead:
-    """A watched file's UTF-8 text, its bytes (at most ``limit``) and the identity
+    """A watched file's UTF-8 text, its bytes (at most ``limit``) and the signature
     of the file they were read from; ConfigError naming the file otherwise (a
     reload must report, not crash)."""
     real = os.path.realpath(path)
@@ -111,52 +126,105 @@ def read_file(path: Path, limit: int) -> WatchedRead:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8: {exc}") from None
-    return WatchedRead(text, data, FileIdentity(real, stat.st_dev, stat.st_ino))
+    return WatchedRead(text, data, _signature(real, stat))
+
+
+# File systems keep modification times to a tick of up to 2 s (FAT; 1 s on
+# some), so two writes of the same size within one tick leave the same stat.
+_MTIME_TICK_SECONDS = 2.0
+
+
+class _Seen(NamedTuple):
+    """What one poll found at the path."""
+
+    signature: FileSignature | None  # None: nothing there
+    outcome: str  # the digest of the bytes, or why they could not be read
+    text: str | None  # None: unreadable
+    linked: bool  # the path itself is a symbolic link
+    read_at: float  # the clock when it was read
+
+    def stat_tells_changes(self) -> bool:
+        """Whether an unchanged stat means unchanged bytes: not for a file read
+        within a tick of its last write, which a same-size write could follow."""
+        if self.signature is None:
+            return True
+        return self.read_at - self.signature.mtime_ns / 1e9 >= _MTIME_TICK_SECONDS
 
 
 class WholeFile:
-    """A watched file whose new content is taken only when it is whole.
+    """A watched file whose new content is taken only when it is whole (see the
+    module's docstring: a swapped link at once, anything else once it stood
+    still). Content already returned, or reported as unreadable, is not
+    returned again until it changes.
 
-    ``changed`` returns the new text when the file changed and is whole: it
-    arrived as another file (a new inode, or the path now resolves elsewhere:
-    an atomic rename, a ConfigMap swap), or, written in place, a poll read the
-    same bytes the poll before it read. Content already returned (or reported
-    as unreadable or broken) is not returned again until it changes.
+    ``clock`` is the wall clock the files' modification times are compared with.
     """
 
-    def __init__(self, path: Path, limit: int) -> None:
+    def __init__(self, path: Path, limit: int, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._limit = limit
-        self._watched = WatchedFile(path)
-        read = read_file(path, limit)
-        self.text = read.text  # the content taken at start
-        digest = _digest(read.data)
-        self._handled = digest
-        # What the last poll read, None after a failed read.
-        self._last: tuple[FileIdentity, str] | None = (read.identity, digest)
+        self._clock = clock
+        read = read_file(path, limit)  # at start, the file as it is; unreadable: no start
+        self.text = read.text
+        self._seen = _Seen(
+            read.signature, _digest(read.data), read.text, path.is_symlink(), clock()
+        )
+        self._handled = self._seen.outcome  # what was last returned or reported
 
-    def changed(self) -> str | None:
-        """The new, whole text; None if unchanged or not whole yet; ConfigError
-        if unreadable (raised once, until the file changes again).
+    def changed(self, settle_seconds: float) -> str | None:
+        """The new, whole text; None if unchanged or not known to be whole yet;
+        ConfigError if it is unreadable (raised once, until it changes again).
+        ``settle_seconds``: how long a file written at its path must stand still.
 
         Blocking file I/O: call it from a worker thread, not the event loop.
         """
-        moved = self._watched.changed()  # records the new signature before the read
-        pending = self._last is not None and self._last[1] != self._handled
-        if not moved and not pending:
-            return None
-        last, self._last = self._last, None
-        read = read_file(self.path, self._limit)
-        digest = _digest(read.data)
-        self._last = (read.identity, digest)
-        if digest == self._handled:
+        previous = self._seen
+        quiet = previous.outcome == self._handled and previous.stat_tells_changes()
+        if quiet and file_signature(self.path) == previous.signature:
+            return None  # as it was at the last poll: not even read
+        seen = self._seen = self._observe()
+        if seen.outcome == self._handled:
             return None  # touched, or the same content published again
-        renamed = last is None or read.identity != last[0]
-        if not renamed and (last is None or digest != last[1]):
-            return None  # written in place: taken once a poll reads the same bytes
-        # Returned once: a broken file is reported once, and fixing it changes it.
-        self._handled = digest
-        return read.text
+        if not self._whole(seen, previous, settle_seconds):
+            return None
+        # Acted on once: a broken file is reported once, and fixing it changes it.
+        self._handled = seen.outcome
+        if seen.text is None:
+            raise ConfigError(seen.outcome)
+        return seen.text
+
+    def _observe(self) -> _Seen:
+        linked, now = self.path.is_symlink(), self._clock()
+        try:
+            read = read_file(self.path, self._limit)
+        except ConfigError as exc:
+            return _Seen(file_signature(self.path), str(exc), None, linked, now)
+        return _Seen(read.signature, _digest(read.data), read.text, linked, now)
+
+    def _whole(self, seen: _Seen, previous: _Seen, settle_seconds: float) -> bool:
+        if _swapped_link(seen, previous):
+            return True
+        if (seen.signature, seen.outcome) != (previous.signature, previous.outcome):
+            return False  # changed since the last poll: its writer may be at work
+        if seen.signature is None:
+            return True  # missing at two polls in a row
+        # Unchanged between two polls proves little if they were close together
+        # (polled by hand, a shortened interval): the file itself must be old.
+        return seen.read_at - seen.signature.mtime_ns / 1e9 >= settle_seconds
+
+
+def _swapped_link(seen: _Seen, previous: _Seen) -> bool:
+    """The path is a link that now leads to another file: published whole.
+
+    Only a link: a regular file that replaced a link (``cp --remove-destination``
+    over it) also resolves elsewhere, and is being written at the path.
+    """
+    return (
+        seen.linked
+        and seen.signature is not None
+        and previous.signature is not None
+        and seen.signature.real_path != previous.signature.real_path
+    )
 
 
 def _digest(data: bytes) -> str:

@@ -8,16 +8,19 @@ with 401 ``invalid_token``, reason ``token_revoked``.
 
 The file is read at start-up (unreadable or malformed: a configuration error)
 and re-read when it changes, off the request path (``refresh`` is called from
-the server's watch task), once the new file is whole (``watch.WholeFile``):
-a list read half-way through an in-place rewrite would un-revoke what its
-missing half lists. A change that cannot be read or parsed keeps the last good
-list, is logged, and is counted in ``failures`` / ``last_error``: a typo must
-not empty the list, nor deny everyone.
+the server's watch task), once the new file is whole (``watch.WholeFile``: a
+swapped link at once, a file written at its path once it stood still for a
+poll interval): a list read half-way through its writing would un-revoke
+what its missing half lists. A change that cannot be read or parsed keeps the
+last good list, is logged, and is counted in ``failures`` / ``last_error``: a
+typo must not empty the list, nor deny everyone.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +62,11 @@ def parse_deny_list(text: str, source: str) -> DenyList:
 class RevocationList:
     """The current deny-list of one file; the list is replaced whole on change."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.failures = 0
         self.last_error: str | None = None
-        self._file = WholeFile(path, MAX_FILE_BYTES)
+        self._file = WholeFile(path, MAX_FILE_BYTES, clock)
         self._entries = parse_deny_list(self._file.text, str(path))
 
     @property
@@ -79,13 +82,14 @@ class RevocationList:
         if token.subject is not None and token.subject in entries.sub:
             raise TokenRevoked("sub is on the revocation list")
 
-    def refresh(self) -> bool:
-        """Re-read the file if it changed; True when a new list was taken.
+    def refresh(self, settle_seconds: float) -> bool:
+        """Re-read the file if it changed; True when a new list was taken (written
+        at its path, once it stood still for ``settle_seconds``).
 
         Blocking file I/O: call it from a worker thread, not the event loop.
         """
         try:
-            text = self._file.changed()
+            text = self._file.changed(settle_seconds)
             if text is None:
                 return False
             entries = parse_deny_list(text, str(self.path))

@@ -83,11 +83,17 @@ def _check_readiness(config: Config, root: yaml.Node | None, source: str) -> Non
 
 def _check_routes(config: Config, root: yaml.Node | None, source: str) -> None:
     """Route checks that need the whole file: unique names, known issuers, namespace,
-    paths that ``paths`` refuses in every request."""
+    paths that ``paths`` refuses in every request, and no ``allow_no_routes``
+    beside routes."""
 
     def fail(loc: tuple[str | int, ...], message: str) -> ConfigError:
         return ConfigError(f"{source}:{_line_of(root, loc)}: {_dotted(loc)}: {message}")
 
+    if config.allow_no_routes and config.routes is not None:
+        raise fail(
+            ("allow_no_routes",),
+            "says this file has no routes on purpose, but it has routes: remove one or the other",
+        )
     issuers = {issuer.issuer for issuer in config.issuers}
     reading = PathReading.from_config(config.paths)
     names: set[str] = set()

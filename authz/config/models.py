@@ -347,6 +347,12 @@ class Config(Model):
     routes: Annotated[list[RouteConfig], Field(min_length=1)] | None = None
     # Paths an upstream may read as another one: refused by default.
     paths: PathsConfig = Field(default_factory=PathsConfig)
+    # No routes on purpose. A reload from routes to none is refused without it: a
+    # file cut before ``routes:`` (or with the section deleted by mistake) would
+    # otherwise let any valid token do anything. Not ``routes: null`` or a bare
+    # ``routes:``, which a cut file can end with, nor ``routes: []``, which reads
+    # as "no route takes anything" (deny all), the opposite.
+    allow_no_routes: bool = False
     roles_claim: ClaimPath = "roles"
     revocation: RevocationConfig | None = None
     # Report every decision, enforce none: a deny is answered as an allow that

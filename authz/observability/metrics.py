@@ -16,7 +16,8 @@ nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
 ``authz_key_age_seconds``             gauge      issuer
 ``authz_key_cache_lookups_total``     counter    issuer, result (hit | miss): the verified-token
                                                  cache (see below)
-``authz_reloads_total``               counter    result (applied | failed | restart_required)
+``authz_reloads_total``               counter    result (applied | failed | restart_required |
+                                                 refused_widening)
 ``authz_config_restart_required``     gauge      setting: 1 while the file changes it and
                                                  only a restart would apply it
 ====================================  =========  ==============================================
@@ -97,7 +98,7 @@ KEY_AGE = "authz.key.age"
 KEY_CACHE_LOOKUPS = "authz.key.cache.lookups"
 RELOADS = "authz.reloads"
 RESTART_REQUIRED = "authz.config.restart_required"
-RELOAD_RESULTS = ("applied", "failed", "restart_required")
+RELOAD_RESULTS = ("applied", "failed", "restart_required", "refused_widening")
 # Served by the scrape endpoint alone (prometheus-client), not an instrument.
 BUILD_INFO = "authz_build_info"
 

@@ -52,7 +52,8 @@ ROUTES = {
 
 
 def _publish(path: Path, text: str) -> None:
-    """Replace ``path`` whole (a new inode): what the watch takes at once."""
+    """Replace ``path`` whole (a new inode): the watch takes it at the second poll
+    that finds it unchanged (interval 0: no settle time)."""
     temporary = path.with_suffix(".tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
@@ -115,7 +116,8 @@ def test_concurrent_checks_see_one_runtime_while_config_keys_and_revocations_cha
             _publish(config_path, configs[version])
             _publish(jwks_file, json.dumps(two_keys if turn % 3 else one_key))
             _publish(tmp_path / "revoked.txt", "sub:mallory\n" if turn % 2 else "")
-            loop.run(server.poll_files())
+            loop.run(server.poll_files())  # sees the new files
+            loop.run(server.poll_files())  # finds them unchanged: takes them
             changes["reloads"] = server.reload_status.reloads
 
     def checks(thread: int) -> list[tuple[str, str, dict[str, Any]]]:

@@ -2,7 +2,9 @@
 
 The real server watches its file (polled by hand here, through ``poll_files``);
 metrics go to an in-memory reader. Files are published as operators should
-(an atomic rename) unless a test is about a file written in place.
+(an atomic rename) unless a test is about a file written in place. A file
+renamed over the watched one is taken at the second poll that finds it
+unchanged: with ``watch_interval_seconds: 0`` there is no settle time to wait.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +37,15 @@ from tests.service.svc_helpers import (
     AUDIENCE,
     ISSUER,
     WAIT,
+    CheckResponse,
     Client,
     LoopThread,
     Signing,
     check_request,
     config_data,
+    metadata,
 )
+from tests.support.clock import FakeClock
 
 OTHER_ISSUER = "https://second.reload.example"
 
@@ -62,8 +69,20 @@ class Watched:
         self.data = {**self.data, **changes}
         publish(self.path, self.data)
 
+    def without(self, key: str, **changes: Any) -> None:
+        """Publish the file without ``key`` (and with ``changes``)."""
+        self.data = {name: value for name, value in self.data.items() if name != key}
+        self.republish(**changes)
+
     def poll(self) -> None:
+        """Two rounds of the watch: the first sees a new file, the second finds it
+        unchanged and takes it."""
         self.loop.run(self.server.poll_files())
+        self.loop.run(self.server.poll_files())
+
+    def check(self, path: str, token: str) -> CheckResponse:
+        request = check_request({"authorization": f"Bearer {token}"}, path=path)
+        return self.client.check(request, timeout=WAIT)
 
     def series(self, name: str) -> dict[tuple[tuple[str, Any], ...], float]:
         data = self.reader.get_metrics_data()
@@ -84,26 +103,32 @@ class Watched:
         }
 
 
-@pytest.fixture
-def watched(loop_thread: LoopThread, tmp_path: Path, signing: Signing) -> Iterator[Watched]:
-    path = tmp_path / "authz.yaml"
+@contextmanager
+def _watching(
+    loop_thread: LoopThread,
+    directory: Path,
+    signing: Signing,
+    interval: float,
+    clock: Callable[[], float],
+) -> Iterator[Watched]:
+    path = directory / "authz.yaml"
     data = config_data(
         signing.jwks_file,
-        watch_interval_seconds=0,  # polled by the test
-        audit={"stdout": False, "file": str(tmp_path / "audit-1.jsonl")},
+        watch_interval_seconds=interval,
+        audit={"stdout": False, "file": str(directory / "audit-1.jsonl")},
     )
     publish(path, data)
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
 
     async def start() -> AuthzServer:
-        config_file = ConfigFile(path)
+        config_file = ConfigFile(path, clock)
         config = config_file.config
         metrics = Metrics(provider, [issuer.issuer for issuer in config.issuers])
         observability = Observability(
             tracing=Tracing(None),
             metrics=metrics,
-            audit=AuditWriter([FileSink(tmp_path / "audit-1.jsonl")], metrics),
+            audit=AuditWriter([FileSink(directory / "audit-1.jsonl")], metrics),
         )
         server = AuthzServer(config, config_file=config_file, observability=observability)
         await server.start()
@@ -117,18 +142,31 @@ def watched(loop_thread: LoopThread, tmp_path: Path, signing: Signing) -> Iterat
     provider.shutdown()
 
 
+@pytest.fixture
+def watched(loop_thread: LoopThread, tmp_path: Path, signing: Signing) -> Iterator[Watched]:
+    # Interval 0: polled by the test, and no settle time to wait for.
+    with _watching(loop_thread, tmp_path, signing, 0, time.time) as watched:
+        yield watched
+
+
 def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_an_applied_reload_is_counted(watched: Watched) -> None:
-    assert watched.reloads() == {"applied": 0, "failed": 0, "restart_required": 0}
+    assert watched.reloads() == {
+        "applied": 0,
+        "failed": 0,
+        "restart_required": 0,
+        "refused_widening": 0,
+    }
     watched.republish(realm="renamed")
     watched.poll()
     assert watched.server.config.realm == "renamed"
     assert watched.reloads()["applied"] == 1
     watched.path.write_text("issuers: [")  # broken, in place: reported once it settles
-    watched.poll()
+    watched.loop.run(watched.server.poll_files())
+    assert watched.reloads()["failed"] == 0
     watched.poll()
     assert watched.reloads()["failed"] == 1
     assert watched.server.config.realm == "renamed"
@@ -198,3 +236,92 @@ def test_metric_labels_follow_an_issuer_a_reload_adds(watched: Watched, signing:
     watched.client.check(check_request({"authorization": f"Bearer {token}"}), timeout=WAIT)
     counted = {dict(labels)["issuer"] for labels in watched.series("authz.decisions")}
     assert counted == {OTHER_ISSUER, ISSUER}
+
+
+# Public health checks, admin-only orders; nothing else is allowed (no_route).
+ROUTES = [
+    {"name": "health", "match": {"prefix": "/healthz"}, "mode": "public"},
+    {
+        "name": "orders",
+        "match": {"prefix": "/orders"},
+        "mode": "protected",
+        "requirements": {"scopes": ["orders:admin"]},
+    },
+]
+
+
+def _with_routes(watched: Watched, signing: Signing) -> str:
+    """Routes applied by a reload; a token that they deny (no orders:admin)."""
+    watched.republish(routes=ROUTES)
+    watched.poll()
+    assert watched.server.config.routes is not None
+    reader = signing.token(scopes="orders:read")
+    assert metadata(watched.check("/orders/1", reader))["reason"] == "insufficient_scope"
+    assert metadata(watched.check("/admin", reader))["reason"] == "no_route"
+    return reader
+
+
+def test_a_file_without_its_routes_is_refused_and_the_routes_still_decide(
+    watched: Watched, signing: Signing, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = _with_routes(watched, signing)
+    running = watched.server.config
+    with caplog.at_level(logging.ERROR, logger="authz.reloader"):
+        # Deleted by mistake (or cut off before routes:), with a change that is fine.
+        watched.without("routes", realm="renamed")
+        watched.poll()
+    assert watched.server.config is running  # nothing of the file applied
+    assert metadata(watched.check("/orders/1", reader))["reason"] == "insufficient_scope"
+    assert metadata(watched.check("/admin", reader))["reason"] == "no_route"
+    (line,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    message = line.getMessage()
+    assert f"configuration not reloaded from {watched.path}: it has no routes" in message
+    assert "any valid token would be allowed everywhere" in message
+    assert "allow_no_routes: true" in message
+    assert watched.reloads() == {
+        "applied": 1,
+        "failed": 0,
+        "restart_required": 0,
+        "refused_widening": 1,
+    }
+    status = watched.server.reload_status
+    assert (status.reloads, status.failures) == (1, 1)
+    assert status.last_error is not None
+    assert status.last_error.startswith("it has no routes, and the running configuration has 2")
+    watched.poll()  # the refused file is not taken later, nor refused again
+    assert watched.server.config is running
+    assert watched.reloads()["refused_widening"] == 1
+
+
+def test_no_routes_said_explicitly_is_applied(
+    watched: Watched, signing: Signing, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader = _with_routes(watched, signing)
+    with caplog.at_level(logging.WARNING, logger="authz.reloader"):
+        watched.without("routes", allow_no_routes=True)
+        watched.poll()
+    assert watched.server.config.routes is None
+    assert watched.reloads()["applied"] == 2
+    assert watched.reloads()["refused_widening"] == 0
+    assert watched.server.reload_status.last_error is None
+    assert "routes removed from" in caplog.text
+    # Every request needs a valid token, and nothing more.
+    assert watched.check("/admin", reader).status.code == 0
+    assert metadata(watched.check("/orders/1", "not-a-token"))["reason"] == "token_malformed"
+
+
+def test_a_file_written_at_its_path_is_taken_once_it_stood_still_for_the_interval(
+    loop_thread: LoopThread, tmp_path: Path, signing: Signing
+) -> None:
+    # The watch loop sleeps an hour first: the test polls, and moves the clock
+    # the files' ages are measured with.
+    clock = FakeClock()
+    with _watching(loop_thread, tmp_path, signing, 3600, clock.now) as watched:
+        watched.path.write_text(yaml.safe_dump({**watched.data, "realm": "renamed"}))
+        clock.value = watched.path.stat().st_mtime + 1
+        watched.poll()  # unchanged at two polls, but written a second ago
+        assert watched.server.config.realm != "renamed"
+        clock.value = watched.path.stat().st_mtime + 3600.5
+        watched.loop.run(watched.server.poll_files())
+        assert watched.server.config.realm == "renamed"
+        assert watched.reloads()["applied"] == 1

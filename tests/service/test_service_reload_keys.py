@@ -26,11 +26,14 @@ def _config(path: Path, jwks: Path, extra_issuers: list[dict[str, object]]) -> N
         },
         *extra_issuers,
     ]
-    _publish(path, yaml.safe_dump({"listen": "127.0.0.1:0", "issuers": issuers}))
+    # Polled by the test, with no settle time: a file is taken at the second poll.
+    data = {"listen": "127.0.0.1:0", "watch_interval_seconds": 0, "issuers": issuers}
+    _publish(path, yaml.safe_dump(data))
 
 
 def _publish(path: Path, text: str) -> None:
-    """Replace the file whole, by an atomic rename: a reload takes it at once."""
+    """Replace the file whole, by an atomic rename: a reload takes it at the second
+    poll that finds it unchanged (interval 0: no settle time)."""
     temporary = path.with_name(path.name + ".new")
     temporary.write_text(text)
     os.replace(temporary, path)
@@ -71,6 +74,7 @@ def test_a_reload_with_the_same_issuers_keeps_the_key_store(
         text = path.read_text().replace("listen:", "token_cache_entries: 5\nlisten:")
         _publish(path, text)
         loop.run(server.poll_files())
+        loop.run(server.poll_files())
         assert server.reload_status.reloads == 1
         assert server.config.token_cache_entries == 5
         assert server.runtime.keys is keys
@@ -95,6 +99,7 @@ def test_a_new_issuer_without_keys_keeps_the_running_configuration(
             "fetch": {"connect_timeout_seconds": 0.5, "read_timeout_seconds": 0.5},
         }
         _config(path, jwks, [unreachable])
+        loop.run(server.poll_files())
         loop.run(server.poll_files())
         assert server.runtime is running
         assert server.reload_status.failures == 1

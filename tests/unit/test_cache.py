@@ -168,7 +168,8 @@ def test_revocation_still_applies_to_a_cached_token(signer: PrivateKey, tmp_path
     published = revoked.with_suffix(".new")  # replaced whole, as a deployment would
     published.write_text("jti:t-7\n")
     published.replace(revoked)
-    assert revocations.refresh()
+    assert not revocations.refresh(0)  # seen: taken once unchanged at the next poll
+    assert revocations.refresh(0)
     decision = decider.decide(request)
     assert not decision.allowed
     assert decision.reason == "token_revoked"

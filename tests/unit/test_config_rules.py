@@ -264,6 +264,19 @@ def test_errors_name_line_key_and_problem(text: str, expected: str) -> None:
     assert _error(text).startswith(expected)
 
 
+def test_no_routes_can_be_said_explicitly_but_not_beside_routes() -> None:
+    assert _parse("").allow_no_routes is False
+    config = _parse("allow_no_routes: true\n")
+    assert (config.routes, config.allow_no_routes) == (None, True)
+    message = _error("allow_no_routes: true\nroutes:\n  - name: a\n    mode: public\n")
+    assert message == (
+        "test.yaml:7: allow_no_routes: says this file has no routes on purpose, "
+        "but it has routes: remove one or the other"
+    )
+    # Strict, as every key: 1 is not true.
+    assert "allow_no_routes: Input should be a valid boolean" in _error("allow_no_routes: 1\n")
+
+
 def test_route_names_are_unique() -> None:
     message = _error("routes:\n  - name: a\n    mode: public\n  - name: a\n    mode: protected\n")
     assert message == "test.yaml:10: routes[1].name: route name 'a' is used twice"

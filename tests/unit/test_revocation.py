@@ -12,6 +12,10 @@ import pytest
 from authz.check.revocation import DenyList, RevocationList, parse_deny_list
 from authz.check.verify import VerifiedToken
 from authz.errors import ConfigError, TokenRevoked
+from tests.support.clock import FakeClock
+
+# The poll interval of the tests that move a clock.
+SETTLE = 2.0
 
 
 def _token(subject: str | None = "alice", **claims: Any) -> VerifiedToken:
@@ -30,6 +34,17 @@ def _write(path: Path, text: str) -> None:
     temporary = path.with_suffix(".tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
+
+
+def _refresh_twice(revocations: RevocationList) -> bool:
+    """Two refreshes with nothing written between them and no settle time: a
+    change made at the path is seen by the first and taken by the second."""
+    assert revocations.refresh(0) is False
+    return revocations.refresh(0)
+
+
+def _after_write(clock: FakeClock, path: Path, seconds: float) -> None:
+    clock.value = path.stat().st_mtime + seconds
 
 
 def test_parse() -> None:
@@ -106,14 +121,14 @@ def test_refresh_takes_a_changed_file(tmp_path: Path) -> None:
     path = tmp_path / "revoked.txt"
     path.write_text("jti:a\n")
     revocations = RevocationList(path)
-    assert revocations.refresh() is False  # unchanged
+    assert revocations.refresh(0) is False  # unchanged
     _write(path, "jti:a\njti:b\n")
-    assert revocations.refresh() is True
+    assert _refresh_twice(revocations) is True
     assert revocations.entries.jti == {"a", "b"}
     with pytest.raises(TokenRevoked):
         revocations.check(_token(jti="b"))
     _write(path, "")
-    assert revocations.refresh() is True
+    assert _refresh_twice(revocations) is True
     revocations.check(_token(jti="b"))
     assert len(revocations) == 0
 
@@ -121,17 +136,50 @@ def test_refresh_takes_a_changed_file(tmp_path: Path) -> None:
 def test_a_list_rewritten_in_place_is_taken_only_once_whole(tmp_path: Path) -> None:
     path = tmp_path / "revoked.txt"
     path.write_text("jti:a\njti:b\n")
-    revocations = RevocationList(path)
+    clock = FakeClock()
+    revocations = RevocationList(path, clock.now)
     with path.open("r+") as handle:  # in place, read half-way: b is not there yet
         handle.write("jti:a\n")
         handle.truncate()
-    assert revocations.refresh() is False
+    _after_write(clock, path, 0.1)
+    assert revocations.refresh(SETTLE) is False
+    # The same bytes at the next poll, but written less than a poll interval ago:
+    # its writer may be pausing (the old rule took this, un-revoking b).
+    _after_write(clock, path, SETTLE - 0.1)
+    assert revocations.refresh(SETTLE) is False
     assert revocations.entries.jti == {"a", "b"}  # the whole old list stays in force
     with path.open("a") as handle:
         handle.write("jti:b\njti:c\n")
-    assert revocations.refresh() is False  # changed since: still being written
-    assert revocations.refresh() is True  # the same bytes twice
+    _after_write(clock, path, 0.1)
+    assert revocations.refresh(SETTLE) is False  # changed since: still being written
+    _after_write(clock, path, SETTLE + 0.5)
+    assert revocations.refresh(SETTLE) is True  # the same, and left alone long enough
     assert revocations.entries.jti == {"a", "b", "c"}
+
+
+def test_a_list_re_created_and_written_in_two_parts_waits_until_it_stood_still(
+    tmp_path: Path,
+) -> None:
+    # install, cp --remove-destination: a new inode is no proof of a whole file.
+    path = tmp_path / "revoked.txt"
+    path.write_text("jti:a\njti:b\n")
+    clock = FakeClock()
+    revocations = RevocationList(path, clock.now)
+    with path.open() as old:  # held open: its inode number cannot be reused
+        path.unlink()
+        path.write_text("jti:a\n")
+        assert path.stat().st_ino != os.fstat(old.fileno()).st_ino
+    _after_write(clock, path, 0.1)
+    assert revocations.refresh(SETTLE) is False
+    assert revocations.entries.jti == {"a", "b"}
+    with path.open("a") as handle:
+        handle.write("jti:b\njti:c\n")
+    _after_write(clock, path, 0.1)
+    assert revocations.refresh(SETTLE) is False
+    _after_write(clock, path, SETTLE + 0.5)
+    assert revocations.refresh(SETTLE) is True
+    assert revocations.entries.jti == {"a", "b", "c"}
+    assert revocations.refresh(SETTLE) is False  # taken once
 
 
 def test_a_broken_change_keeps_the_last_good_list(
@@ -142,33 +190,35 @@ def test_a_broken_change_keeps_the_last_good_list(
     revocations = RevocationList(path)
     _write(path, "jti:a\njti:b\nhalf a li")
     with caplog.at_level(logging.ERROR, logger="authz.check.revocation"):
-        assert revocations.refresh() is False
+        assert _refresh_twice(revocations) is False
     assert revocations.entries.jti == {"a"}
     assert revocations.failures == 1
     assert revocations.last_error == f"{path}:3: expected jti:VALUE or sub:VALUE"
     assert "keeping 1 entries" in caplog.text
-    # A deleted file keeps the list too, and counts.
+    # A deleted file keeps the list too, and counts, once it stays deleted.
     path.unlink()
-    assert revocations.refresh() is False
+    assert _refresh_twice(revocations) is False
     assert revocations.failures == 2
     assert revocations.entries.jti == {"a"}
     # Fixed: taken, and the error is cleared.
     _write(path, "jti:c\n")
-    assert revocations.refresh() is True
+    assert _refresh_twice(revocations) is True
     assert revocations.entries.jti == {"c"}
     assert revocations.last_error is None
 
 
-def test_kubernetes_symlink_swap_is_seen(tmp_path: Path) -> None:
+def test_kubernetes_symlink_swap_is_taken_at_the_first_poll(tmp_path: Path) -> None:
     # The layout of a Secret/ConfigMap volume: file -> ..data/file, ..data -> version dir.
     for version, text in (("v1", "jti:a\n"), ("v2", "jti:b\n")):
         (tmp_path / version).mkdir()
         (tmp_path / version / "revoked.txt").write_text(text)
     (tmp_path / "..data").symlink_to("v1")
     (tmp_path / "revoked.txt").symlink_to("..data/revoked.txt")
-    revocations = RevocationList(tmp_path / "revoked.txt")
+    clock = FakeClock()
+    revocations = RevocationList(tmp_path / "revoked.txt", clock.now)
     assert revocations.entries.jti == {"a"}
     (tmp_path / "..data_tmp").symlink_to("v2")
     os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
-    assert revocations.refresh() is True
+    _after_write(clock, tmp_path / "revoked.txt", 0.0)  # young: only the swap makes it whole
+    assert revocations.refresh(SETTLE) is True
     assert revocations.entries.jti == {"b"}
