@@ -11,11 +11,14 @@ Dockerfile's stages are checked for what the final image must (not) contain.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -117,7 +120,7 @@ def test_the_matcher_follows_dockers_rules() -> None:
 def test_the_context_is_exactly_what_the_build_copies() -> None:
     context = build_context()
     top = {path.split("/")[0] for path in context}
-    assert top == {"pyproject.toml", "README.md", "requirements.lock", "authz"}
+    assert top == {"pyproject.toml", "README.md", "LICENSE", "requirements.lock", "authz"}
     for path in context:
         assert "__pycache__" not in path, path
         assert not path.endswith(".pyc"), path
@@ -160,6 +163,8 @@ def test_the_build_step_works_on_exactly_that_context(tmp_path: Path) -> None:
     assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2.py" in names
     assert "authz/probe.py" in names  # the sidecar's exec probe
     assert "authz/dev/upstream.py" in names  # the example services
+    assert "authz/py.typed" in names
+    assert f"envoy_jwt_authz-{__version__}.dist-info/licenses/LICENSE" in names
 
 
 # --- the Dockerfile ------------------------------------------------------------------
@@ -182,13 +187,15 @@ def stages() -> list[list[str]]:
 
 def test_the_dockerfile_has_a_build_stage_and_a_slim_final_stage() -> None:
     text = DOCKERFILE.read_text()
-    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    # The official image by default; a digest pin is a build argument away.
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
     assert base
     assert base[1].startswith("python:")
     assert base[1].endswith("-slim")
+    assert re.search(r"BASE_IMAGE=python:3\.12-slim@sha256:", text)
     build, final = stages()
-    assert build[0] == "FROM ${PYTHON_IMAGE} AS build"
-    assert final[0] == "FROM ${PYTHON_IMAGE}"  # the venv needs the same interpreter
+    assert build[0] == "FROM ${BASE_IMAGE} AS build"
+    assert final[0] == "FROM ${BASE_IMAGE}"  # the venv needs the same interpreter
     # Dependencies only as locked, hash-checked; then the project, resolving nothing.
     installs = " ".join(step for step in build if step.startswith("RUN"))
     assert "install --require-hashes --no-deps -r requirements.lock" in installs
@@ -204,12 +211,43 @@ def test_the_dockerfile_has_a_build_stage_and_a_slim_final_stage() -> None:
     assert not re.search(r"apt-get|gcc|build-essential|grpcio-tools", runs)
     assert "USER 10001:10001" in final
     assert 'ENTRYPOINT ["authz"]' in final
-    assert 'CMD ["serve", "-c", "/etc/authz/authz.yaml"]' in final
+    assert default_command() == ["serve", "-c", "/etc/authz/authz.yaml", "--workers", "1"]
     exposed = [step for step in final if step.startswith("EXPOSE")]
     deployment = find(render(K8S / "gateway"), "Deployment", "authz")
-    # gRPC; the metrics port exists only where telemetry.metrics.listen says.
-    (port,) = [p for p in container(deployment, "authz")["ports"] if p["name"] == "grpc"]
-    assert exposed == [f"EXPOSE {port['containerPort']}"]
+    ports = {p["name"]: p["containerPort"] for p in container(deployment, "authz")["ports"]}
+    assert exposed == [f"EXPOSE {ports['grpc']} {ports['metrics']}"]
+    env = final_env()
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert "TMPDIR" not in env  # nothing to write: see the test below
+
+
+def default_command() -> list[str]:
+    (cmd,) = [step for step in stages()[-1] if step.startswith("CMD ")]
+    command: list[str] = json.loads(cmd.removeprefix("CMD "))
+    return command
+
+
+def final_env() -> dict[str, str]:
+    """The final stage's ENV, as NAME=VALUE pairs (the form this Dockerfile uses)."""
+    env: dict[str, str] = {}
+    for step in stages()[-1]:
+        if step.startswith("ENV "):
+            for pair in step.removeprefix("ENV ").split():
+                name, _, value = pair.partition("=")
+                env[name] = value
+    return env
+
+
+def test_the_image_says_what_it_was_built_from() -> None:
+    final = stages()[-1]
+    (label,) = [step for step in final if step.startswith("LABEL ")]
+    labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"', label))
+    # ARGs declared before FROM are not visible inside a stage: declared here.
+    declared = {step.split()[1].split("=")[0] for step in final if step.startswith("ARG ")}
+    for name, arg in (("version", "VERSION"), ("revision", "REVISION"), ("source", "SOURCE")):
+        assert labels[f"org.opencontainers.image.{name}"] == f"${{{arg}}}"
+        assert arg in declared
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
 
 
 def test_make_image_builds_the_dockerfile() -> None:
@@ -227,7 +265,98 @@ def test_make_image_builds_the_dockerfile() -> None:
         text=True,
         check=True,
     )
-    assert result.stdout.strip() == f"docker build -t authz:{__version__} ."
+    command = result.stdout.split()
+    assert command[:2] == ["docker", "build"]
+    assert command[-3:] == ["-t", f"authz:{__version__}", "."]
+    build_args = dict(
+        command[i + 1].split("=", 1) for i, word in enumerate(command) if word == "--build-arg"
+    )
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert build_args["VERSION"] == __version__
+    assert build_args["REVISION"] in (head, f"{head}-dirty")
+    assert set(build_args) == {"VERSION", "REVISION"}  # no SOURCE, no BASE_IMAGE unless given
+    pinned = subprocess.run(
+        ["make", "--no-print-directory", "-n", "image", "BASE_IMAGE=python:3.12-slim@sha256:0"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--build-arg BASE_IMAGE=python:3.12-slim@sha256:0 " in pinned
+
+
+# What the process writes: Python's audit hooks see every file it opens for
+# writing and every file or directory it creates, renames or removes, from any
+# library. It reports them on a pipe (its first argument: the fd), opened before
+# the hook.
+WRITE_WATCH = """
+import os, sys
+report = os.fdopen(int(sys.argv[1]), "w", buffering=1)
+WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+CHANGES = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.symlink", "os.link",
+           "os.truncate", "os.chmod", "os.chown", "tempfile.mkstemp", "tempfile.mkdtemp"}
+def hook(event, args):
+    if event == "open" and not isinstance(args[0], int) and (args[2] or 0) & WRITES:
+        report.write(f"open {args[0]}\\n")
+    elif event in CHANGES:
+        report.write(f"{event} {args[0]}\\n")
+sys.addaudithook(hook)
+from authz.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_the_default_command_writes_no_file_at_start(tmp_path: Path) -> None:
+    """A read-only root filesystem and no writable /tmp: the default command
+    (with the image's environment) must start, serve and stop writing nothing."""
+    from authz.dev.keys import write_keypair
+
+    _private, jwks = write_keypair(tmp_path / "keys", "RS256", "k1")
+    config = tmp_path / "authz.yaml"
+    config.write_text(
+        "listen: 127.0.0.1:0\n"
+        "issuers:\n"
+        "  - issuer: https://idp.example\n"
+        "    audiences: [api]\n"
+        "    algorithms: [RS256]\n"
+        f"    keys: [{{jwks_file: {jwks}}}]\n"
+        "telemetry: {metrics: {listen: 127.0.0.1:0}}\n"
+    )
+    command = default_command()
+    assert command[command.index("-c") + 1] == "/etc/authz/authz.yaml"
+    command[command.index("-c") + 1] = str(config)
+    env = {**os.environ, **{k: v for k, v in final_env().items() if k != "PATH"}}
+    env.pop("TMPDIR", None)
+    read_end, write_end = os.pipe()
+    log = tmp_path / "authz.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-c", WRITE_WATCH, str(write_end), *command],
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            env=env,
+            pass_fds=(write_end,),
+            cwd=tmp_path,
+        )
+    os.close(write_end)
+    try:
+        deadline = time.monotonic() + 60
+        while "metrics on http" not in log.read_text(errors="replace"):
+            assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "authz did not start"
+            time.sleep(0.05)  # poll interval
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    with os.fdopen(read_end) as report:
+        writes = report.read().splitlines()
+    assert writes == []
 
 
 # --- the build itself, where a container engine exists ---------------------------------

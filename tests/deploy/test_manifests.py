@@ -171,7 +171,7 @@ def test_authz_runs_as_the_image_user_with_the_image_config_path() -> None:
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     user = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     assert user == [("10001", "10001")]
-    assert 'CMD ["serve", "-c", "/etc/authz/authz.yaml"]' in dockerfile
+    assert 'CMD ["serve", "-c", "/etc/authz/authz.yaml", "--workers", "1"]' in dockerfile
     for variant, workload in (("gateway", "authz"), ("sidecar", "gateway")):
         deployment = find(rendered(variant), "Deployment", workload)
         security = pod_spec(deployment)["securityContext"]
