@@ -15,10 +15,8 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -286,77 +284,6 @@ def test_make_image_builds_the_dockerfile() -> None:
         check=True,
     ).stdout
     assert "--build-arg BASE_IMAGE=python:3.12-slim@sha256:0 " in pinned
-
-
-# What the process writes: Python's audit hooks see every file it opens for
-# writing and every file or directory it creates, renames or removes, from any
-# library. It reports them on a pipe (its first argument: the fd), opened before
-# the hook.
-WRITE_WATCH = """
-import os, sys
-report = os.fdopen(int(sys.argv[1]), "w", buffering=1)
-WRITES = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-CHANGES = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.symlink", "os.link",
-           "os.truncate", "os.chmod", "os.chown", "tempfile.mkstemp", "tempfile.mkdtemp"}
-def hook(event, args):
-    if event == "open" and not isinstance(args[0], int) and (args[2] or 0) & WRITES:
-        report.write(f"open {args[0]}\\n")
-    elif event in CHANGES:
-        report.write(f"{event} {args[0]}\\n")
-sys.addaudithook(hook)
-from authz.cli import main
-sys.exit(main(sys.argv[2:]))
-"""
-
-
-def test_the_default_command_writes_no_file_at_start(tmp_path: Path) -> None:
-    """A read-only root filesystem and no writable /tmp: the default command
-    (with the image's environment) must start, serve and stop writing nothing."""
-    from authz.dev.keys import write_keypair
-
-    _private, jwks = write_keypair(tmp_path / "keys", "RS256", "k1")
-    config = tmp_path / "authz.yaml"
-    config.write_text(
-        "listen: 127.0.0.1:0\n"
-        "issuers:\n"
-        "  - issuer: https://idp.example\n"
-        "    audiences: [api]\n"
-        "    algorithms: [RS256]\n"
-        f"    keys: [{{jwks_file: {jwks}}}]\n"
-        "telemetry: {metrics: {listen: 127.0.0.1:0}}\n"
-    )
-    command = default_command()
-    assert command[command.index("-c") + 1] == "/etc/authz/authz.yaml"
-    command[command.index("-c") + 1] = str(config)
-    env = {**os.environ, **{k: v for k, v in final_env().items() if k != "PATH"}}
-    env.pop("TMPDIR", None)
-    read_end, write_end = os.pipe()
-    log = tmp_path / "authz.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-c", WRITE_WATCH, str(write_end), *command],
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            env=env,
-            pass_fds=(write_end,),
-            cwd=tmp_path,
-        )
-    os.close(write_end)
-    try:
-        deadline = time.monotonic() + 60
-        while "metrics on http" not in log.read_text(errors="replace"):
-            assert process.poll() is None, log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, "authz did not start"
-            time.sleep(0.05)  # poll interval
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0, log.read_text(errors="replace")[-3000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    with os.fdopen(read_end) as report:
-        writes = report.read().splitlines()
-    assert writes == []
 
 
 # --- the build itself, where a container engine exists ---------------------------------
