@@ -33,18 +33,9 @@ RUN python -m venv --without-pip /opt/authz \
  && /opt/authz/bin/authz --version
 
 FROM ${BASE_IMAGE}
-# What the image is built from; `make image` passes all three (VERSION from
-# authz/__init__.py, REVISION the commit, "-dirty" if the tree had changes,
-# SOURCE if set: make image SOURCE=https://github.com/OWNER/REPO).
-ARG VERSION=""
-ARG REVISION=""
-ARG SOURCE=""
 LABEL org.opencontainers.image.title="authz" \
       org.opencontainers.image.description="JWT authorization for Envoy (ext_authz v3 over gRPC)" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.source="${SOURCE}"
+      org.opencontainers.image.licenses="Apache-2.0"
 # pip is a build tool: nothing installs at run time. A fixed numeric user, so
 # Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 RUN python -m pip uninstall --yes --quiet pip \
@@ -73,3 +64,13 @@ ENTRYPOINT ["authz"]
 # fetching keys, on a 64-core node). Give more with the CPU to match:
 # docker run ... authz serve -c /etc/authz/authz.yaml --workers 4
 CMD ["serve", "-c", "/etc/authz/authz.yaml", "--workers", "1"]
+# What the image is built from; `make image` passes all three (VERSION from
+# authz/__init__.py, REVISION the commit, "-dirty" if the tree had changes,
+# SOURCE if set: make image SOURCE=https://github.com/OWNER/REPO). Last, as
+# REVISION changes with every commit: a step after it would never be cached.
+ARG VERSION=""
+ARG REVISION=""
+ARG SOURCE=""
+LABEL org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"

@@ -238,10 +238,13 @@ def final_env() -> dict[str, str]:
 
 def test_the_image_says_what_it_was_built_from() -> None:
     final = stages()[-1]
-    (label,) = [step for step in final if step.startswith("LABEL ")]
-    labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"', label))
-    # ARGs declared before FROM are not visible inside a stage: declared here.
-    declared = {step.split()[1].split("=")[0] for step in final if step.startswith("ARG ")}
+    label_steps = " ".join(step for step in final if step.startswith("LABEL "))
+    labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"', label_steps))
+    # ARGs declared before FROM are not visible inside a stage: declared here,
+    # after every other step (a new commit must not rebuild cached layers).
+    arg_steps = [index for index, step in enumerate(final) if step.startswith("ARG ")]
+    declared = {final[index].split()[1].split("=")[0] for index in arg_steps}
+    assert all(step.startswith(("ARG ", "LABEL ")) for step in final[min(arg_steps) :])
     for name, arg in (("version", "VERSION"), ("revision", "REVISION"), ("source", "SOURCE")):
         assert labels[f"org.opencontainers.image.{name}"] == f"${{{arg}}}"
         assert arg in declared
