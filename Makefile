@@ -102,9 +102,17 @@ bench-check: setup
 	$(BIN)/python -m tests.bench.shortcuts
 	$(BIN)/python -m tests.bench.pool_sweep --sizes $(POOL_SIZES)
 
-# The container image (Dockerfile); needs a container engine, not the venv.
+# The container image (Dockerfile); needs a container engine, not the venv. Its
+# OCI labels say which version and commit it was built from ("-dirty": with
+# uncommitted changes), and, with SOURCE=https://..., where that is published.
+# BASE_IMAGE=python:3.12-slim@sha256:... pins the base image by digest.
+REVISION ?= $(shell git describe --always --dirty --abbrev=40 --exclude='*' 2>/dev/null)
+SOURCE ?=
+BASE_IMAGE ?=
+IMAGE_BUILD_ARGS = --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+	$(if $(SOURCE),--build-arg SOURCE=$(SOURCE)) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE))
 image:
-	docker build -t $(IMAGE) .
+	docker build $(strip $(IMAGE_BUILD_ARGS)) -t $(IMAGE) .
 
 check-config: setup
 	$(BIN)/authz check-config $(CONFIG)

@@ -1,10 +1,9 @@
-"""``authz``: serve, check a configuration, and development helpers for keys and tokens."""
+"""``authz``: serve, check or show a configuration, and development helpers for keys and tokens."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
@@ -12,23 +11,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jwt.exceptions import PyJWTError
-
 from authz import __version__
+from authz.cli_common import EXIT_CONFIG, logging_options, resolve_logging
+from authz.cli_config import add_config_commands
+from authz.cli_dev import add_dev_commands
 from authz.config.loader import load_config
-from authz.config.models import ALGORITHMS, Config
+from authz.config.models import Config
 from authz.errors import ConfigError
 
 if TYPE_CHECKING:
     from authz.keys.sources import FetchingKeySource
 
-__all__ = ["main"]
-
-EXIT_CONFIG = 2
+__all__ = ["EXIT_CONFIG", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    resolve_logging(args, parser, os.environ)
     _configure_logging(args)
     try:
         result: int = args.handler(args)
@@ -41,20 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="authz", description=__doc__)
+    common = [logging_options()]
+    parser = argparse.ArgumentParser(prog="authz", description=__doc__, parents=common)
     parser.add_argument("--version", action="version", version=f"authz {__version__}")
-    parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
-    )
-    parser.add_argument(
-        "--log-format",
-        default="json",
-        choices=["json", "text"],
-        help="service logs on stderr: one JSON object per line (default), or plain text",
-    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the ext_authz gRPC service")
+    serve = commands.add_parser("serve", help="run the ext_authz gRPC service", parents=common)
     serve.add_argument("-c", "--config", required=True, type=Path, help="configuration file")
     serve.add_argument(
         "--workers",
@@ -64,42 +56,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(handler=_serve)
 
-    check = commands.add_parser("check-config", help="validate a configuration and its keys")
+    check = commands.add_parser(
+        "check-config", help="validate a configuration and its keys", parents=common
+    )
     check.add_argument("config", type=Path)
     check.add_argument(
         "--no-fetch", action="store_true", help="do not fetch remote keys (offline validation)"
     )
     check.set_defaults(handler=_check_config)
 
-    _add_explain(commands)
-    _add_check_envoy(commands)
-
-    keys = commands.add_parser("keys", help="development keys").add_subparsers(
-        dest="keys_command", required=True
-    )
-    generate = keys.add_parser("generate", help="write a private key and its public JWKS")
-    generate.add_argument("--alg", default="RS256", choices=ALGORITHMS)
-    generate.add_argument("--kid", required=True, help="key id published in the JWKS")
-    generate.add_argument("--out", required=True, type=Path, help="output directory")
-    generate.set_defaults(handler=_keys_generate)
-
-    token = commands.add_parser("token", help="development tokens").add_subparsers(
-        dest="token_command", required=True
-    )
-    mint = token.add_parser("mint", help="sign a token and print it")
-    mint.add_argument("--key", required=True, type=Path, help="private.pem or secret.key")
-    mint.add_argument("--alg", default="RS256", choices=ALGORITHMS)
-    mint.add_argument("--kid", help="key id to put in the header")
-    mint.add_argument("--iss", required=True, help="issuer")
-    mint.add_argument("--aud", required=True, action="append", help="audience (repeatable)")
-    mint.add_argument("--sub", required=True, help="subject")
-    mint.add_argument("--scope", default="", help='space-separated scopes, e.g. "read write"')
-    mint.add_argument("--ttl", type=int, default=300, help="seconds until exp (negative: expired)")
-    mint.add_argument("--nbf-in", type=int, help="seconds until nbf (positive: not yet valid)")
-    mint.add_argument(
-        "--claim", action="append", default=[], metavar="NAME=JSON", help="extra claim"
-    )
-    mint.set_defaults(handler=_token_mint)
+    add_config_commands(commands, common)
+    _add_explain(commands, common)
+    _add_check_envoy(commands, common)
+    add_dev_commands(commands, common)
     return parser
 
 
@@ -211,9 +180,10 @@ def _check_rules(config: Config) -> None:
         print(f"revocation: {path}, {len(RevocationList(path))} entries")
 
 
-def _add_explain(commands: Any) -> None:
+def _add_explain(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     explain = commands.add_parser(
         "explain",
+        parents=parents,
         help="decide one request as the service would, and print every step",
         description="Decide one request with the service's own code and print each step: "
         "route, credential, issuer, key, claims, revocation, requirements, and the answer. "
@@ -285,9 +255,10 @@ def _explain(args: argparse.Namespace) -> int:
     return 0 if decision.allowed else 1
 
 
-def _add_check_envoy(commands: Any) -> None:
+def _add_check_envoy(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     check = commands.add_parser(
         "check-envoy",
+        parents=parents,
         help="report Envoy settings that are unsafe or inconsistent with authz",
         description="Read Envoy configs (YAML or JSON with static_resources, or a Kubernetes "
         "ConfigMap holding one; - for stdin) and print each unsafe or inconsistent setting "
@@ -309,62 +280,6 @@ def _check_envoy(args: argparse.Namespace) -> int:
 
     config = load_config(args.config) if args.config is not None else None
     return run(args.files, config, sys.stdout, sys.stderr, stdin=sys.stdin)
-
-
-def _keys_generate(args: argparse.Namespace) -> int:
-    from authz.dev.keys import write_keypair
-
-    try:
-        private, public = write_keypair(args.out, args.alg, args.kid)
-    except OSError as exc:
-        print(f"authz: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    print(f"private key: {private}")
-    if public != private:
-        print(f"public JWKS: {public}")
-    return 0
-
-
-def _token_mint(args: argparse.Namespace) -> int:
-    from authz.dev.keys import load_private
-    from authz.dev.tokens import claims_for, mint
-
-    extra: dict[str, Any] = {}
-    for item in args.claim:
-        name, sep, raw = item.partition("=")
-        if not sep or not name:
-            print(f"authz: --claim {item!r}: expected NAME=JSON", file=sys.stderr)
-            return EXIT_CONFIG
-        try:
-            extra[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            extra[name] = raw  # a bare word is a string claim
-    audience: str | list[str] = args.aud[0] if len(args.aud) == 1 else args.aud
-    claims = claims_for(
-        args.sub,
-        args.iss,
-        audience,
-        scopes=args.scope,
-        ttl=args.ttl,
-        not_before_in=args.nbf_in,
-        **extra,
-    )
-    try:
-        if args.alg.startswith("HS"):
-            key: Any = args.key.read_bytes().rstrip(b"\r\n")
-        else:
-            key = load_private(args.key)
-    except (OSError, ValueError) as exc:
-        print(f"authz: {args.key}: cannot load the signing key: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        token = mint(key, args.alg, claims, args.kid)
-    except (PyJWTError, TypeError, ValueError) as exc:
-        # e.g. an EC key with --alg RS256: PyJWT says which in its message.
-        print(f"authz: {args.key} cannot sign {args.alg}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    print(token)
-    return 0
 
 
 if __name__ == "__main__":

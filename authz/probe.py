@@ -6,6 +6,11 @@ probe inside the container instead::
 
     python -m authz.probe unix:/var/run/authz/authz.sock
 
+It is also every topology's liveness probe, over TCP where authz listens on
+a port (``python -m authz.probe --alive 127.0.0.1:9001``): an answer needs the
+process to run, where a TCP connect is accepted by the kernel even from a
+stopped or wedged process.
+
 Exit status: 0 SERVING; 1 answered, but not SERVING; 2 no answer. With
 ``--alive``, any answer counts (a liveness check: the process is up and its
 gRPC server responds, even while it reports NOT_SERVING for want of keys).
@@ -28,10 +33,16 @@ EXIT_SERVING = 0
 EXIT_NOT_SERVING = 1
 EXIT_NO_ANSWER = 2
 
+# The probe asks this pod's own process: never through a proxy. gRPC would
+# otherwise take grpc_proxy/https_proxy/http_proxy from the environment, which
+# a pod may well set for its key fetches, and a liveness probe through a proxy
+# that cannot reach the pod's loopback would restart a healthy process.
+_CHANNEL_OPTIONS = [("grpc.enable_http_proxy", 0)]
+
 
 def probe(target: str, service: str = AUTHORIZATION_SERVICE, timeout: float = 1.0) -> str:
     """The health status name at ``target`` (e.g. ``SERVING``); grpc.RpcError without answer."""
-    with grpc.insecure_channel(target) as channel:
+    with grpc.insecure_channel(target, options=_CHANNEL_OPTIONS) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -49,10 +49,10 @@ def poll(what: str, probe: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.05)  # poll interval, not a readiness guess
 
 
-def probe_exit(command: list[str], socket_target: str) -> int:
-    """Run a manifest's exec probe here: its python is this one, its socket ours."""
+def probe_exit(command: list[str], target: str) -> int:
+    """Run a manifest's exec probe here: its python is this one, its target ours."""
     assert command[0] == "python"
-    local = [sys.executable, *command[1:-1], socket_target]
+    local = [sys.executable, *command[1:-1], target]
     return subprocess.run(local, capture_output=True, timeout=10, check=False).returncode
 
 

@@ -11,6 +11,7 @@ Dockerfile's stages are checked for what the final image must (not) contain.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -117,7 +118,7 @@ def test_the_matcher_follows_dockers_rules() -> None:
 def test_the_context_is_exactly_what_the_build_copies() -> None:
     context = build_context()
     top = {path.split("/")[0] for path in context}
-    assert top == {"pyproject.toml", "README.md", "requirements.lock", "authz"}
+    assert top == {"pyproject.toml", "README.md", "LICENSE", "requirements.lock", "authz"}
     for path in context:
         assert "__pycache__" not in path, path
         assert not path.endswith(".pyc"), path
@@ -160,6 +161,8 @@ def test_the_build_step_works_on_exactly_that_context(tmp_path: Path) -> None:
     assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2.py" in names
     assert "authz/probe.py" in names  # the sidecar's exec probe
     assert "authz/dev/upstream.py" in names  # the example services
+    assert "authz/py.typed" in names
+    assert f"envoy_jwt_authz-{__version__}.dist-info/licenses/LICENSE" in names
 
 
 # --- the Dockerfile ------------------------------------------------------------------
@@ -182,13 +185,15 @@ def stages() -> list[list[str]]:
 
 def test_the_dockerfile_has_a_build_stage_and_a_slim_final_stage() -> None:
     text = DOCKERFILE.read_text()
-    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    # The official image by default; a digest pin is a build argument away.
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
     assert base
     assert base[1].startswith("python:")
     assert base[1].endswith("-slim")
+    assert re.search(r"BASE_IMAGE=python:3\.12-slim@sha256:", text)
     build, final = stages()
-    assert build[0] == "FROM ${PYTHON_IMAGE} AS build"
-    assert final[0] == "FROM ${PYTHON_IMAGE}"  # the venv needs the same interpreter
+    assert build[0] == "FROM ${BASE_IMAGE} AS build"
+    assert final[0] == "FROM ${BASE_IMAGE}"  # the venv needs the same interpreter
     # Dependencies only as locked, hash-checked; then the project, resolving nothing.
     installs = " ".join(step for step in build if step.startswith("RUN"))
     assert "install --require-hashes --no-deps -r requirements.lock" in installs
@@ -204,12 +209,46 @@ def test_the_dockerfile_has_a_build_stage_and_a_slim_final_stage() -> None:
     assert not re.search(r"apt-get|gcc|build-essential|grpcio-tools", runs)
     assert "USER 10001:10001" in final
     assert 'ENTRYPOINT ["authz"]' in final
-    assert 'CMD ["serve", "-c", "/etc/authz/authz.yaml"]' in final
+    assert default_command() == ["serve", "-c", "/etc/authz/authz.yaml", "--workers", "1"]
     exposed = [step for step in final if step.startswith("EXPOSE")]
     deployment = find(render(K8S / "gateway"), "Deployment", "authz")
-    # gRPC; the metrics port exists only where telemetry.metrics.listen says.
-    (port,) = [p for p in container(deployment, "authz")["ports"] if p["name"] == "grpc"]
-    assert exposed == [f"EXPOSE {port['containerPort']}"]
+    ports = {p["name"]: p["containerPort"] for p in container(deployment, "authz")["ports"]}
+    assert exposed == [f"EXPOSE {ports['grpc']} {ports['metrics']}"]
+    env = final_env()
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert "TMPDIR" not in env  # nothing to write: see the test below
+
+
+def default_command() -> list[str]:
+    (cmd,) = [step for step in stages()[-1] if step.startswith("CMD ")]
+    command: list[str] = json.loads(cmd.removeprefix("CMD "))
+    return command
+
+
+def final_env() -> dict[str, str]:
+    """The final stage's ENV, as NAME=VALUE pairs (the form this Dockerfile uses)."""
+    env: dict[str, str] = {}
+    for step in stages()[-1]:
+        if step.startswith("ENV "):
+            for pair in step.removeprefix("ENV ").split():
+                name, _, value = pair.partition("=")
+                env[name] = value
+    return env
+
+
+def test_the_image_says_what_it_was_built_from() -> None:
+    final = stages()[-1]
+    label_steps = " ".join(step for step in final if step.startswith("LABEL "))
+    labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]*)"', label_steps))
+    # ARGs declared before FROM are not visible inside a stage: declared here,
+    # after every other step (a new commit must not rebuild cached layers).
+    arg_steps = [index for index, step in enumerate(final) if step.startswith("ARG ")]
+    declared = {final[index].split()[1].split("=")[0] for index in arg_steps}
+    assert all(step.startswith(("ARG ", "LABEL ")) for step in final[min(arg_steps) :])
+    for name, arg in (("version", "VERSION"), ("revision", "REVISION"), ("source", "SOURCE")):
+        assert labels[f"org.opencontainers.image.{name}"] == f"${{{arg}}}"
+        assert arg in declared
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
 
 
 def test_make_image_builds_the_dockerfile() -> None:
@@ -227,7 +266,27 @@ def test_make_image_builds_the_dockerfile() -> None:
         text=True,
         check=True,
     )
-    assert result.stdout.strip() == f"docker build -t authz:{__version__} ."
+    command = result.stdout.split()
+    assert command[:2] == ["docker", "build"]
+    assert command[-3:] == ["-t", f"authz:{__version__}", "."]
+    build_args = dict(
+        command[i + 1].split("=", 1) for i, word in enumerate(command) if word == "--build-arg"
+    )
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert build_args["VERSION"] == __version__
+    assert build_args["REVISION"] in (head, f"{head}-dirty")
+    assert set(build_args) == {"VERSION", "REVISION"}  # no SOURCE, no BASE_IMAGE unless given
+    pinned = subprocess.run(
+        ["make", "--no-print-directory", "-n", "image", "BASE_IMAGE=python:3.12-slim@sha256:0"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--build-arg BASE_IMAGE=python:3.12-slim@sha256:0 " in pinned
 
 
 # --- the build itself, where a container engine exists ---------------------------------

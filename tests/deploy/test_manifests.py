@@ -171,7 +171,7 @@ def test_authz_runs_as_the_image_user_with_the_image_config_path() -> None:
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     user = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.M)
     assert user == [("10001", "10001")]
-    assert 'CMD ["serve", "-c", "/etc/authz/authz.yaml"]' in dockerfile
+    assert 'CMD ["serve", "-c", "/etc/authz/authz.yaml", "--workers", "1"]' in dockerfile
     for variant, workload in (("gateway", "authz"), ("sidecar", "gateway")):
         deployment = find(rendered(variant), "Deployment", workload)
         security = pod_spec(deployment)["securityContext"]
@@ -304,21 +304,6 @@ def test_envoy_routes_to_the_example_services() -> None:
         assert address["port_value"] == service["spec"]["ports"][0]["port"]
         (entry,) = containers(find(objects, "Deployment", name))
         assert entry["command"][-1] == str(entry["ports"][0]["containerPort"])
-
-
-def test_probes_use_grpc_health_for_readiness_and_tcp_for_liveness() -> None:
-    authz = container(find(rendered("gateway"), "Deployment", "authz"), "authz")
-    assert authz["readinessProbe"]["grpc"] == {"port": 9001, "service": SERVICE_NAME}
-    assert authz["livenessProbe"]["tcpSocket"] == {"port": 9001}
-    # In the sidecar the socket is a file: the probe runs inside the container.
-    sidecar = container(find(rendered("sidecar"), "Deployment", "gateway"), "authz")
-    socket_path = parse_config(authz_config_text("sidecar", "gateway")).listen
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        command = sidecar[probe]["exec"]["command"]
-        assert command[:3] == ["python", "-m", "authz.probe"]
-        assert command[-1] == socket_path
-    assert "--alive" in sidecar["livenessProbe"]["exec"]["command"]
-    assert "--alive" not in sidecar["readinessProbe"]["exec"]["command"]
 
 
 # --- scaling -----------------------------------------------------------------

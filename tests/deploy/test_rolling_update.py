@@ -26,8 +26,8 @@ from authz.dev.stack import (
     render_envoy_config,
 )
 from authz.dev.upstream import EchoUpstream
-from tests.deploy.conftest import ClusterStandIn, embedded, poll
-from tests.deploy.manifests import cluster
+from tests.deploy.conftest import ClusterStandIn, embedded, poll, probe_exit
+from tests.deploy.manifests import K8S, cluster, container, find, render
 
 pytestmark = pytest.mark.e2e
 
@@ -96,6 +96,10 @@ def test_sigterm_to_one_replica_fails_no_request(
             "both replicas healthy in Envoy",
             lambda: host_flags(running) == {leaving.port: "healthy", staying.port: "healthy"},
         )
+        # The Deployment's own liveness command passes against both, over TCP.
+        liveness = container(find(render(K8S / "gateway"), "Deployment", "authz"), "authz")
+        for replica in (leaving, staying):
+            assert probe_exit(liveness["livenessProbe"]["exec"]["command"], replica.address) == 0
 
         def load() -> None:
             url = f"http://127.0.0.1:{running.listener_port}/orders/1"

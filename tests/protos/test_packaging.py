@@ -71,6 +71,12 @@ def test_the_sdist_has_the_code_and_the_generated_code(dist: Path) -> None:
     assert "authz/_proto/envoy/service/auth/v3/external_auth_pb2.py" in names
     assert "authz/observability/audit_record.schema.json" in names
     assert "pyproject.toml" in names
+    assert "authz/py.typed" in names
+    with tarfile.open(sdist) as archive:
+        (license_member,) = [m for m in archive.getmembers() if m.name.endswith("/LICENSE")]
+        shipped = archive.extractfile(license_member)
+        assert shipped is not None
+        assert shipped.read() == (REPO_ROOT / "LICENSE").read_bytes()
 
 
 def test_the_wheel_holds_the_package_only(dist: Path) -> None:
@@ -86,6 +92,27 @@ def test_the_wheel_holds_the_package_only(dist: Path) -> None:
     assert f"Name: {DIST_NAME}\n" in metadata
     assert f"Version: {__version__}\n" in metadata
     assert "Classifier: Topic :: Security" in metadata
+    # PEP 639: the license by SPDX expression, and its text in the wheel.
+    assert "License-Expression: Apache-2.0\n" in metadata
+    assert "License-File: LICENSE\n" in metadata
+    shipped = zipfile.ZipFile(wheel).read(
+        f"envoy_jwt_authz-{__version__}.dist-info/licenses/LICENSE"
+    )
+    assert shipped == (REPO_ROOT / "LICENSE").read_bytes()
+    # PEP 561: the classifier says type checkers may read authz's annotations;
+    # the marker file is what makes them do so.
+    assert "Classifier: Typing :: Typed" in metadata
+    assert "authz/py.typed" in names
+
+
+def test_the_license_is_the_apache_license_2_0() -> None:
+    text = (REPO_ROOT / "LICENSE").read_text()
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    assert project["license-files"] == ["LICENSE"]
 
 
 def _install(dist: Path, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:

@@ -1,16 +1,22 @@
-"""``python -m authz.probe``: the exec probe of the sidecar topology, against a real server."""
+"""``python -m authz.probe``: the exec probe of every topology, against a real server."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from authz import probe
+from authz.dev.stack import AuthzProcess
+from tests.service.svc_helpers import Signing, config_data, write_config
 
 if TYPE_CHECKING:
     from tests.service.svc_helpers import (
@@ -85,3 +91,57 @@ def test_as_the_kubelet_runs_it_over_a_unix_socket(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{target}: SERVING\n"
+
+
+def run_probe(*args: str, env: Mapping[str, str] | None = None) -> int:
+    """The probe as the kubelet runs it: a fresh interpreter; its exit status."""
+    return subprocess.run(
+        [sys.executable, "-m", "authz.probe", *args],
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
+    ).returncode
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat: R, S, T (stopped), ..."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def test_a_stopped_process_is_not_alive_though_its_port_accepts(
+    tmp_path: Path, signing: Signing
+) -> None:
+    config = write_config(tmp_path / "authz.yaml", config_data(signing.jwks_file))
+    authz = AuthzProcess(config, tmp_path / "authz.log").start()
+    target = authz.address
+    try:
+        assert run_probe("--alive", target) == 0
+        os.kill(authz.pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 10
+            while process_state(authz.pid) != "T":
+                assert time.monotonic() < deadline, "SIGSTOP did not stop authz"
+                time.sleep(0.01)  # poll interval
+            # What a tcpSocket probe sees: the kernel completes the handshake.
+            with socket.create_connection(("127.0.0.1", authz.port), timeout=5):
+                pass
+            assert run_probe("--alive", "--timeout", "0.5", target) == probe.EXIT_NO_ANSWER
+        finally:
+            os.kill(authz.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while run_probe("--alive", "--timeout", "1", target) != 0:
+            assert time.monotonic() < deadline, "alive again never answered after SIGCONT"
+    finally:
+        assert authz.stop() == 0
+
+
+def test_a_proxy_in_the_environment_is_not_taken(
+    start_server: ServerFactory, make_config: ConfigFactory
+) -> None:
+    # A pod may set these for its key fetches; the probe asks its own process.
+    running = start_server(make_config())
+    dead = "http://127.0.0.1:9"  # discard port: nothing proxies there
+    proxies = {"grpc_proxy": dead, "https_proxy": dead, "http_proxy": dead}
+    assert run_probe("--alive", running.target, env=proxies) == 0
