@@ -150,10 +150,10 @@ def test_relative_paths_are_resolved(directory: Path, capsys: pytest.CaptureFixt
     assert first["fetch"]["ca_file"] == str(directory / "ca.pem")
     assert shown["issuers"][1]["keys"] == [{"discovery": True}]
     # Conditions a route states, and nothing for those it does not.
-    assert shown["routes"][0]["match"] == {"prefix": "/docs"}
+    assert shown["routes"][0]["match"] == {"prefix": "/docs", "ignore_case": False}
     assert shown["routes"][2] == {
         "name": "rest",
-        "match": {},
+        "match": {"ignore_case": False},
         "mode": "optional",
         "shadow": False,
         "unverified_credentials": "remove",
