@@ -83,19 +83,20 @@ class RedisReplayConfig(PathModel):
     key_prefix: str = Field(default="authz:dpop:", max_length=128)
     max_connections: int = Field(default=64, ge=1, le=10_000)
 
-    @field_validator("url")
-    @classmethod
-    def _redis_url(cls, value: str) -> str:
-        parts = urlsplit(value)
+    # A model validator, not a field validator: its error is not echoed with
+    # the URL as input, which could hold a password.
+    @model_validator(mode="after")
+    def _redis_url(self) -> RedisReplayConfig:
+        parts = urlsplit(self.url)
         if parts.scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+            raise ValueError("url: expected a redis://, rediss:// or unix:// URL")
         if parts.password is not None:
-            raise ValueError("put the password in password_file, not in the URL")
+            raise ValueError("url: put the password in password_file, not in the URL")
         if parts.scheme == "unix" and not parts.path:
-            raise ValueError("unix:// needs a socket path, e.g. unix:///run/redis/redis.sock")
+            raise ValueError("url: unix:// needs a socket path, e.g. unix:///run/redis/redis.sock")
         if parts.scheme != "unix" and not parts.hostname:
-            raise ValueError("the URL needs a host, e.g. redis://redis:6379/0")
-        return value
+            raise ValueError("url: give a host, e.g. redis://redis:6379/0")
+        return self
 
 
 ReplayConfig = Annotated[MemoryReplayConfig | RedisReplayConfig, Field(discriminator="store")]
