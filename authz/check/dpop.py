@@ -45,7 +45,7 @@ from authz.check.jwk import proof_key
 from authz.check.nonce import NonceIssuer
 from authz.check.replay import ReplayStore
 from authz.check.verify import Clock, SystemClock
-from authz.config.sender import DPOP_ALGORITHMS, DpopConfig
+from authz.config.sender import DEFAULT_DPOP_ALGORITHMS, DPOP_ALGORITHMS, DpopConfig
 from authz.errors import (
     AuthzError,
     ClaimInvalid,
@@ -115,11 +115,15 @@ class _Parsed:
 
 
 class DpopVerifier:
+    """One configuration's DPoP checks; shared by every Check thread (its state
+    is the replay store, which locks for itself). ``nonces``: required server
+    nonces, issued and checked by that issuer; None: no nonces."""
+
     def __init__(
         self,
         *,
         replay: ReplayStore,
-        algorithms: Iterable[str] = ("ES256", "PS256", "RS256", "EdDSA", "ES384"),
+        algorithms: Iterable[str] = DEFAULT_DPOP_ALGORITHMS,
         iat_max_age: float = 60.0,
         iat_max_future: float = 5.0,
         max_proof_bytes: int = 8192,
