@@ -48,24 +48,26 @@ typecheck: setup
 
 # Prometheus's server and promtool, from Debian's `prometheus` package: the
 # alert rules' unit tests and the end-to-end scrape (tests/observability); wrk,
-# the load of the overload test (and of make bench and make soak).
+# the load of the overload test (and of make bench and make soak); redis-server,
+# the shared DPoP replay store's tests (tests/unit/test_replay.py).
 tools:
-	command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v wrk >/dev/null || \
-		(apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus wrk)
+	command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v wrk >/dev/null && \
+		command -v redis-server >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus wrk redis-server)
 
 # The README's test command: lint, types, then the whole suite (unit, service,
 # security, end to end with the real Envoy binary and the real Prometheus).
 test: lint typecheck tools
 	$(BIN)/pytest -q
 
-# A long property-testing campaign over request parsing, credentials and
-# verification; prints how many inputs each property was tried with.
+# A long property-testing campaign over request parsing, credentials,
+# verification and DPoP proofs; prints how many inputs each property was tried with.
 FUZZ_EXAMPLES ?= 20000
 # Then the differential tests of paths and hosts through the real Envoy, with
 # FUZZ_EXAMPLES generated requests of each (EDGE_SEED picks another sample).
 fuzz: setup
 	HYPOTHESIS_PROFILE=fuzz FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/security/test_fuzz.py \
-		-q -p no:cacheprovider --hypothesis-show-statistics
+		tests/security/test_fuzz_dpop.py -q -p no:cacheprovider --hypothesis-show-statistics
 	EDGE_CASES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/e2e/test_edge_paths.py -q -s -p no:cacheprovider
 
 # Envoy + authz at saturation for SOAK_SECONDS with valid and invalid tokens;

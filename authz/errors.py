@@ -11,20 +11,35 @@
     │   └── RequestTooLarge           431     invalid_request      request_too_large
     ├── Unauthenticated               401     (none)               unauthenticated
     │   ├── MissingCredentials        401     (none, RFC 6750 §3.1) missing_token
-    │   └── InvalidToken              401     invalid_token        invalid_token
-    │       ├── TokenMalformed                                     token_malformed
-    │       ├── TokenTooLarge                                      token_too_large
-    │       ├── UnknownIssuer                                      unknown_issuer
-    │       ├── UnknownKey                                         unknown_key
-    │       ├── AlgorithmNotAllowed                                algorithm_not_allowed
-    │       ├── SignatureInvalid                                   signature_invalid
-    │       ├── TokenExpired                                       token_expired
-    │       ├── TokenNotYetValid                                   token_not_yet_valid
-    │       ├── IssuedInFuture                                     issued_in_future
-    │       ├── AudienceMismatch                                   audience_mismatch
-    │       ├── MissingClaim                                       missing_claim
-    │       ├── ClaimInvalid                                       claim_invalid
-    │       └── TokenRevoked                                       token_revoked
+    │   ├── InvalidToken              401     invalid_token        invalid_token
+    │   │   ├── TokenMalformed                                     token_malformed
+    │   │   ├── TokenTooLarge                                      token_too_large
+    │   │   ├── UnknownIssuer                                      unknown_issuer
+    │   │   ├── UnknownKey                                         unknown_key
+    │   │   ├── AlgorithmNotAllowed                                algorithm_not_allowed
+    │   │   ├── SignatureInvalid                                   signature_invalid
+    │   │   ├── TokenExpired                                       token_expired
+    │   │   ├── TokenNotYetValid                                   token_not_yet_valid
+    │   │   ├── IssuedInFuture                                     issued_in_future
+    │   │   ├── AudienceMismatch                                   audience_mismatch
+    │   │   ├── MissingClaim                                       missing_claim
+    │   │   ├── ClaimInvalid                                       claim_invalid
+    │   │   ├── TokenRevoked                                       token_revoked
+    │   │   ├── MtlsCertificateMissing                             mtls_certificate_missing
+    │   │   └── MtlsBindingMismatch                                mtls_binding_mismatch
+    │   ├── InvalidDpopProof          401     invalid_dpop_proof   dpop_invalid
+    │   │   ├── DpopProofMissing                                   dpop_missing
+    │   │   ├── DpopProofRepeated                                  dpop_multiple
+    │   │   ├── DpopAlgorithmNotAllowed                            dpop_algorithm_not_allowed
+    │   │   ├── DpopKeyInvalid                                     dpop_key_invalid
+    │   │   ├── DpopSignatureInvalid                               dpop_signature_invalid
+    │   │   ├── DpopMethodMismatch                                 dpop_method_mismatch
+    │   │   ├── DpopUriMismatch                                    dpop_uri_mismatch
+    │   │   ├── DpopStale                                          dpop_stale
+    │   │   ├── DpopTokenHashMismatch                              dpop_ath_mismatch
+    │   │   ├── DpopBindingMismatch                                dpop_binding_mismatch
+    │   │   └── DpopReplayed                                       dpop_replayed
+    │   └── DpopNonceRequired         401     use_dpop_nonce       dpop_nonce_required
     ├── Forbidden                     403     insufficient_scope   insufficient_scope
     │   ├── IssuerNotAllowed                                       issuer_not_allowed
     │   ├── RoleMissing                                            role_missing
@@ -33,6 +48,7 @@
     └── Unavailable                   503     (none)               unavailable
         ├── KeysUnavailable                                        keys_unavailable
         ├── AuditUnavailable                                       audit_unavailable
+        ├── ReplayStoreUnavailable                                 replay_store_unavailable
         └── InternalError                                          internal_error
 
 The client sees only ``status``, the RFC 6750 code and a generic description;
@@ -41,6 +57,14 @@ The client sees only ``status``, the RFC 6750 code and a generic description;
 A request that no route matches is denied 403 without ``insufficient_scope``
 and without a challenge: no token could make it acceptable, so inviting a retry
 with one would mislead the client.
+
+Sender-constrained tokens (docs/sender-constrained.md): a DPoP proof that fails
+a check is ``invalid_dpop_proof`` (RFC 9449 §7.1), answered with a ``DPoP``
+challenge; a missing or stale server nonce is ``use_dpop_nonce`` (§9) with a
+fresh nonce for the ``DPoP-Nonce`` header; a certificate-bound token whose
+client certificate is absent or another is ``invalid_token`` (RFC 8705 §3).
+Each ``detail`` names the check that failed and never carries proof, token,
+key or certificate bytes.
 """
 
 from __future__ import annotations
@@ -53,8 +77,21 @@ __all__ = [
     "ClaimInvalid",
     "ClaimMismatch",
     "ConfigError",
+    "DpopAlgorithmNotAllowed",
+    "DpopBindingMismatch",
+    "DpopKeyInvalid",
+    "DpopMethodMismatch",
+    "DpopNonceRequired",
+    "DpopProofMissing",
+    "DpopProofRepeated",
+    "DpopReplayed",
+    "DpopSignatureInvalid",
+    "DpopStale",
+    "DpopTokenHashMismatch",
+    "DpopUriMismatch",
     "Forbidden",
     "InternalError",
+    "InvalidDpopProof",
     "InvalidHost",
     "InvalidPath",
     "InvalidRequest",
@@ -64,8 +101,11 @@ __all__ = [
     "KeysUnavailable",
     "MissingClaim",
     "MissingCredentials",
+    "MtlsBindingMismatch",
+    "MtlsCertificateMissing",
     "MultipleCredentials",
     "NoRoute",
+    "ReplayStoreUnavailable",
     "RequestTooLarge",
     "RoleMissing",
     "SignatureInvalid",
@@ -209,6 +249,92 @@ class TokenRevoked(InvalidToken):
     description = "The access token has been revoked"
 
 
+class MtlsCertificateMissing(InvalidToken):
+    # RFC 8705 §3: a certificate-bound token, but no client certificate reached authz.
+    reason = "mtls_certificate_missing"
+    description = "The access token requires a client certificate"
+
+
+class MtlsBindingMismatch(InvalidToken):
+    # cnf["x5t#S256"] names another certificate than the one the client presented.
+    reason = "mtls_binding_mismatch"
+    description = "The access token is not bound to the client certificate"
+
+
+class InvalidDpopProof(Unauthenticated):
+    """A DPoP proof failed a check of RFC 9449 §4.3; subclasses name which."""
+
+    rfc6750_error = "invalid_dpop_proof"
+    reason = "dpop_invalid"
+    description = "The DPoP proof is invalid"
+
+
+class DpopProofMissing(InvalidDpopProof):
+    reason = "dpop_missing"
+    description = "A DPoP proof is required"
+
+
+class DpopProofRepeated(InvalidDpopProof):
+    # Several DPoP header fields (or one holding a list): which to check would
+    # be a guess, and a guess is a bypass (RFC 9449 §4.3 step 1).
+    reason = "dpop_multiple"
+
+
+class DpopAlgorithmNotAllowed(InvalidDpopProof):
+    reason = "dpop_algorithm_not_allowed"
+
+
+class DpopKeyInvalid(InvalidDpopProof):
+    reason = "dpop_key_invalid"
+
+
+class DpopSignatureInvalid(InvalidDpopProof):
+    reason = "dpop_signature_invalid"
+
+
+class DpopMethodMismatch(InvalidDpopProof):
+    reason = "dpop_method_mismatch"
+
+
+class DpopUriMismatch(InvalidDpopProof):
+    reason = "dpop_uri_mismatch"
+
+
+class DpopStale(InvalidDpopProof):
+    # iat outside the accepted window: too old, or from the future.
+    reason = "dpop_stale"
+
+
+class DpopTokenHashMismatch(InvalidDpopProof):
+    # ath is not the hash of the access token presented with the proof.
+    reason = "dpop_ath_mismatch"
+
+
+class DpopBindingMismatch(InvalidDpopProof):
+    # The proof's key is not the key the access token is bound to (cnf.jkt).
+    reason = "dpop_binding_mismatch"
+
+
+class DpopReplayed(InvalidDpopProof):
+    reason = "dpop_replayed"
+
+
+class DpopNonceRequired(Unauthenticated):
+    """The proof lacks a current server nonce; the client retries with ``nonce``.
+
+    Not an InvalidDpopProof: the answer is a different challenge (RFC 9449 §9),
+    and ``nonce`` must reach the client in a ``DPoP-Nonce`` header.
+    """
+
+    rfc6750_error = "use_dpop_nonce"
+    reason = "dpop_nonce_required"
+    description = "Resource server requires nonce in DPoP proof"
+
+    def __init__(self, detail: str = "", nonce: str = "") -> None:
+        super().__init__(detail)
+        self.nonce = nonce
+
+
 class Forbidden(AuthzError):
     status = 403
     rfc6750_error = "insufficient_scope"
@@ -253,6 +379,12 @@ class KeysUnavailable(Unavailable):
 class AuditUnavailable(Unavailable):
     # audit.on_sink_failure: deny, and the decision's record reached no kernel.
     reason = "audit_unavailable"
+
+
+class ReplayStoreUnavailable(Unavailable):
+    # The store that remembers DPoP proofs could not answer: without it a
+    # replayed proof cannot be told from a fresh one.
+    reason = "replay_store_unavailable"
 
 
 class InternalError(Unavailable):

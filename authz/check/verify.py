@@ -1,6 +1,6 @@
 """The only place a JWT is decoded and checked.
 
-The compact JWS is parsed strictly here (canonical unpadded base64url, UTF-8
+The compact JWS is parsed strictly (jose.py: canonical unpadded base64url, UTF-8
 JSON objects without duplicate members or NaN), the issuer is chosen from the
 unverified ``iss``, and only that issuer's keys and settings apply. PyJWT's
 algorithm objects check the signature; the claims are checked here, because
@@ -13,10 +13,7 @@ error tree in ``verify`` and nowhere else.
 
 from __future__ import annotations
 
-import binascii
 import hashlib
-import json
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +26,7 @@ from jwt.algorithms import Algorithm, get_default_algorithms
 
 from authz.check.cache import CachedToken, VerifiedCache, digest
 from authz.check.derived import Derived
+from authz.check.jose import b64url_decode, json_object
 from authz.config.models import Config, IssuerConfig
 from authz.errors import (
     AlgorithmNotAllowed,
@@ -55,11 +53,6 @@ __all__ = ["Clock", "SystemClock", "VerifiedToken", "Verifier", "fingerprint"]
 # Largest time claim accepted: 9999-12-31T23:59:59Z. Larger values are
 # nonsense at best and an overflow lever at worst.
 MAX_TIMESTAMP = 253_402_300_799
-_B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-_B64URL_VALUE = {character: value for value, character in enumerate(_B64URL)}
-_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-_UNUSED_BITS = {0: 0, 2: 0b1111, 3: 0b11}
-_PADDING = {0: b"", 2: b"==", 3: b"="}
 # Header parameters whose semantics this verifier does not implement; RFC 7515
 # §4.1.11 requires rejecting a token that marks any of them critical.
 _UNSUPPORTED_HEADER = ("crit", "b64", "zip", "enc")
@@ -178,9 +171,9 @@ class Verifier:
         if len(parts) != 3:
             kind = "a JWE or nested token" if len(parts) == 5 else "not a compact JWS"
             raise TokenMalformed(f"token has {len(parts)} segments: {kind}")
-        header = _json_object(_b64decode(parts[0], "header"), "header")
-        payload = _json_object(_b64decode(parts[1], "payload"), "payload")
-        signature = _b64decode(parts[2], "signature")
+        header = json_object(b64url_decode(parts[0], "header"), "header")
+        payload = json_object(b64url_decode(parts[1], "payload"), "payload")
+        signature = b64url_decode(parts[2], "signature")
 
         for name in _UNSUPPORTED_HEADER:
             if name in header:
@@ -312,82 +305,6 @@ def _signature_ok(algorithm: str, key: Any, signing_input: bytes, signature: byt
     except InvalidSignature:
         return False
     return True
-
-
-def _b64decode(segment: str, what: str) -> bytes:
-    raw = segment.encode("ascii", "replace")
-    # Only the canonical, unpadded base64url form is accepted (RFC 7515 §2):
-    # one token must have exactly one spelling.
-    size = len(raw)
-    # translate() deleting every alphabet byte leaves only the strangers (in C).
-    if not raw or raw.translate(None, _B64URL) or size % 4 == 1:
-        raise TokenMalformed(f"{what} is not unpadded base64url")
-    # The last character of a segment whose length is not a multiple of 4 has
-    # unused low bits; canonical means they are zero (4 bits, or 2).
-    unused = _UNUSED_BITS[size % 4]
-    if unused and _B64URL_VALUE[raw[-1]] & unused:
-        raise TokenMalformed(f"{what} is not canonical base64url")
-    try:
-        return binascii.a2b_base64(raw.translate(_URLSAFE_TO_STANDARD) + _PADDING[size % 4])
-    except (binascii.Error, ValueError):
-        raise TokenMalformed(f"{what} is not base64url") from None
-
-
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # dict() in C, then one comparison: a shorter dict means a repeated member.
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise TokenMalformed("JSON object has a duplicate member")
-    return result
-
-
-def _reject_constant(name: str) -> Any:
-    raise TokenMalformed(f"JSON has the non-standard constant {name}")
-
-
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        # Strict UTF-8 (RFC 8259 §8.1): json.loads on bytes would also accept UTF-16/32.
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise TokenMalformed(f"{what} is not UTF-8") from None
-    try:
-        value = _DECODER.decode(text)
-    except ValueError:
-        # JSONDecodeError, and ValueError for integers past Python's digit limit.
-        raise TokenMalformed(f"{what} is not JSON") from None
-    if not isinstance(value, dict):
-        raise TokenMalformed(f"{what} is not a JSON object")
-    # A \uD800-\uDFFF escape may leave a lone surrogate: a string that is not
-    # Unicode, which no header, record or log line can carry (RFC 8259 §8.2).
-    if _SURROGATE_ESCAPE.search(text) and not _unicode_throughout(value):
-        raise TokenMalformed(f"{what} holds a string that is not valid Unicode")
-    return value
-
-
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _unicode_throughout(value: Any) -> bool:
-    """Whether every string in a decoded JSON value (keys too) encodes as UTF-8."""
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return False
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return True
-
-
-# One decoder, made once: json.loads would build a new one per call.
-_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
 
 
 def _time_claim(payload: Mapping[str, Any], name: str, *, required: bool) -> float | None:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from authz.check.lookalikes import PathReading
 from authz.config.models import Config, check_identity_header
 from authz.config.rules import RequirementConfig
+from authz.config.sender import sender_problems
 from authz.errors import ConfigError, InvalidPath
 
 __all__ = ["config_version", "load_config", "parse_config"]
@@ -58,6 +59,8 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         seen.add(issuer.issuer)
     _check_routes(config, root, source)
     _check_readiness(config, root, source)
+    for where, message in sender_problems(config):
+        raise ConfigError(f"{source}:{_line_of(root, where)}: {_dotted(where)}: {message}")
     config._version = config_version(text)
     return config
 

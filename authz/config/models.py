@@ -25,6 +25,7 @@ from authz.config.rules import (
     RouteConfig,
     valid_claim_path,
 )
+from authz.config.sender import DpopConfig, MtlsConfig, TokenKind
 
 __all__ = [
     "ALGORITHMS",
@@ -159,6 +160,10 @@ class FetchConfig(_PathModel):
         return self
 
 
+def _bearer_only() -> list[TokenKind]:
+    return ["bearer"]
+
+
 class IssuerConfig(Model):
     issuer: str = Field(min_length=1)
     audiences: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
@@ -170,6 +175,16 @@ class IssuerConfig(Model):
     # Claims that must be present (beyond iss, aud and exp, always required).
     required_claims: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     fetch: FetchConfig = Field(default_factory=FetchConfig)
+    # What this issuer's tokens may be (config/sender.py): unbound bearer
+    # tokens, DPoP-bound (cnf.jkt), certificate-bound (cnf["x5t#S256"]).
+    issues: Annotated[list[TokenKind], Field(min_length=1)] = Field(default_factory=_bearer_only)
+
+    @field_validator("issues")
+    @classmethod
+    def _issues_unique(cls, value: list[TokenKind]) -> list[TokenKind]:
+        if len(value) != len(set(value)):
+            raise ValueError("a token kind is listed twice")
+        return value
 
     @model_validator(mode="after")
     def _hmac_needs_secret(self) -> IssuerConfig:
@@ -355,6 +370,9 @@ class Config(Model):
     allow_no_routes: bool = False
     roles_claim: ClaimPath = "roles"
     revocation: RevocationConfig | None = None
+    # Sender-constrained tokens (config/sender.py): DPoP proofs, client certificates.
+    dpop: DpopConfig | None = None
+    mtls: MtlsConfig | None = None
     # Report every decision, enforce none: a deny is answered as an allow that
     # records the deny it would have been (see decision.py). Never a default.
     dry_run: bool = False

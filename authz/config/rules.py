@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from authz.check.paths import config_path
 from authz.config.base import Model, PathModel
+from authz.config.sender import SenderConstraint
 
 __all__ = [
     "ClaimMatcherConfig",
@@ -187,11 +188,18 @@ class RouteConfig(Model):
     # An Authorization header or access_token query parameter authz did not
     # verify (public routes, optional ones without a token): removed, or passed on.
     unverified_credentials: Literal["remove", "forward"] = "remove"
+    # What a token must prove it is sent by its holder with (config/sender.py).
+    sender_constraint: SenderConstraint = "none"
 
     @model_validator(mode="after")
     def _check(self) -> RouteConfig:
         if not _ROUTE_NAME.match(self.name):
             raise ValueError(f"route name {self.name!r}: 1-64 characters of A-Z a-z 0-9 _ . : -")
+        if self.sender_constraint != "none" and self.mode == "public":
+            raise ValueError(
+                f"sender_constraint {self.sender_constraint} needs mode: protected or "
+                "optional; a public route verifies no token to constrain"
+            )
         if self.requirements is not None and self.mode != "protected":
             raise ValueError(
                 f"requirements need mode: protected (this route is {self.mode}); "

@@ -109,8 +109,20 @@ def test_rfc6750_code_follows_the_status(cls: type[AuthzError]) -> None:
         403: {"insufficient_scope"},
         503: {None},
     }
-    allowed = by_status.get(cls.status, {None, "invalid_token"})
+    # 401: RFC 6750's invalid_token, or RFC 9449 §7.1/§9's DPoP codes.
+    allowed = by_status.get(
+        cls.status, {None, "invalid_token", "invalid_dpop_proof", "use_dpop_nonce"}
+    )
     assert cls.rfc6750_error in allowed
+
+
+@pytest.mark.parametrize("cls", DENY_CLASSES, ids=lambda cls: cls.__name__)
+def test_dpop_codes_belong_to_dpop_classes_only(cls: type[AuthzError]) -> None:
+    if cls.rfc6750_error in ("invalid_dpop_proof", "use_dpop_nonce"):
+        assert cls.status == 401
+        assert cls.__name__.startswith(("Dpop", "InvalidDpop"))
+        assert issubclass(cls, Unauthenticated)
+        assert not issubclass(cls, InvalidToken)
 
 
 @pytest.mark.parametrize("cls", DENY_CLASSES, ids=lambda cls: cls.__name__)
