@@ -157,6 +157,7 @@ def test_relative_paths_are_resolved(directory: Path, capsys: pytest.CaptureFixt
         "mode": "optional",
         "shadow": False,
         "unverified_credentials": "remove",
+        "sender_constraint": "none",
     }
 
 
