@@ -42,6 +42,7 @@ from authz.check.revocation import RevocationList
 from authz.check.verify import Clock, Verifier
 from authz.config.loader import parse_config
 from authz.config.models import Config
+from authz.keys.events import NO_EVENTS, Guarded, KeyEvents
 from authz.keys.sources import KeySource, ManagedKeySource
 from authz.keys.store import KeyStore, traced_fetchers
 from authz.keys.waiting import LoopBridge
@@ -72,27 +73,30 @@ def build_runtime(
     bridge: LoopBridge | None = None,
     *,
     revocations: RevocationList | None = None,
+    events: KeyEvents = NO_EVENTS,
 ) -> Runtime:
     """Keys, verifier, revocation list and decider for ``config``; ConfigError if unusable.
 
     ``keys`` replaces the key source built from the configuration (tests inject
     fakes here); ``tracer`` records the key store's fetches; ``bridge`` is how a
     Check's thread waits on a key refetch (without one, an unknown kid is final);
-    ``revocations`` is the running list, kept if ``config`` names the same file.
+    ``revocations`` is the running list, kept if ``config`` names the same file;
+    ``events`` hears the key store's and the verifier's events (the server's metrics).
     """
+    events = events if events is NO_EVENTS else Guarded(events)
     if keys is not None:
         source = keys
     elif tracer is not None:
-        source = KeyStore(config, fetcher_factory=traced_fetchers(tracer))
+        source = KeyStore(config, fetcher_factory=traced_fetchers(tracer), events=events)
     else:
-        source = KeyStore(config)
+        source = KeyStore(config, events=events)
     revocations = _revocation_list(config, revocations)
     refetch = (
         bridge.refetcher(source)
         if bridge is not None and isinstance(source, ManagedKeySource)
         else None
     )
-    decider = Decider(config, Verifier(config, source, clock), revocations, refetch)
+    decider = Decider(config, Verifier(config, source, clock, events), revocations, refetch)
     return Runtime(
         config=config,
         keys=source,

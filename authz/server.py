@@ -118,7 +118,13 @@ class AuthzServer:
         tracer = self.observability.tracing.tracer
         revocations = previous.revocations if previous is not None else None
         return build_runtime(
-            config, keys, self._clock, tracer, self._bridge, revocations=revocations
+            config,
+            keys,
+            self._clock,
+            tracer,
+            self._bridge,
+            revocations=revocations,
+            events=self.observability.metrics,  # this server's key events, no one else's
         )
 
     @property

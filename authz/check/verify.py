@@ -45,8 +45,8 @@ from authz.errors import (
     UnknownIssuer,
     UnknownKey,
 )
+from authz.keys.events import NO_EVENTS, KeyEvents
 from authz.keys.sources import KeySource, VerificationKey
-from authz.observability.key_events import key_events
 
 __all__ = ["Clock", "SystemClock", "VerifiedToken", "Verifier", "fingerprint"]
 
@@ -114,7 +114,14 @@ class _Issuer:
 
 
 class Verifier:
-    def __init__(self, config: Config, keys: KeySource, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        keys: KeySource,
+        clock: Clock | None = None,
+        events: KeyEvents = NO_EVENTS,
+    ) -> None:
+        self._events = events
         self._issuers = {issuer.issuer: _Issuer.from_config(issuer) for issuer in config.issuers}
         self._keys = keys
         self._clock = clock or SystemClock()
@@ -133,12 +140,12 @@ class Verifier:
             cached = cache.get(key)
             if cached is not None:
                 if self._still_valid(cached):
-                    key_events.key_cache(cached.token.issuer, True)
+                    self._events.token_cache(cached.token.issuer, True)
                     return cached.token
                 cache.discard(key)
             verified, used_key, valid_until = self._verify(token, key)
             cache.put(key, CachedToken(verified, valid_until, used_key))
-            key_events.key_cache(verified.issuer, False)
+            self._events.token_cache(verified.issuer, False)
             return verified
         except AuthzError:
             raise

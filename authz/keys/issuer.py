@@ -21,6 +21,7 @@ from typing import Protocol
 
 from authz.config.models import Config, FetchConfig, IssuerConfig, KeySourceConfig
 from authz.errors import ConfigError
+from authz.keys.events import NO_EVENTS, KeyEvents
 from authz.keys.fetch import FetchError, HttpFetcher
 from authz.keys.sources import (
     IssuerKeys,
@@ -30,7 +31,6 @@ from authz.keys.sources import (
     keys_from_jwks,
     load_local_source,
 )
-from authz.observability.key_events import key_events
 from authz.watch import WatchedFile
 
 __all__ = ["FetcherFactory", "IssuerKeyState", "MonotonicClock", "next_delay"]
@@ -76,8 +76,11 @@ class IssuerKeyState:
         clock: _Clock,
         fetcher_factory: FetcherFactory,
         on_change: Callable[[], None],
+        *,
+        events: KeyEvents = NO_EVENTS,
     ) -> None:
         self.config = issuer
+        self._events = events
         self._root = config
         self._clock = clock
         self._on_change = on_change
@@ -169,7 +172,7 @@ class IssuerKeyState:
         if inflight is None or inflight.done():
             cooldown = self.config.fetch.unknown_kid_cooldown_seconds
             if self._clock.now() - self._last_attempt < cooldown:
-                key_events.key_fetch(self.name, "rate_limited")
+                self._events.key_fetch(self.name, "rate_limited")
                 return False
             inflight = self.fetch_once()
         wait = max(0.0, min(self.config.fetch.unknown_kid_wait_seconds, budget))
@@ -232,8 +235,8 @@ class IssuerKeyState:
             log.exception("issuer %r: unexpected error fetching keys", self.name)
             self._failed(f"{type(exc).__name__}: {exc}", "error")
             return False
-        key_events.key_fetch(self.name, "ok")
-        key_events.keys_loaded(self.name, time.time())
+        self._events.key_fetch(self.name, "ok")
+        self._events.keys_loaded(self.name, time.time())
         kids_before = set(self._keys.by_kid)
         self._remote = keys
         self._remote_at = self._clock.now()
@@ -253,7 +256,7 @@ class IssuerKeyState:
         return True
 
     def _failed(self, error: str, result: str) -> None:
-        key_events.key_fetch(self.name, result)
+        self._events.key_fetch(self.name, result)
         self._failures += 1
         self._last_error = error
         age = (
@@ -349,7 +352,7 @@ class IssuerKeyState:
             log.info("issuer %r: reloaded %s", self.name, source.describe())
         if changed:
             self.local_loaded_at = time.time()
-            key_events.keys_loaded(self.name, self.local_loaded_at)
+            self._events.keys_loaded(self.name, self.local_loaded_at)
             self._rebuild()
 
     def _rebuild(self, notify: bool = True) -> None:

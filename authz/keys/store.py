@@ -34,10 +34,10 @@ from typing import Any
 from opentelemetry.trace import Tracer
 
 from authz.config.models import Config, IssuerConfig
+from authz.keys.events import NO_EVENTS, KeyEvents
 from authz.keys.fetch import HttpFetcher
 from authz.keys.issuer import FetcherFactory, IssuerKeyState, MonotonicClock, next_delay
 from authz.keys.sources import IssuerKeys, IssuerStatus
-from authz.observability.key_events import key_events
 
 __all__ = [
     "FetcherFactory",
@@ -70,13 +70,17 @@ class KeyStore:
         config: Config,
         clock: Any = None,
         fetcher_factory: FetcherFactory = _default_fetcher,
+        events: KeyEvents = NO_EVENTS,
     ) -> None:
         clock = clock or MonotonicClock()
+        self._events = events
         self._listeners: list[Callable[[], None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._warmed = False
         self._issuers = {
-            issuer.issuer: IssuerKeyState(issuer, config, clock, fetcher_factory, self._changed)
+            issuer.issuer: IssuerKeyState(
+                issuer, config, clock, fetcher_factory, self._changed, events=events
+            )
             for issuer in config.issuers
         }
 
@@ -117,7 +121,7 @@ class KeyStore:
     async def start(self) -> None:
         for state in self._issuers.values():
             if state.has_local:
-                key_events.keys_loaded(state.name, state.local_loaded_at)
+                self._events.keys_loaded(state.name, state.local_loaded_at)
             if state.fetcher is not None:
                 self._tasks.append(asyncio.create_task(state.refresh_loop()))
             if state.has_files:

@@ -14,8 +14,9 @@ nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
 ``authz_audit_write_errors_total``    counter    sink (stdout | file)
 ``authz_key_fetches_total``           counter    issuer, result
 ``authz_key_age_seconds``             gauge      issuer
-``authz_key_cache_lookups_total``     counter    issuer, result (hit | miss): the verified-token
+``authz_token_cache_lookups_total``   counter    issuer, result (hit | miss): the verified-token
                                                  cache (see below)
+``authz_key_cache_lookups_total``     counter    the same, under its former name: deprecated
 ``authz_reloads_total``               counter    result (applied | failed | restart_required |
                                                  refused_widening)
 ``authz_config_restart_required``     gauge      setting: 1 while the file changes it and
@@ -35,15 +36,17 @@ Every label set is bounded: ``reason`` is one of the error classes' reasons,
 not verified is attacker-chosen), ``route`` a configured route name or
 ``none``. Never a path, a subject or a token.
 
-``authz_key_cache_lookups_total`` is named for keys but counts the verifier's
-cache of verified tokens: ``hit`` when a token was answered from it, ``miss``
-when a token had to be verified afresh and verified (a token that fails
-verification is not counted). Its hit ratio is what the token cache saves.
+``authz_token_cache_lookups_total`` counts the verifier's cache of verified
+tokens: ``hit`` when a token was answered from it, ``miss`` when a token had
+to be verified afresh and verified (a token that fails verification is not
+counted). Its hit ratio is what the token cache saves. It was called
+``authz_key_cache_lookups_total``, which is still served with the same values
+for one release (docs/operations.md).
 
-Key metrics are fed by the key store and the verifier through ``key_events``
-(``authz.observability.key_events``), and every running server's ``Metrics``
-listens. Where the numbers go, and what the scrape endpoint serves besides the
-instruments, is ``authz.observability.metrics_export``.
+Key metrics are fed by the key store and the verifier, built with this server's
+``Metrics`` as their ``KeyEvents`` (authz/keys/events.py). Where the numbers
+go, and what the scrape endpoint serves besides the instruments, is
+``authz.observability.metrics_export``.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ __all__ = [
     "RELOAD_RESULTS",
     "RESTART_REQUIRED",
     "SHADOW_DECISIONS",
+    "TOKEN_CACHE_LOOKUPS",
     "Labels",
     "Metrics",
     "Tally",
@@ -95,7 +99,8 @@ AUDIT_RECORDS = "authz.audit.records"
 AUDIT_WRITE_ERRORS = "authz.audit.write_errors"
 KEY_FETCHES = "authz.key.fetches"
 KEY_AGE = "authz.key.age"
-KEY_CACHE_LOOKUPS = "authz.key.cache.lookups"
+TOKEN_CACHE_LOOKUPS = "authz.token.cache.lookups"  # noqa: S105 - a metric name
+KEY_CACHE_LOOKUPS = "authz.key.cache.lookups"  # the former name, deprecated
 RELOADS = "authz.reloads"
 RESTART_REQUIRED = "authz.config.restart_required"
 RELOAD_RESULTS = ("applied", "failed", "restart_required", "refused_widening")
@@ -186,6 +191,12 @@ class Tally:
             name, callbacks=[self._observe], unit=unit, description=description
         )
 
+    def also_as(self, meter: Meter, name: str, unit: str, description: str) -> None:
+        """Report the same counts under a second name too (a renamed metric's old one)."""
+        meter.create_observable_counter(
+            name, callbacks=[self._observe], unit=unit, description=description
+        )
+
     def add(self, amount: int, attributes: Attributes) -> None:
         with self._lock:
             self._counts[attributes] = self._counts.get(attributes, 0) + amount
@@ -236,7 +247,10 @@ class Metrics:
             KEY_FETCHES, unit="{fetch}", description="Key set fetches by result"
         )
         self._cache = Tally(
-            meter, KEY_CACHE_LOOKUPS, "{lookup}", "Verified-token cache lookups by result"
+            meter, TOKEN_CACHE_LOOKUPS, "{lookup}", "Verified-token cache lookups by result"
+        )
+        self._cache.also_as(
+            meter, KEY_CACHE_LOOKUPS, "{lookup}", "Deprecated: authz_token_cache_lookups_total"
         )
         self._cache_labels: dict[tuple[str, bool], Attributes] = {}
         meter.create_observable_gauge(
@@ -327,7 +341,7 @@ class Metrics:
     def keys_loaded(self, issuer: str, loaded_at: float) -> None:
         self._loaded_at[self.labels.issuer(issuer)] = loaded_at
 
-    def key_cache(self, issuer: str, hit: bool) -> None:
+    def token_cache(self, issuer: str, hit: bool) -> None:
         attributes = self._cache_labels.get((issuer, hit))
         if attributes is None:
             attributes = (

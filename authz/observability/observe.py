@@ -36,7 +36,6 @@ from authz.errors import ConfigError
 from authz.observability.audit import AuditWriter
 from authz.observability.audit_sinks import AuditSink, FileSink, stdout_sink
 from authz.observability.decision_log import DecisionLog
-from authz.observability.key_events import key_events
 from authz.observability.metrics import Metrics
 from authz.observability.metrics_export import MetricsEndpoint, build_meter_provider
 from authz.observability.outcome import Answer, audit_unavailable, check_record, end_span
@@ -140,7 +139,6 @@ class Observability:
         self._audit_timeout = audit_timeout
         self._clock = clock
         self._complained: dict[str, float] = {}
-        self._unsubscribe: Callable[[], None] | None = None
         self.metrics_address: str | None = None
 
     @classmethod
@@ -196,7 +194,6 @@ class Observability:
             self.metrics_address = self._endpoint.start()
             # A worker of `serve --workers N`: the supervisor's scrape fetches it.
             announce(self.metrics_address, os.environ, os.environ.get(WORKER_INDEX_ENV, ""))
-        self._unsubscribe = key_events.subscribe(self.metrics)
 
     def begin(
         self, metadata: Iterable[tuple[str, str | bytes]] | None, started: float | None = None
@@ -330,9 +327,6 @@ class Observability:
 
     async def stop(self) -> None:
         """Close the audit trail (fsync), flush spans and metrics; bounded in time."""
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
         # Every Check has been answered: the log's suppressed count is final.
         self.decision_log.flush()
         # Every record is already written; closing fsyncs the file, which a

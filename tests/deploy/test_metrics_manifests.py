@@ -225,7 +225,7 @@ def test_the_dashboard_shows_what_operators_ask_about() -> None:
         "authz_check_duration_seconds_bucket",  # latency
         "authz_key_age_seconds",
         "authz_key_fetches_total",
-        "authz_key_cache_lookups_total",  # the token cache's hit ratio
+        "authz_token_cache_lookups_total",  # the token cache's hit ratio
         "authz_audit_records_total",  # drops
         "authz_shadow_decisions_total",  # would-be denies
         "process_cpu_seconds_total",
