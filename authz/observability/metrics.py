@@ -131,6 +131,8 @@ UNKNOWN = "unknown"
 NO_ROUTE = "none"
 OTHER = "other"
 _MAX_ROUTE_LABEL = 64
+# The 503s an alert pages on: authz could not decide.
+_PAGING_REASONS = ("keys_unavailable", "internal_error", "audit_unavailable")
 
 
 def known_reasons() -> frozenset[str]:
@@ -153,6 +155,10 @@ class Labels:
     def __init__(self, issuers: Iterable[str]) -> None:
         self._issuers = frozenset(issuers)
         self._reasons = known_reasons()
+
+    @property
+    def issuers(self) -> frozenset[str]:
+        return self._issuers
 
     def issuer(self, issuer: str | None) -> str:
         return issuer if issuer in self._issuers else UNKNOWN
@@ -321,6 +327,24 @@ class Metrics:
         # Memoized label sets name issuers as the old labels saw them.
         self._decision_labels = {}
         self._cache_labels = {}
+
+    def zero_failures(self, routes: Iterable[str], sinks: Iterable[str]) -> None:
+        """Series at 0 for every answer that pages (each 503 reason, per configured
+        issuer and route) and for each audit sink's write errors, so that their
+        first increment is an increase a rate() sees, not a new series."""
+        issuers = sorted(self.labels.issuers | {UNKNOWN})
+        for reason in _PAGING_REASONS:
+            for issuer in issuers:
+                for route in {*(self.labels.route(name) for name in routes), NO_ROUTE}:
+                    attributes = (
+                        ("decision", "deny"),
+                        ("reason", reason),
+                        ("issuer", issuer),
+                        ("route", route),
+                    )
+                    self._decisions.add(0, attributes)
+        for sink in sinks:
+            self._audit_errors.add(0, (("sink", sink),))
 
     # The audit writer's counters (audit.AuditCounters).
     def audit_written(self, count: int) -> None:

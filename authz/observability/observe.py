@@ -147,6 +147,7 @@ class Observability:
         the_resource = resource(config.telemetry)
         provider, endpoint = build_meter_provider(config.telemetry.metrics, the_resource, env)
         metrics = Metrics(provider, (issuer.issuer for issuer in config.issuers))
+        metrics.zero_failures(_route_names(config), _sink_names(config))
         if "queue_size" in config.audit.model_fields_set:
             log.warning(
                 "audit.queue_size has no effect: each record is written before its "
@@ -166,6 +167,7 @@ class Observability:
         (how each Check is recorded is its runtime's ``Recording``)."""
         self._audit_timeout = config.audit.shutdown_timeout_seconds
         self.metrics.follow_issuers(issuer.issuer for issuer in config.issuers)
+        self.metrics.zero_failures(_route_names(config), _sink_names(config))
 
     def audit_for(self, config: Config, running: Config) -> AuditWriter | None:
         """A new, opened audit writer if ``config`` moves the trail (other sinks
@@ -340,6 +342,16 @@ class Observability:
         self.tracing.shutdown()
         if isinstance(self._meter_provider, SdkMeterProvider):
             self._meter_provider.shutdown()
+
+
+def _route_names(config: Config) -> list[str]:
+    return [route.name for route in config.routes or ()]
+
+
+def _sink_names(config: Config) -> list[str]:
+    # As the sinks name themselves (audit_sinks.py), without opening them.
+    sinks = (("stdout", config.audit.stdout), ("file", config.audit.file is not None))
+    return [name for name, on in sinks if on]
 
 
 def _audit_sinks(config: Config) -> list[AuditSink]:

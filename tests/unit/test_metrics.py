@@ -252,3 +252,23 @@ def test_stop_releases_the_port(endpoint: tuple[Metrics, MetricsEndpoint]) -> No
     with socket.socket() as again:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+
+
+def test_the_answers_that_page_start_at_zero(measured: Measured) -> None:
+    # A first 503 must be an increase, not the birth of a series rate() cannot see.
+    measured.metrics.zero_failures(["orders"], ["stdout", "file"])
+    decisions = measured.series("authz.decisions")
+    for reason in ("keys_unavailable", "internal_error", "audit_unavailable"):
+        for issuer in (ISSUER, "unknown"):
+            for route in ("orders", "none"):
+                key = (
+                    ("decision", "deny"),
+                    ("issuer", issuer),
+                    ("reason", reason),
+                    ("route", route),
+                )
+                assert decisions[key] == 0
+    assert measured.series("authz.audit.write_errors") == {
+        (("sink", "stdout"),): 0,
+        (("sink", "file"),): 0,
+    }
