@@ -16,9 +16,9 @@ Check: what the kernel holds outlives the process. (A power cut is another
 matter: fsync per record would cost a disk flush per Check; the file is
 fsynced when the server stops.) No writer thread: handing each record to a
 thread and waiting for it costs a thread wake-up per Check, more than the
-write itself (see docs/observability.md, "Audit trail"). The price: a write blocks the event
-loop for as long as the kernel makes it wait, so a stdout pipe that nobody
-reads stalls Checks until Envoy answers them 503 at its timeout. That fails
+write itself (see docs/observability.md, "Audit trail"). The price: a write
+blocks the Check's thread for as long as the kernel makes it wait, so a stdout
+pipe that nobody reads stalls Checks until Envoy answers them 503 at its timeout. That fails
 closed; an answer without its record would not.
 
 A sink that fails (EPIPE, ENOSPC, EIO, a file that cannot be reopened) is
