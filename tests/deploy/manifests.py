@@ -45,7 +45,7 @@ __all__ = [
 K8S = REPO_ROOT / "k8s"
 # Every directory under k8s/ with a kustomization (observability is a component,
 # rendered through tests/deploy/overlays/).
-VARIANTS = ("namespace", "base", "examples", "gateway", "sidecar", "istio")
+VARIANTS = ("namespace", "priority", "base", "examples", "gateway", "sidecar", "istio")
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 Obj = dict[str, Any]

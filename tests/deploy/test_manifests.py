@@ -40,10 +40,16 @@ from tests.deploy.manifests import (
 )
 
 OBSERVABILITY = Path(__file__).parent / "overlays" / "observability"
+OBSERVABILITY_SIDECAR = Path(__file__).parent / "overlays" / "observability-sidecar"
 # The PodMonitor, alerts and dashboard: a kustomization of their own, beside the component.
 PROMETHEUS = K8S / "observability" / "prometheus"
 COLLECTOR = K8S / "observability" / "collector"
-RENDERED = [K8S / name for name in VARIANTS] + [OBSERVABILITY, PROMETHEUS, COLLECTOR]
+RENDERED = [K8S / name for name in VARIANTS] + [
+    OBSERVABILITY,
+    OBSERVABILITY_SIDECAR,
+    PROMETHEUS,
+    COLLECTOR,
+]
 # The oldest Kubernetes the manifests claim (preStop sleep is on by default from
 # 1.30; native sidecars from 1.29) and the newest schemas the package bundles.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -143,8 +149,8 @@ def test_everything_lands_in_one_namespace() -> None:
     for variant in ("gateway", "sidecar", "istio"):
         for obj in rendered(variant):
             namespace = obj["metadata"].get("namespace")
-            if obj["kind"] in {"Namespace", "ClusterRoleBinding"}:
-                assert namespace is None
+            if obj["kind"] in {"Namespace", "ClusterRoleBinding", "PriorityClass"}:
+                assert namespace is None  # cluster-scoped
             elif obj["kind"] == "AuthorizationPolicy":
                 assert namespace == "istio-system"  # where Istio's ingress gateway runs
             else:
@@ -324,8 +330,10 @@ def test_the_autoscaler_owns_the_replica_count() -> None:
     assert "cpu" in container(deployment, "authz")["resources"]["requests"]  # HPA needs it
     pdb = find(objects, "PodDisruptionBudget", "authz")
     assert labels_match(pdb["spec"]["selector"]["matchLabels"], pod_spec_labels(deployment))
-    # A drain may take one replica; at least one more must be left serving.
-    assert hpa["spec"]["minReplicas"] > pdb["spec"]["minAvailable"]
+    # A drain takes one replica at a time, however many the autoscaler runs.
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+    assert hpa["spec"]["minReplicas"] > pdb["spec"]["maxUnavailable"]
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
@@ -433,6 +441,22 @@ def test_observability_component_adds_the_otel_variables() -> None:
     assert not any(e["name"].startswith("OTEL_") for e in container(plain, "authz")["env"])
 
 
+def test_observability_component_reaches_the_authz_sidecar_too() -> None:
+    # The sidecar topology has no Deployment named authz: the component must not
+    # silently patch nothing there.
+    gateway = find(render(OBSERVABILITY_SIDECAR), "Deployment", "gateway")
+    (sidecar,) = [
+        item
+        for item in gateway["spec"]["template"]["spec"]["initContainers"]
+        if item["name"] == "authz"
+    ]
+    env = {item["name"]: item.get("value") for item in sidecar["env"]}
+    assert env["OTEL_SERVICE_NAME"] == "authz"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("http://")
+    envoy = container(gateway, "envoy")
+    assert not any(e["name"].startswith("OTEL_") for e in envoy.get("env", []))
+
+
 # --- Istio (custom resources: no Kubernetes schema) ----------------------------
 
 
@@ -491,7 +515,7 @@ def test_authz_runs_one_worker_per_whole_cpu_of_its_limit(variant: str) -> None:
             limit = str(entry["resources"]["limits"]["cpu"])
             cpus = int(limit[:-1]) / 1000 if limit.endswith("m") else float(limit)
             assert workers == max(1, math.floor(cpus)), (variant, workload["metadata"]["name"])
-    assert served or variant in ("namespace", "examples")  # these run no authz
+    assert served or variant in ("namespace", "priority", "examples")  # these run no authz
 
 
 def test_the_collector_takes_what_authz_sends_and_forwards_it_to_the_trace_backend() -> None:
