@@ -16,10 +16,11 @@ from authz.cli_common import EXIT_CONFIG, logging_options, resolve_logging
 from authz.cli_config import add_config_commands
 from authz.cli_dev import add_dev_commands
 from authz.config.loader import load_config
-from authz.config.models import Config
+from authz.config.models import Config, IssuerConfig
 from authz.errors import ConfigError
 
 if TYPE_CHECKING:
+    from authz.keys.fetch import HttpFetcher
     from authz.keys.sources import FetchingKeySource
 
 __all__ = ["EXIT_CONFIG", "main"]
@@ -128,12 +129,22 @@ def _log_config_loaded(path: Path, config: Config) -> None:
     )
 
 
+def _unused_fetcher(issuer: IssuerConfig, ca_file: Path | None) -> HttpFetcher:
+    from authz.keys.fetch import HttpFetcher
+
+    return HttpFetcher(issuer.fetch)  # never asked to fetch: no CA bundle needed
+
+
 def _check_config(args: argparse.Namespace) -> int:
     from authz.keys.store import KeyStore
 
     config: Config = load_config(args.config)
-    # Reads every local key; ConfigError names what is wrong.
-    store: FetchingKeySource = KeyStore(config)
+    # Reads every local key; ConfigError names what is wrong. Without fetching,
+    # a remote source's CA bundle is not read either: in CI, outside the pod,
+    # the service account's CA (kubernetes key sources) does not exist.
+    store: FetchingKeySource = (
+        KeyStore(config, fetcher_factory=_unused_fetcher) if args.no_fetch else KeyStore(config)
+    )
     fetched: dict[str, bool] = {}
     if not args.no_fetch:
         fetched = asyncio.run(_fetch_once(store))
