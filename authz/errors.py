@@ -26,7 +26,8 @@
     │   │   ├── ClaimInvalid                                       claim_invalid
     │   │   ├── TokenRevoked                                       token_revoked
     │   │   ├── MtlsCertificateMissing                             mtls_certificate_missing
-    │   │   └── MtlsBindingMismatch                                mtls_binding_mismatch
+    │   │   ├── MtlsBindingMismatch                                mtls_binding_mismatch
+    │   │   └── BindingRequired                                    binding_required
     │   ├── InvalidDpopProof          401     invalid_dpop_proof   dpop_invalid
     │   │   ├── DpopProofMissing                                   dpop_missing
     │   │   ├── DpopProofRepeated                                  dpop_multiple
@@ -74,6 +75,7 @@ __all__ = [
     "AudienceMismatch",
     "AuditUnavailable",
     "AuthzError",
+    "BindingRequired",
     "ClaimInvalid",
     "ClaimMismatch",
     "ConfigError",
@@ -259,6 +261,15 @@ class MtlsBindingMismatch(InvalidToken):
     # cnf["x5t#S256"] names another certificate than the one the client presented.
     reason = "mtls_binding_mismatch"
     description = "The access token is not bound to the client certificate"
+
+
+class BindingRequired(InvalidToken):
+    # The route needs proof of the sender the token is bound to, and the
+    # request cannot give it: an unbound token where a bound one is required,
+    # a bound token presented as a plain bearer token (RFC 9449 §7.2), or a
+    # kind of token its issuer does not issue (issuers[].issues).
+    reason = "binding_required"
+    description = "The access token must be presented with proof of its binding"
 
 
 class InvalidDpopProof(Unauthenticated):

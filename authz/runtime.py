@@ -22,6 +22,10 @@ parse or validate, or whose keys or revocation list cannot be loaded, keeps
 the running configuration; the error is logged with file, line and key path
 and kept in ``ReloadStatus``.
 
+A reload that keeps the DPoP replay settings keeps the replay store: a
+reload must not forget the proofs already seen, or each could be replayed
+once more.
+
 A reload that keeps the revocation file keeps its ``RevocationList``: read
 afresh, a list being rewritten could be taken half-way, while the running one
 waits until the file is whole.
@@ -37,7 +41,9 @@ from pathlib import Path
 
 from opentelemetry.trace import Tracer
 
+from authz.check.binding import SenderChecks
 from authz.check.decision import Decider
+from authz.check.replay import ReplayStore, replay_store
 from authz.check.revocation import RevocationList
 from authz.check.verify import Clock, Verifier
 from authz.config.loader import parse_config
@@ -49,7 +55,14 @@ from authz.keys.waiting import LoopBridge
 from authz.observability.recording import Recording
 from authz.watch import WholeFile
 
-__all__ = ["ConfigFile", "ReloadStatus", "Runtime", "build_runtime"]
+__all__ = [
+    "ConfigFile",
+    "ReloadStatus",
+    "Runtime",
+    "build_runtime",
+    "close_replay",
+    "same_replay",
+]
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
@@ -63,6 +76,8 @@ class Runtime:
     # How this configuration's decisions are recorded (its version, dry run …):
     # part of the snapshot, so a Check is recorded under the config that decided it.
     recording: Recording = field(default_factory=Recording)
+    # The DPoP replay store (None without a dpop section), kept across reloads.
+    replay: ReplayStore | None = None
 
 
 def build_runtime(
@@ -74,6 +89,7 @@ def build_runtime(
     *,
     revocations: RevocationList | None = None,
     events: KeyEvents = NO_EVENTS,
+    replay: ReplayStore | None = None,
 ) -> Runtime:
     """Keys, verifier, revocation list and decider for ``config``; ConfigError if unusable.
 
@@ -81,7 +97,9 @@ def build_runtime(
     fakes here); ``tracer`` records the key store's fetches; ``bridge`` is how a
     Check's thread waits on a key refetch (without one, an unknown kid is final);
     ``revocations`` is the running list, kept if ``config`` names the same file;
-    ``events`` hears the key store's and the verifier's events (the server's metrics).
+    ``replay`` the running replay store, kept (the caller checks that the
+    settings are the same: ``same_replay``); ``events`` hears the key store's
+    and the verifier's events (the server's metrics).
     """
     events = events if events is NO_EVENTS else Guarded(events)
     if keys is not None:
@@ -96,14 +114,36 @@ def build_runtime(
         if bridge is not None and isinstance(source, ManagedKeySource)
         else None
     )
-    decider = Decider(config, Verifier(config, source, clock, events), revocations, refetch)
+    if config.dpop is not None and replay is None:
+        replay = replay_store(config.dpop.replay, config.base_dir)
+    sender = SenderChecks.from_config(config, replay, clock)
+    verifier = Verifier(config, source, clock, events)
+    decider = Decider(config, verifier, revocations, refetch, sender)
     return Runtime(
         config=config,
         keys=source,
         decider=decider,
         revocations=revocations,
         recording=Recording.of(config),
+        replay=replay if config.dpop is not None else None,
     )
+
+
+def same_replay(previous: Config, config: Config) -> bool:
+    """Whether ``config`` keeps ``previous``'s replay store (the same settings)."""
+    return (
+        previous.dpop is not None
+        and config.dpop is not None
+        and previous.dpop.replay == config.dpop.replay
+        and previous.base_dir == config.base_dir
+    )
+
+
+def close_replay(store: ReplayStore | None) -> None:
+    """Close a store that holds connections (Redis); a memory store has none."""
+    close = getattr(store, "close", None)
+    if close is not None:
+        close()
 
 
 def _revocation_list(config: Config, running: RevocationList | None) -> RevocationList | None:

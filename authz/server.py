@@ -37,7 +37,14 @@ from authz.keys.sources import KeySource
 from authz.keys.waiting import LoopBridge
 from authz.observability.observe import Observability
 from authz.reloader import Reloader, warn_dry_run
-from authz.runtime import ConfigFile, ReloadStatus, Runtime, build_runtime
+from authz.runtime import (
+    ConfigFile,
+    ReloadStatus,
+    Runtime,
+    build_runtime,
+    close_replay,
+    same_replay,
+)
 from authz.serving.admission import Admission
 from authz.serving.service import AuthorizationService
 from authz.serving.tls import ServerCertificates
@@ -117,6 +124,11 @@ class AuthzServer:
             keys = previous.keys
         tracer = self.observability.tracing.tracer
         revocations = previous.revocations if previous is not None else None
+        # Unchanged replay settings keep the store: a reload must not forget
+        # the proofs seen, or each could be replayed once more.
+        replay = None
+        if previous is not None and same_replay(previous.config, config):
+            replay = previous.replay
         return build_runtime(
             config,
             keys,
@@ -124,6 +136,7 @@ class AuthzServer:
             tracer,
             self._bridge,
             revocations=revocations,
+            replay=replay,
             events=self.observability.metrics,  # this server's key events, no one else's
         )
 
@@ -251,6 +264,7 @@ class AuthzServer:
         await asyncio.to_thread(self.admission.shutdown, True)
         await asyncio.to_thread(self._housekeeping.shutdown, True)
         await close_keys(self.keys)
+        await asyncio.to_thread(close_replay, self._runtime.replay)
         self._bridge.bind(None)
         # Every Check has been answered and recorded: now the trail can be completed.
         await self.observability.stop()

@@ -9,7 +9,9 @@
 - A header credential plus an ``access_token`` query parameter: more than one
   method (RFC 6750 §3.1), MultipleCredentials. A query token alone is never
   read: tokens in URLs end up in logs and caches.
-The scheme name is case-insensitive.
+The scheme name is case-insensitive. ``authorization`` also accepts the
+``DPoP`` scheme (RFC 9449 §7.1), where the route asks for sender-constrained
+tokens; its token has the same syntax, and the scheme is returned with it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from authz.errors import (
     TokenTooLarge,
 )
 
-__all__ = ["bearer"]
+__all__ = ["BEARER", "DPOP", "authorization", "bearer"]
 
 
 def _has_query_token(path: str) -> bool:
@@ -40,10 +42,19 @@ def _has_query_token(path: str) -> bool:
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-_SCHEME = "bearer"
+BEARER, DPOP = "bearer", "dpop"
+_NAMES = {BEARER: "Bearer", DPOP: "DPoP"}
 
 
 def bearer(request: RequestView, max_token_bytes: int) -> str:
+    return authorization(request, max_token_bytes, (BEARER,))[1]
+
+
+def authorization(
+    request: RequestView, max_token_bytes: int, schemes: tuple[str, ...]
+) -> tuple[str, str]:
+    """The one credential, as (scheme, token): ``schemes`` are the lower-case
+    schemes accepted; any other scheme is no credential at all."""
     values = request.header("authorization")
     if not values:
         raise MissingCredentials("no Authorization header")
@@ -54,16 +65,18 @@ def bearer(request: RequestView, max_token_bytes: int) -> str:
     # Only SP and HTAB are whitespace around a credential (RFC 9110 §5.6.3).
     credential = values[0].strip(" \t")
     scheme, _, token = credential.partition(" ")
-    if scheme.lower() != _SCHEME:
+    scheme = scheme.lower()
+    if scheme not in schemes:
         # The scheme is not echoed: a client that forgot "Bearer " put its token there.
-        raise MissingCredentials("Authorization scheme is not Bearer")
+        names = " or ".join(_NAMES[accepted] for accepted in schemes)
+        raise MissingCredentials(f"Authorization scheme is not {names}")
     token = token.strip(" \t")
     if not token:
-        raise InvalidRequest("Bearer scheme without a token")
+        raise InvalidRequest(f"{_NAMES[scheme]} scheme without a token")
     if len(token) > max_token_bytes:
         raise TokenTooLarge(f"token is {len(token)} bytes; the limit is {max_token_bytes}")
     if " " in token or "\t" in token:
         raise InvalidRequest("whitespace inside the bearer token")
     if not _B64TOKEN.fullmatch(token):
         raise TokenMalformed("token has characters outside the b64token syntax")
-    return token
+    return scheme, token

@@ -3,9 +3,11 @@
 Phases run in a fixed order, and the phase that fails decides the answer:
 route (400 invalid_path, 403 no_route) -> credentials (400/401; skipped on a
 public route, optional on an optional one) -> verification (401, or 503
-without keys) -> revocation (401 token_revoked) -> requirements (403) ->
-identity. Anything unexpected becomes a 503 deny with reason
-``internal_error``; nothing here ever allows by default.
+without keys) -> binding (401; only on a route with a ``sender_constraint``:
+the DPoP proof or the bound client certificate, binding.py) -> revocation
+(401 token_revoked) -> requirements (403) -> identity. Anything unexpected
+becomes a 503 deny with reason ``internal_error``; nothing here ever allows by
+default.
 
 A route in shadow mode (``shadow: true``) that takes a request is evaluated
 completely and reported (``Decision.shadows``: would it allow or deny, and
@@ -34,6 +36,7 @@ import math
 from collections.abc import Callable
 from typing import Protocol
 
+from authz.check.binding import Challenge, SenderChecks
 from authz.check.header_budget import check_header_budget
 from authz.check.identity import headers_to_remove
 from authz.check.phases import (
@@ -41,6 +44,7 @@ from authz.check.phases import (
     Phase,
     Run,
     Step,
+    binding,
     check_size,
     credential,
     identity,
@@ -88,8 +92,13 @@ class Decider:
         verifier: TokenVerifier,
         revocations: RevocationList | None = None,
         refetch: Refetch | None = None,
+        sender: SenderChecks | None = None,
     ) -> None:
         self._config = config
+        # The runtime passes its checks (their replay store outlives a reload);
+        # built here otherwise, so that no configuration goes without them.
+        self._sender = sender if sender is not None else SenderChecks.from_config(config)
+        self._binding_header = config.identity.binding_header
         self._verifier = verifier
         self._refetch = refetch
         self.policy = Policy.from_config(config)
@@ -136,12 +145,13 @@ class Decider:
             # would claim an allow the client never got.
             if self._dry_run and error.status < 500 and not isinstance(error, RequestTooLarge):
                 return self._dry_run_allow(request, match, error, run, shadows)
-            return self._deny(error, run, match, shadows)
+            return self._deny(error, run, match, shadows, self._challenge(match, error, run))
         except Exception as exc:
             log.exception("internal error while deciding")
             run.failed(exc)
             return self._deny(InternalError(f"{type(exc).__name__}"), run, match, shadows)
         run.note(Phase.IDENTITY, "ok", f"{len(headers)} header(s) to set")
+        bound = run.binding
         return Decision.allow(
             token=run.token,
             token_fingerprint=run.token_fingerprint,
@@ -151,6 +161,13 @@ class Decider:
             route=taken.name,
             mode=taken.mode,
             shadows=tuple(shadows),
+            binding=("none" if bound is None else bound.method) if run.token is not None else "",
+            binding_thumbprint=bound.thumbprint if bound is not None else "",
+            response_headers=(
+                (("dpop-nonce", bound.next_nonce),)
+                if bound is not None and bound.next_nonce
+                else ()
+            ),
         )
 
     def _evaluate(
@@ -161,17 +178,26 @@ class Decider:
         denies. ``run`` keeps what a deny reports."""
         with Phase.CREDENTIALS.step():
             max_bytes = self._config.max_token_bytes
-            token_text = run.token_text = credential(request, route, memo, run, max_bytes)
+            token_text = run.token_text = credential(
+                request, route, memo, run, max_bytes, sender=self._sender
+            )
         token: VerifiedToken | None = None
         if token_text:
             with Phase.TOKEN.step():
                 token = run.token = self._token(token_text, memo, run, budget)
             run.note(Phase.TOKEN, "ok", f"verified: issuer {token.issuer}")
+            if route.sender_constraint != "none":
+                with Phase.BINDING.step():  # every request: a proof is for one request
+                    binding(self._sender, request, route, token, memo=memo, run=run)
             with Phase.REVOCATION.step():  # the "policy" event, which requirements share
                 revocation(self._revocations, token, run)
                 requirements(self.policy, route, token, run)
         with Phase.IDENTITY.step():
-            return identity(route, token, token_text, run)
+            headers = identity(route, token, token_text, run)
+        if self._binding_header is not None and token is not None:
+            method = run.binding.method if run.binding is not None else "none"
+            headers = (*headers, (self._binding_header, method))
+        return headers
 
     def _token(self, token_text: str, memo: Memo, run: Run, budget: float) -> VerifiedToken:
         run.phase = Phase.TOKEN
@@ -294,13 +320,29 @@ class Decider:
         removed = headers_to_remove(
             plan, request.headers, headers, namespace=self._namespace, names=self._identity_names
         )
+        if (
+            self._sender is not None
+            and self._sender.remove_dpop_header
+            and "dpop" in request.headers
+        ):
+            # The proof was for authz; an upstream that logs headers would log it.
+            unchecked_headers = (*unchecked_headers, "dpop")
         if not unchecked_headers:
             return removed
         return tuple(sorted(set(removed).union(unchecked_headers)))
 
+    def _challenge(self, match: Match | None, error: AuthzError, run: Run) -> Challenge | None:
+        if self._sender is None or match is None:
+            return None
+        return self._sender.challenge(match.route.sender_constraint, error, run.scheme)
+
     @staticmethod
     def _deny(
-        error: AuthzError, run: Run, match: Match | None, shadows: list[Unenforced]
+        error: AuthzError,
+        run: Run,
+        match: Match | None,
+        shadows: list[Unenforced],
+        challenge: Challenge | None = None,
     ) -> Decision:
         return Decision.deny(
             error,
@@ -312,6 +354,7 @@ class Decider:
             mode=match.route.mode if match is not None else "",
             issuer=error.issuer,
             shadows=tuple(shadows),
+            challenge=challenge,
         )
 
 

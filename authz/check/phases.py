@@ -9,6 +9,7 @@ traces and dashboards already read:
     request, route           -> extract
     credentials              -> credentials
     token                    -> verify   (a key refetch inside it -> keys)
+    binding                  -> binding  (routes with a sender_constraint only)
     revocation, requirements -> policy
     identity                 -> identity
 
@@ -29,8 +30,10 @@ from enum import StrEnum
 from typing import Literal
 
 from authz.check import steps
-from authz.check.credentials import bearer
+from authz.check.binding import NO_BINDING, Binding, SenderChecks
+from authz.check.credentials import BEARER, DPOP, authorization
 from authz.check.derived import MISSING
+from authz.check.dpop import DpopProof
 from authz.check.policy import OPTIONAL, PUBLIC, Check, Match, Policy, Route
 from authz.check.request import RequestView
 from authz.check.revocation import RevocationList
@@ -44,6 +47,7 @@ __all__ = [
     "Phase",
     "Run",
     "Step",
+    "binding",
     "check_size",
     "credential",
     "identity",
@@ -58,6 +62,7 @@ class Phase(StrEnum):
     ROUTE = "route"  # which route takes the request
     CREDENTIALS = "credentials"  # exactly one bearer token, or none where allowed
     TOKEN = "token"  # noqa: S105 - a phase label, not a secret: the token verified
+    BINDING = "binding"  # the token's sender: a DPoP proof or the bound certificate
     KEYS = "keys"  # a refetch of an issuer's keys during verification (span only)
     REVOCATION = "revocation"  # neither jti nor sub on the deny-list
     REQUIREMENTS = "requirements"  # the route's requirements
@@ -84,6 +89,7 @@ _EVENTS: dict[Phase, str] = {
     Phase.CREDENTIALS: "credentials",
     Phase.TOKEN: "verify",
     Phase.KEYS: "keys",
+    Phase.BINDING: "binding",
     Phase.REVOCATION: "policy",
     Phase.REQUIREMENTS: "policy",
     Phase.IDENTITY: "identity",
@@ -111,13 +117,15 @@ class Run:
     """How far the evaluation of one route got: the phase under way, and the
     token so far (what a deny reports); the trace, if one is kept."""
 
-    __slots__ = ("phase", "token", "token_text", "trace")
+    __slots__ = ("binding", "phase", "scheme", "token", "token_text", "trace")
 
     def __init__(self, trace: list[Step] | None) -> None:
         self.trace = trace
         self.phase = Phase.REQUEST
         self.token_text = ""
+        self.scheme = BEARER  # the Authorization scheme the token came with
         self.token: VerifiedToken | None = None
+        self.binding: Binding | None = None  # None: no token, or not checked
 
     def note(self, phase: Phase, outcome: Outcome, text: str) -> None:
         if self.trace is not None:
@@ -141,13 +149,15 @@ class Run:
 
 class Memo:
     """What one Check learns once, for every route it evaluates: the bearer
-    credential and the token's verification (an outcome or the error)."""
+    credential (per set of schemes a route takes), the token's verification
+    (an outcome or the error) and the DPoP proof's check (by cnf.jkt)."""
 
-    __slots__ = ("credential", "verified")
+    __slots__ = ("credential", "proofs", "verified")
 
     def __init__(self) -> None:
-        self.credential: str | AuthzError | None = None
+        self.credential: dict[tuple[str, ...], tuple[str, str] | AuthzError] = {}
         self.verified: VerifiedToken | AuthzError | None = None
+        self.proofs: dict[str, DpopProof | AuthzError] = {}
 
 
 def check_size(request: RequestView, config: Config, run: Run) -> None:
@@ -183,26 +193,65 @@ def match_route(policy: Policy, request: RequestView, run: Run) -> Match:
 
 
 def credential(
-    request: RequestView, route: Route, memo: Memo, run: Run, max_token_bytes: int
+    request: RequestView,
+    route: Route,
+    memo: Memo,
+    run: Run,
+    max_token_bytes: int,
+    *,
+    sender: SenderChecks | None = None,
 ) -> str:
-    """The bearer token, or "" where the route lets the request in without one."""
+    """The token, or "" where the route lets the request in without one; its
+    scheme (Bearer, or DPoP where the route takes it) in ``run.scheme``."""
     run.phase = Phase.CREDENTIALS
     if route.mode == PUBLIC:
         run.note(Phase.CREDENTIALS, "skip", "public route: no token examined")
         return ""
-    if memo.credential is None:
+    schemes = (BEARER,) if sender is None else sender.schemes(route.sender_constraint)
+    found = memo.credential.get(schemes)
+    if found is None:
         try:
-            memo.credential = bearer(request, max_token_bytes)
+            found = authorization(request, max_token_bytes, schemes)
         except AuthzError as error:
-            memo.credential = error
-    found = memo.credential
+            found = error
+        memo.credential[schemes] = found
     if isinstance(found, MissingCredentials) and route.mode == OPTIONAL:
         run.note(Phase.CREDENTIALS, "skip", f"optional route, no token: {found.detail}")
         return ""
     if isinstance(found, AuthzError):
         raise found
+    run.scheme, token = found
     if run.trace is not None:  # not worth a hash on the hot path
-        run.note(Phase.CREDENTIALS, "ok", f"bearer token, fingerprint {fingerprint(found)}")
+        kind = "DPoP" if run.scheme == DPOP else "bearer"
+        run.note(Phase.CREDENTIALS, "ok", f"{kind} token, fingerprint {fingerprint(token)}")
+    return token
+
+
+def binding(
+    sender: SenderChecks | None,
+    request: RequestView,
+    route: Route,
+    token: VerifiedToken,
+    *,
+    memo: Memo,
+    run: Run,
+) -> Binding:
+    """How the token is bound to this request's sender, as the route requires."""
+    run.phase = Phase.BINDING
+    if sender is None or route.sender_constraint == "none":
+        return NO_BINDING
+    found = run.binding = sender.check(
+        request,
+        route.sender_constraint,
+        run.scheme,
+        run.token_text,
+        token,
+        proofs=memo.proofs,
+    )
+    if run.trace is not None:
+        how = {"dpop": "DPoP proof, key", "mtls": "client certificate"}.get(found.method)
+        text = f"{how} {found.thumbprint}" if how else "unbound token, accepted as a bearer token"
+        run.note(Phase.BINDING, "ok", f"{route.sender_constraint}: {text}")
     return found
 
 

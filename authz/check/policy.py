@@ -61,6 +61,8 @@ class Route:
     context_extensions: tuple[tuple[str, str], ...] = ()
     index: int = -1  # position in routes[], -1 for the implicit route
     unverified_credentials: Literal["remove", "forward"] = "remove"
+    # What a token must prove about its sender here (config/sender.py).
+    sender_constraint: str = "none"
 
     def mismatch(
         self, host: str, method: str, path: str, extensions: Mapping[str, str]
@@ -220,6 +222,7 @@ def _compile_route(index: int, route: RouteConfig, config: Config) -> Route:
         ignore_case=match.ignore_case,
         context_extensions=tuple(sorted((match.context_extensions or {}).items())),
         unverified_credentials=route.unverified_credentials,
+        sender_constraint=route.sender_constraint,
     )
 
 

@@ -34,6 +34,9 @@ class RequestView:
     headers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source_address: str = ""
     source_principal: str = ""
+    # The client's TLS certificate as Envoy sends it (URL-encoded PEM; the
+    # ext_authz filter's include_peer_certificate), "" without one.
+    peer_certificate: str = ""
     context_extensions: Mapping[str, str] = field(default_factory=dict)
     # Counted from ``headers`` when not given: views built by hand (explain's from
     # the command line, check-envoy's probes of a route, tests).
@@ -73,6 +76,7 @@ def view(request: external_auth_pb2.CheckRequest) -> RequestView:
         headers=headers,
         source_address=_address(attributes.source),
         source_principal=attributes.source.principal,
+        peer_certificate=attributes.source.certificate,
         context_extensions=dict(attributes.context_extensions),
         header_count=count,
         header_bytes=size,

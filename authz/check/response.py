@@ -4,6 +4,13 @@ A deny is always a DENIED response (``denied_response`` with a non-OK status),
 never a failed RPC or an ``error_response``: only a DENIED reaches the client
 as our status, challenge and body, and Envoy's ``failure_mode_allow`` can never
 turn it into an allow.
+
+Where a route takes DPoP tokens, a deny's ``WWW-Authenticate`` holds the DPoP
+challenge (RFC 9449 §7.1) and, where the route takes Bearer tokens too, the
+Bearer one: both in one header value, comma-separated (RFC 9110 §11.6.1).
+One value, not two headers: Envoy sets a denied response's headers, so a
+second header of the same name would replace the first. A nonce a deny asks
+for, or a fresh one an allow hands out, is a ``DPoP-Nonce`` header.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
 from authz._proto.envoy.type.v3 import http_status_pb2
 from authz.check.decision import Decision
-from authz.errors import AuthzError, Forbidden
+from authz.errors import AuthzError, DpopNonceRequired, Forbidden
 from authz.memo import BoundedMemo
 
 __all__ = ["AllowParts", "DenyParts", "Encoded", "Parts", "build", "parts", "www_authenticate"]
@@ -44,6 +51,8 @@ class AllowParts(NamedTuple):
     headers_to_remove: tuple[str, ...]
     metadata: _Metadata
     query_to_remove: tuple[str, ...] = ()
+    # Headers for the client's response (a fresh DPoP-Nonce).
+    response_headers: tuple[tuple[str, str], ...] = ()
 
 
 class DenyParts(NamedTuple):
@@ -55,8 +64,8 @@ class DenyParts(NamedTuple):
 
 
 # What a response holds, as plain values. Equal parts make equal bytes, so the
-# parts are the key of the encoded answers (an allow's four fields can never
-# equal a deny's five).
+# parts are the key of the encoded answers (an allow's fields can never equal
+# a deny's: an allow starts with a tuple, a deny with an int).
 Parts = AllowParts | DenyParts
 
 
@@ -74,11 +83,14 @@ def parts(decision: Decision, realm: str) -> Parts:
             decision.headers_to_remove,
             metadata,
             decision.query_to_remove,
+            decision.response_headers,
         )
     headers = [("content-type", "application/json"), ("cache-control", "no-store")]
-    challenge = www_authenticate(error, realm)
+    challenge = _challenges(decision, error, realm)
     if challenge:
         headers.append(("www-authenticate", challenge))
+    if isinstance(error, DpopNonceRequired) and error.nonce:
+        headers.append(("dpop-nonce", error.nonce))
     code = _GRPC_CODE.get(error.status, code_pb2.PERMISSION_DENIED)
     return DenyParts(code, error.status, tuple(headers), _body(error), metadata)
 
@@ -121,6 +133,9 @@ def _message(parts: Parts) -> external_auth_pb2.CheckResponse:
                 headers=[_identity_header(name, value) for name, value in parts.headers_to_set],
                 headers_to_remove=parts.headers_to_remove,
                 query_parameters_to_remove=parts.query_to_remove,
+                response_headers_to_add=[
+                    _identity_header(name, value) for name, value in parts.response_headers
+                ],
             ),
             dynamic_metadata=metadata,
         )
@@ -133,6 +148,19 @@ def _message(parts: Parts) -> external_auth_pb2.CheckResponse:
         ),
         dynamic_metadata=metadata,
     )
+
+
+def _challenges(decision: Decision, error: AuthzError, realm: str) -> str:
+    """The deny's WWW-Authenticate value: Bearer, DPoP, or both."""
+    challenge = decision.challenge
+    if challenge is None:
+        return www_authenticate(error, realm)
+    bearer = ""
+    if challenge.bearer == "error":
+        bearer = www_authenticate(error, realm)
+    elif challenge.bearer == "bare":
+        bearer = f'Bearer realm="{realm}"'
+    return ", ".join(value for value in (challenge.dpop, bearer) if value)
 
 
 def www_authenticate(error: AuthzError, realm: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from authz.check.binding import Challenge
 from authz.check.verify import VerifiedToken
 from authz.errors import AuthzError
 
@@ -62,6 +63,15 @@ class Decision:
     query_to_remove: tuple[str, ...] = ()
     # A dry run's allow in place of a deny: the deny it would have been.
     dry_run: Unenforced | None = None
+    # How the token was bound to its sender ("none", "dpop", "mtls"; "" when
+    # no token was checked for it) and, for dpop and mtls, the key's or the
+    # certificate's thumbprint (never the proof).
+    binding: str = ""
+    binding_thumbprint: str = ""
+    # An allow's headers for the client's response (a fresh DPoP-Nonce).
+    response_headers: tuple[tuple[str, str], ...] = ()
+    # A deny's challenges where the route takes DPoP; None: Bearer alone.
+    challenge: Challenge | None = None
 
     def __post_init__(self) -> None:
         if not self.issuer and self.token is not None:
@@ -82,8 +92,10 @@ class Decision:
         mode: str = "",
         shadows: tuple[Unenforced, ...] = (),
         issuer: str = "",
+        challenge: Challenge | None = None,
     ) -> Decision:
         return cls(
+            challenge=challenge,
             error=error,
             token=token,
             token_fingerprint=token_fingerprint,

@@ -243,6 +243,9 @@ class IdentityConfig(Model):
     headers: dict[str, str | list[str]] = Field(default_factory=_default_headers)
     # The verified payload, base64url JSON exactly as signed, in one header.
     payload_header: str | None = None
+    # How the token was bound to its sender on an allow with a token (none,
+    # dpop or mtls), in this header; inside the namespace.
+    binding_header: str | None = None
     # Remove Authorization before the upstream: it gets the identity, not the token.
     strip_authorization: bool = False
     # A claim value or a whole set that does not fit is a deny, never a truncation.
@@ -273,6 +276,10 @@ class IdentityConfig(Model):
             check_identity_header(self.payload_header, self.namespace)
             if self.payload_header in self.headers:
                 raise ValueError(f"payload_header {self.payload_header!r} is also in headers")
+        if self.binding_header is not None:
+            check_identity_header(self.binding_header, self.namespace)
+            if self.binding_header in self.headers or self.binding_header == self.payload_header:
+                raise ValueError(f"binding_header {self.binding_header!r} is also set otherwise")
         return self
 
 

@@ -134,6 +134,9 @@ class DpopConfig(Model):
     # The URI clients address (https://api.example.com), when it is not what
     # Envoy sees: TLS ended in front of Envoy, or a rewritten Host.
     public_origin: str | None = None
+    # Remove the DPoP header before the upstream on an allow: the proof was
+    # for authz, and an upstream that logs headers would log it.
+    remove_header: bool = True
 
     @field_validator("algorithms")
     @classmethod

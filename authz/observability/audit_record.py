@@ -72,6 +72,8 @@ def decision_record(
     shadow: Sequence[Unenforced] = (),
     dry_run: Unenforced | None = None,
     undelivered: Mapping[str, Any] | None = None,
+    binding: str = "",
+    binding_thumbprint: str = "",
 ) -> dict[str, Any]:
     """One audit record (see the schema). Request-controlled strings are redacted.
 
@@ -102,6 +104,9 @@ def decision_record(
         "shadow": [_unenforced(outcome) for outcome in shadow] or None,
         "dry_run": None if dry_run is None else _unenforced(dry_run),
         "undelivered": None if undelivered is None else dict(undelivered),
+        # How the sender was proven; a thumbprint of a public key, never the proof.
+        "binding": binding or None,
+        "binding_thumbprint": binding_thumbprint or None,
     }
 
 

@@ -157,6 +157,8 @@ def check_record(
         shadow=decision.shadows if decision is not None else (),
         dry_run=decision.dry_run if decision is not None else None,
         undelivered=undelivered,
+        binding=decision.binding if decision is not None else "",
+        binding_thumbprint=decision.binding_thumbprint if decision is not None else "",
     )
 
 

@@ -20,23 +20,30 @@ def test_there_are_configs_to_check() -> None:
     assert CONFIGS, "envoy/ holds no *.yaml"
 
 
-# Where a config expects certificate files (gateway-tls.yaml): Envoy reads them
-# while validating, so the test validates a copy pointing at real ones.
+# Where a config expects certificate files (gateway-tls.yaml, and
+# gateway-mtls-clients.yaml's for clients): Envoy reads them while validating,
+# so the test validates a copy pointing at real ones.
 TLS_DIR = "/etc/envoy/authz-tls/"
+CLIENT_TLS_DIR = "/etc/envoy/client-tls/"
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)
 def test_envoy_validates(config: Path, tmp_path: Path) -> None:
     text = config.read_text()
-    if TLS_DIR in text:
+    if TLS_DIR in text or CLIENT_TLS_DIR in text:
         ca = TestCA(tmp_path / "pki")
         client = ca.issue("envoy", client=True, stem="envoy")
+        server = ca.issue("gateway", stem="server")
         for name, path in (
-            ("ca.pem", ca.ca_file),
-            ("envoy.pem", client.cert_file),
-            ("envoy.key", client.key_file),
+            (TLS_DIR + "ca.pem", ca.ca_file),
+            (TLS_DIR + "envoy.pem", client.cert_file),
+            (TLS_DIR + "envoy.key", client.key_file),
+            (CLIENT_TLS_DIR + "client-ca.pem", ca.ca_file),
+            (CLIENT_TLS_DIR + "server.pem", server.cert_file),
+            (CLIENT_TLS_DIR + "server.key", server.key_file),
         ):
-            text = text.replace(TLS_DIR + name, str(path))
+            text = text.replace(name, str(path))
+        assert "filename: /etc/envoy/" not in text, "a certificate the test does not provide"
         config = tmp_path / config.name
         config.write_text(text)
     result = subprocess.run(

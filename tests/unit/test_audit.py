@@ -94,6 +94,8 @@ def test_a_record_has_every_field_and_no_query_string(schema: dict[str, Any]) ->
         "shadow": None,
         "dry_run": None,
         "undelivered": None,
+        "binding": None,
+        "binding_thumbprint": None,
     }
 
 
