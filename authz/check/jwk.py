@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from authz.check.jose import b64url_decode, b64url_encode
 from authz.errors import DpopKeyInvalid
+from authz.memo import BoundedMemo
 
 __all__ = ["ProofKey", "jwk_thumbprint", "proof_key"]
 
@@ -68,6 +69,13 @@ def proof_key(jwk: object, algorithm: str) -> ProofKey:
         raise DpopKeyInvalid("jwk alg differs from the proof's alg")
     if jwk.get("use", "sig") != "sig":
         raise DpopKeyInvalid("jwk use is not sig")
+    # A client signs every proof with the same key: the key object and its
+    # thumbprint are kept by the members they are made of (a key's public
+    # members are the key; nothing else of the JWK is read below).
+    members = _members(jwk)
+    known = _KEYS.get((algorithm, members)) if members is not None else None
+    if known is not None:
+        return known
     if algorithm in _EC_CURVE_OF:
         key: PublicKey = _ec_key(jwk, _EC_CURVE_OF[algorithm])
     elif algorithm in _RSA_ALGS:
@@ -77,7 +85,25 @@ def proof_key(jwk: object, algorithm: str) -> ProofKey:
     else:
         raise DpopKeyInvalid("no key type fits the proof's alg")
     # Each reader above checked kty against the algorithm.
-    return ProofKey(key=key, thumbprint=_thumbprint(jwk, jwk["kty"]))
+    made = ProofKey(key=key, thumbprint=_thumbprint(jwk, jwk["kty"]))
+    if members is not None:
+        _KEYS.put((algorithm, members), made)
+    return made
+
+
+# Proof keys already read, by algorithm and public members (BoundedMemo: locked).
+_KEYS: BoundedMemo[tuple[str, tuple[str, ...]], ProofKey] = BoundedMemo(4096)
+
+
+def _members(jwk: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The key's defining members (RFC 7638's), if all are strings; else None."""
+    kty = jwk.get("kty")
+    if not isinstance(kty, str) or kty not in _REQUIRED:
+        return None
+    values = tuple(jwk.get(name) for name in _REQUIRED[kty])
+    if not all(isinstance(value, str) for value in values):
+        return None
+    return values  # type: ignore[return-value]
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
