@@ -12,7 +12,10 @@ new routes and builds a new verifier, whose tokens start with nothing derived.
 Only what passed is kept: a failed requirement or a claim that cannot be
 carried raises its own error on every Check (an exception object must not be
 shared between Checks). Checks on several threads may derive the same value
-at once; the lock keeps the map whole, and either value is the same.
+at once; one lock for every token's map keeps each whole (a lock per cached
+token would cost its memory ten thousand times over), and either value is
+the same. The map is made on the first value: a token seen once (the cold
+path) keeps no empty one.
 """
 
 from __future__ import annotations
@@ -26,21 +29,26 @@ __all__ = ["MISSING", "Derived"]
 MISSING: Any = object()
 
 
+_LOCK = threading.Lock()
+
+
 class Derived:
-    __slots__ = ("_entries", "_lock")
+    __slots__ = ("_entries",)
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[int, str], Any] = {}
-        self._lock = threading.Lock()
+        self._entries: dict[tuple[int, str], Any] | None = None
 
     def get(self, route: int, kind: str) -> Any:
         """What the route at position ``route`` derived as ``kind``; MISSING if nothing."""
-        with self._lock:
-            return self._entries.get((route, kind), MISSING)
+        with _LOCK:
+            entries = self._entries
+            return MISSING if entries is None else entries.get((route, kind), MISSING)
 
     def put(self, route: int, kind: str, value: Any) -> None:
-        with self._lock:
+        with _LOCK:
+            if self._entries is None:
+                self._entries = {}
             self._entries[(route, kind)] = value
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return 0 if self._entries is None else len(self._entries)

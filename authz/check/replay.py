@@ -21,14 +21,13 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Literal, Protocol
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from authz.config.sender import MemoryReplayConfig, RedisReplayConfig
 from authz.errors import ConfigError, ReplayStoreUnavailable
+
+if TYPE_CHECKING:
+    import redis
 
 __all__ = ["MemoryReplayStore", "RedisReplayStore", "ReplayStore", "replay_store"]
 
@@ -134,6 +133,12 @@ class RedisReplayStore:
     ) -> RedisReplayStore:
         """A store on ``url``; connects lazily, so a Redis down at start-up is
         a per-Check failure (handled by ``on_failure``), not a failed start."""
+        # Imported here: only a server configured with a Redis store pays for
+        # the client library's memory.
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         half = budget / 2
         client = redis.Redis.from_url(
             url,

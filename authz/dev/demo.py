@@ -2,7 +2,8 @@
 
 It mints a token for alice, shows the request allowed with the identity the
 upstream received, shows missing, tampered, expired and wrong-audience tokens
-denied, and a route that needs a scope alice lacks, draws the trace of the
+denied, and a route that needs a scope alice lacks, a sender-constrained
+(DPoP) request allowed and its replayed proof denied, draws the trace of the
 first request as a waterfall (Envoy and authz export their spans to an OTLP
 receiver inside the demo), then keeps running until Ctrl-C with curl commands
 to try.
@@ -19,9 +20,11 @@ import json
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
-from authz.dev.keys import load_private, write_keypair
+from authz.dev.dpop_client import Signer, proof
+from authz.dev.keys import generate, load_private, write_keypair
 from authz.dev.otlp import OtlpReceiver, ReceivedSpan
 from authz.dev.stack import HttpResponse, Stack, envoy_config, wait_for
 from authz.dev.tokens import claims_for, mint
@@ -48,6 +51,8 @@ issuers:
     leeway_seconds: 30
     keys:
       - jwks_file: keys/jwks.json
+    issues: [bearer, dpop]
+dpop: {{algorithms: [ES256]}}
 identity:
   namespace: x-auth-
   headers:
@@ -55,6 +60,10 @@ identity:
     x-auth-issuer: iss
     x-auth-scopes: scope
 routes:
+  - name: payments
+    match: {{prefix: /payments}}
+    mode: protected
+    sender_constraint: dpop       # a stolen token alone is useless here
   - name: order-refunds
     match: {{pattern: "/orders/{{id}}/refunds"}}
     mode: protected
@@ -155,15 +164,10 @@ def run(workdir: Path, once: bool) -> int:
             "alice asks for a refund: that route needs scope orders:refund",
             stack.get("/orders/42/refunds", {"Authorization": f"Bearer {alice}"}),
         )
+        _show_dpop(stack, token(cnf={"jkt": HOLDER.thumbprint()}))
 
-        print("\nEnvoy's access log (authz decision and reason per request):")
-        for entry in stack.envoy.access_log(7):
-            print(
-                f"   {entry['status']} {entry['path']!s:<20} "
-                f"decision={entry['authz_decision'] or '(ext_authz off)'} "
-                f"reason={entry['authz_reason'] or '-'} sub={entry['authz_sub'] or '-'}"
-            )
-        _show_audit(stack, 6)  # every request but the health probe (ext_authz off there)
+        _show_access_log(stack, 9)
+        _show_audit(stack, 8)  # every request but the health probe (ext_authz off there)
         _show_trace(stack, receiver)
         if once:
             return 0
@@ -183,6 +187,32 @@ def run(workdir: Path, once: bool) -> int:
             stop.wait()
     print("stopped")
     return 0
+
+
+# alice's DPoP key: her tokens for /payments name it (cnf.jkt).
+HOLDER = Signer(generate("ES256"), "ES256")
+
+
+def _show_dpop(stack: Stack, bound: str) -> None:
+    """A sender-constrained request: the token names alice's key (cnf.jkt) and
+    the request carries a proof signed with it, for this method and URL, once."""
+    signed = proof(HOLDER, iat=time.time(), htu=stack.url("/payments/7"), access_token=bound)
+    headers = {"Authorization": f"DPoP {bound}", "DPoP": signed}
+    allowed = stack.get("/payments/7", headers)
+    _show(8, "alice's DPoP-bound token with a fresh proof of her key", allowed)
+    replayed = stack.get("/payments/7", headers)
+    _show(9, "the same proof again (replayed by whoever copied it)", replayed)
+
+
+def _show_access_log(stack: Stack, count: int) -> None:
+    assert stack.envoy is not None
+    print("\nEnvoy's access log (authz decision and reason per request):")
+    for entry in stack.envoy.access_log(count):
+        print(
+            f"   {entry['status']} {entry['path']!s:<20} "
+            f"decision={entry['authz_decision'] or '(ext_authz off)'} "
+            f"reason={entry['authz_reason'] or '-'} sub={entry['authz_sub'] or '-'}"
+        )
 
 
 def _show_audit(stack: Stack, count: int) -> None:

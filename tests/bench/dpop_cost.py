@@ -24,13 +24,13 @@ import yaml
 
 from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2
 from authz.config.loader import load_config
+from authz.dev.dpop_client import Signer, proof
 from authz.dev.keys import generate, load_private, write_keypair
 from authz.dev.tokens import claims_for, mint
 from authz.observability.observe import Observability
 from authz.runtime import build_runtime
 from authz.server import AuthorizationService
 from tests.bench.bench_check import Context
-from tests.support.dpop import Signer, proof
 
 __all__ = ["main"]
 

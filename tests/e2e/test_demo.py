@@ -24,9 +24,15 @@ def test_demo_shows_allowed_and_denied_requests(tmp_path: Path) -> None:
     assert result.returncode == 0, out + result.stderr
     assert "x-auth-subject: alice" in out
     assert "the forged 'mallory' is absent" in out
-    assert out.count("-> HTTP 401") == 4
-    assert out.count("-> HTTP 200") == 2
+    assert out.count("-> HTTP 401") == 5  # four bad tokens and the replayed DPoP proof
+    assert out.count("-> HTTP 200") == 3  # alice, the health probe, alice's DPoP request
     assert out.count("-> HTTP 403") == 1
+    # A DPoP request allowed, and its proof replayed: refused.
+    dpop = out[out.index("8. alice's DPoP-bound token") :]
+    assert dpop.splitlines()[1].strip() == "-> HTTP 200"
+    replayed = out[out.index("9. the same proof again") :]
+    assert replayed.splitlines()[1].strip() == "-> HTTP 401"
+    assert "reason=dpop_replayed" in out
     assert 'error="insufficient_scope"' in out
     assert 'scope="orders:refund"' in out
     for reason in (
@@ -40,7 +46,7 @@ def test_demo_shows_allowed_and_denied_requests(tmp_path: Path) -> None:
     assert (tmp_path / "alice.token").read_text().count(".") == 2
     # authz's audit trail: one record per decision, with a fingerprint, never the token.
     assert "decision=allow reason=allowed sub=alice token_fp=" in out
-    assert len(re.findall(r"token_fp=[0-9a-f]{16}\b", out)) == 5  # missing_token has none
+    assert len(re.findall(r"token_fp=[0-9a-f]{16}\b", out)) == 7  # missing_token has none
     assert (tmp_path / "alice.token").read_text().strip() not in out
     # The first request's trace as a waterfall: Envoy's ingress, its ext_authz
     # call and authz's Check with its steps, one trace id.

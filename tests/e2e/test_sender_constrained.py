@@ -24,11 +24,11 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from authz.check.certbound import certificate_thumbprint
+from authz.dev.dpop_client import Signer, access_token_hash, jws, proof
 from authz.dev.envoy_config import envoy_config, render_envoy_config
 from authz.dev.stack import AuthzProcess, EnvoyProcess
 from authz.dev.upstream import EchoUpstream
 from tests.e2e.conftest import CONFIG, Keys
-from tests.support.dpop import Signer, access_token_hash, jws, proof
 from tests.support.pki import Issued, TestCA
 from tests.support.redis_server import PASSWORD, RedisServer, start_redis
 

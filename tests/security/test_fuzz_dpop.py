@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from authz.check.dpop import DpopProof, DpopVerifier
 from authz.check.nonce import NonceIssuer
 from authz.check.replay import MemoryReplayStore
+from authz.dev.dpop_client import Signer, access_token_hash, b64, jws, proof
 from authz.errors import AuthzError, DpopNonceRequired, InvalidDpopProof
 from tests.support.clock import FakeClock
-from tests.support.dpop import Signer, access_token_hash, b64, jws, proof
 
 NOW = 1_800_000_000.0
 URI = "https://api.example.com/orders/7"

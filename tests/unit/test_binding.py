@@ -20,10 +20,10 @@ from authz.check.response import AllowParts, DenyParts, parts
 from authz.check.verify import Verifier
 from authz.config.loader import parse_config
 from authz.config.models import Config
+from authz.dev.dpop_client import Signer, proof
 from authz.dev.tokens import claims_for, mint
 from tests.support.clock import FakeClock
 from tests.support.doubles import StaticKeySource
-from tests.support.dpop import Signer, proof
 from tests.support.pki import TestCA
 
 ISS = "https://idp.example"

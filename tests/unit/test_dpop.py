@@ -20,6 +20,7 @@ from authz.check.dpop import (
 )
 from authz.check.nonce import NonceIssuer
 from authz.check.replay import MemoryReplayStore
+from authz.dev.dpop_client import Signer, b64, jws, proof
 from authz.errors import (
     AuthzError,
     ClaimInvalid,
@@ -40,7 +41,6 @@ from authz.errors import (
     ReplayStoreUnavailable,
 )
 from tests.support.clock import FakeClock
-from tests.support.dpop import Signer, b64, jws, proof
 
 NOW = 1_800_000_000.0
 URI = "https://api.example.com/orders"

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from authz.check.jwk import jwk_thumbprint, proof_key
+from authz.dev.dpop_client import Signer, b64
 from authz.errors import DpopKeyInvalid
-from tests.support.dpop import Signer, b64
 
 # RFC 7638 §3.1: the example RSA key and its SHA-256 thumbprint.
 RFC7638_KEY = {

@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from authz.check.dpop import DpopVerifier
 from authz.check.replay import MemoryReplayStore, RedisReplayStore, replay_store
 from authz.config.sender import MemoryReplayConfig, RedisReplayConfig
+from authz.dev.dpop_client import Signer, proof
 from authz.errors import DpopReplayed, ReplayStoreUnavailable
 from tests.support.clock import FakeClock
-from tests.support.dpop import Signer, proof
 from tests.support.redis_server import PASSWORD, RedisServer, start_redis
 
 THREADS = 8

@@ -1,4 +1,4 @@
-"""DPoP proofs for tests, built by hand from ``cryptography`` keys.
+"""DPoP proofs built by hand from ``cryptography`` keys: the client side, for the demo and tests.
 
 Nothing here uses authz's own code: a proof the verifier accepts was made
 independently of it (JWS by RFC 7515, JWK by RFC 7517/7518/8037, thumbprint by
