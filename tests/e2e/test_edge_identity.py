@@ -30,10 +30,10 @@ from urllib.parse import unquote
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authz.dev.stack import HttpResponse, wait_for
+from authz.dev.stack import HttpResponse, Stack, wait_for
 from tests.e2e.conftest import KID, Keys
 from tests.e2e.test_edge_envoy import Edge
-from tests.e2e.test_gateway_rules import readme_stack
+from tests.e2e.test_gateway_rules import GATEWAY_ROUTES, readme_config, readme_stack
 from tests.support.forge import rs256_signed_text
 
 pytestmark = pytest.mark.e2e
@@ -275,3 +275,26 @@ def test_requests_go_through_up_to_envoys_header_bytes_and_one_more_is_a_431(
     path, reply = send(over)
     _assert_refused(edge, path, reply, "request_too_large")
     _logged(edge, f"are {MAX_BYTES + 1} in Envoy; its limit is {MAX_BYTES} ")
+
+
+def test_a_dry_run_does_not_turn_a_431_into_envoys_empty_500(
+    keys: Keys, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Rehearsing the rules must not lift request_too_large: Envoy would refuse
+    # that allow itself (an empty 500) while the record said allow.
+    workdir = tmp_path_factory.mktemp("e2e-dry-run-431")
+    revoked = workdir / "revoked.txt"
+    revoked.write_text("")
+    config = workdir / "authz.yaml"
+    config.write_text(readme_config(keys, revoked) + "\ndry_run: true\n")
+    with Stack(workdir, config, GATEWAY_ROUTES) as stack:
+        edge = Edge(stack=stack, keys=keys)
+        path = _path()
+        reply = _send(edge, path, _request(_token(edge), padding=93))
+        record = _assert_refused(edge, path, reply, "request_too_large")
+        assert record["dry_run"] is None  # decided, not rehearsed
+        # Any other deny is still lifted in a dry run: no token is allowed through.
+        path = _path()
+        reply = _send(edge, path, _request("not.a.token"))
+        assert reply.status == 200, reply.body
+        assert edge.audit_record(path)["dry_run"]["reason"] == "token_malformed"
