@@ -14,8 +14,9 @@ carried raises its own error on every Check (an exception object must not be
 shared between Checks). Checks on several threads may derive the same value
 at once; one lock for every token's map keeps each whole (a lock per cached
 token would cost its memory ten thousand times over), and either value is
-the same. The map is made on the first value: a token seen once (the cold
-path) keeps no empty one.
+the same. Only a repeated token keeps anything: the verifier marks a token
+``keep()`` when its cache answers it again, so a token seen once (the cold
+path, distinct tokens) costs no map at all.
 """
 
 from __future__ import annotations
@@ -33,10 +34,15 @@ _LOCK = threading.Lock()
 
 
 class Derived:
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_keep")
 
     def __init__(self) -> None:
         self._entries: dict[tuple[int, str], Any] | None = None
+        self._keep = False
+
+    def keep(self) -> None:
+        """The token is repeated: what routes derive from it from now on is kept."""
+        self._keep = True
 
     def get(self, route: int, kind: str) -> Any:
         """What the route at position ``route`` derived as ``kind``; MISSING if nothing."""
@@ -45,6 +51,8 @@ class Derived:
             return MISSING if entries is None else entries.get((route, kind), MISSING)
 
     def put(self, route: int, kind: str, value: Any) -> None:
+        if not self._keep:
+            return
         with _LOCK:
             if self._entries is None:
                 self._entries = {}

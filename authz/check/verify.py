@@ -141,6 +141,7 @@ class Verifier:
             if cached is not None:
                 if self._still_valid(cached):
                     self._events.token_cache(cached.token.issuer, True)
+                    cached.token.derived.keep()  # repeated: worth keeping what routes derive
                     return cached.token
                 cache.discard(key)
             verified, used_key, valid_until = self._verify(token, key)

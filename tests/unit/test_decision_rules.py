@@ -589,8 +589,9 @@ def test_tracing_does_not_change_the_decision(env: Env, decider: Decider) -> Non
 
 
 def _twice(env: Env, decider: Decider, scopes: str) -> tuple[Decision, Decision]:
-    """Two Checks of one token (the second from the verifier's cache)."""
+    """Two repeats of one token (from the verifier's cache), after its first Check."""
     token = env.token(scopes=scopes)
+    _decide(decider, _request("/orders/0", token))  # seen once: nothing kept for it
     first = _decide(decider, _request("/orders/1", token))
     return first, _decide(decider, _request("/orders/2", token))
 
@@ -635,6 +636,11 @@ def test_what_a_token_derived_lives_with_its_verification(tmp_path: Path, env: E
     verifier = Verifier(env.config, keys, FakeClock(T0))
     verified = verifier.verify(token_text)
     [old_orders] = [r for r in Policy.from_config(env.config).routes if r.name == "orders"]
+    assert identity(old_orders, verified, token_text)[0] == ("x-auth-subject", "alice")
+    # Seen once, nothing is kept (a distinct token per request keeps no map) ...
+    assert verified.derived.get(old_orders.index, "identity") is MISSING
+    # ... repeated (the cache answered it again), what it derives is kept.
+    assert verifier.verify(token_text) is verified
     assert identity(old_orders, verified, token_text)[0] == ("x-auth-subject", "alice")
     # The verifier's cache answers the same token with the same verification.
     assert verifier.verify(token_text).derived.get(old_orders.index, "identity") == (
