@@ -92,8 +92,9 @@ demo: setup
 # counts, tests/bench/interpreter_work.py); where a Check's time goes, cost by
 # cost, against the floor (tests/bench/attribution.py); what observability costs
 # a Check (tracing off vs on); the cold verification path against the raw
-# signature check; and what each size of the gRPC worker pool costs, through
-# Envoy (tests/bench/pool_sweep.py; POOL_SIZES, default 1,2,4,8,16).
+# signature check; what the speed shortcuts still save; a DPoP Check beside a
+# bearer Check; and what each size of the gRPC worker pool costs, through Envoy
+# (tests/bench/pool_sweep.py; POOL_SIZES, default 1,2,4,8,16).
 POOL_SIZES ?= 1,2,4,8,16
 bench-check: setup
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
@@ -102,6 +103,7 @@ bench-check: setup
 	$(BIN)/python -m tests.bench.bench_check
 	$(BIN)/python -m tests.bench.verify_cost
 	$(BIN)/python -m tests.bench.shortcuts
+	$(BIN)/python -m tests.bench.dpop_cost
 	$(BIN)/python -m tests.bench.pool_sweep --sizes $(POOL_SIZES)
 
 # The container image (Dockerfile); needs a container engine, not the venv. Its
