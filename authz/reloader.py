@@ -133,9 +133,11 @@ class Reloader:
         self.status.last_error = None
         self._observe.metrics.reloaded("applied")
         log.info(
-            "configuration reloaded from %s (%d routes)",
+            "configuration reloaded from %s (version %s, %d routes)",
             config_file.path,
+            config.version,
             len(runtime.decider.policy.routes) if config.routes else 0,
+            extra={"config_version": config.version},
         )
         if running.config.routes is not None and config.routes is None:
             log.warning(

@@ -21,6 +21,9 @@ nowhere (then every instrument is a no-op). Names, as Prometheus shows them:
                                                  refused_widening)
 ``authz_config_restart_required``     gauge      setting: 1 while the file changes it and
                                                  only a restart would apply it
+``authz_config_refused``              gauge      result: 1 from a refused reload until one
+                                                 applies
+``authz_config_info``                 gauge      version: 1 for the configuration in force
 ====================================  =========  ==============================================
 
 ``authz_decisions_total`` counts what the client got: ``late`` (reason
@@ -71,6 +74,8 @@ __all__ = [
     "AUDIT_WRITE_ERRORS",
     "BUILD_INFO",
     "CHECK_DURATION",
+    "CONFIG_INFO",
+    "CONFIG_REFUSED",
     "DECISIONS",
     "DURATION_BUCKETS",
     "FETCH_RESULTS",
@@ -103,6 +108,8 @@ TOKEN_CACHE_LOOKUPS = "authz.token.cache.lookups"  # noqa: S105 - a metric name
 KEY_CACHE_LOOKUPS = "authz.key.cache.lookups"  # the former name, deprecated
 RELOADS = "authz.reloads"
 RESTART_REQUIRED = "authz.config.restart_required"
+CONFIG_REFUSED = "authz.config.refused"
+CONFIG_INFO = "authz.config.info"
 RELOAD_RESULTS = ("applied", "failed", "restart_required", "refused_widening")
 # Served by the scrape endpoint alone (prometheus-client), not an instrument.
 BUILD_INFO = "authz_build_info"
@@ -276,6 +283,22 @@ class Metrics:
         )
         for result in RELOAD_RESULTS:
             self._reloads.add(0, (("result", result),))
+        # The file on disk stays refused until a reload applies another: the
+        # alert on it must not resolve while it is (a counter's increase would).
+        self._refused: str | None = None
+        meter.create_observable_gauge(
+            CONFIG_REFUSED,
+            callbacks=[self._observe_refused],
+            unit="1",
+            description="1 while the configuration file's last change was refused, by why",
+        )
+        self._version = ""
+        meter.create_observable_gauge(
+            CONFIG_INFO,
+            callbacks=[self._observe_version],
+            unit="1",
+            description="1, labelled with the version of the configuration in force",
+        )
         # Zero series up front, so "no drops" is a 0 and not a missing series.
         self._audit.add(0, _AUDIT_WRITTEN)
         for reason in ("write_error", "shutdown"):
@@ -318,6 +341,7 @@ class Metrics:
         """One configuration reload's outcome (RELOAD_RESULTS); ``restart_required``:
         the settings it would have changed that only a restart applies."""
         self._reloads.add(1, (("result", result),))
+        self._refused = None if result == "applied" else result
         self._restart_required = frozenset(restart_required)
         self._restart_settings.update(self._restart_required)
 
@@ -375,6 +399,20 @@ class Metrics:
             if len(self._cache_labels) < _MEMO_LIMIT:
                 self._cache_labels[(issuer, hit)] = attributes
         self._cache.add(1, attributes)
+
+    def running(self, version: str) -> None:
+        """The configuration version in force (at start, and after each applied reload)."""
+        self._version = version
+
+    def _observe_version(self, options: CallbackOptions) -> Iterator[Observation]:
+        if self._version:
+            yield Observation(1, {"version": self._version})
+
+    def _observe_refused(self, options: CallbackOptions) -> Iterator[Observation]:
+        refused = self._refused
+        for result in RELOAD_RESULTS:
+            if result != "applied":
+                yield Observation(1 if result == refused else 0, {"result": result})
 
     def _observe_restart_required(self, options: CallbackOptions) -> Iterator[Observation]:
         pending = self._restart_required

@@ -148,6 +148,7 @@ class Observability:
         provider, endpoint = build_meter_provider(config.telemetry.metrics, the_resource, env)
         metrics = Metrics(provider, (issuer.issuer for issuer in config.issuers))
         metrics.zero_failures(_route_names(config), _sink_names(config))
+        metrics.running(config.version)
         if "queue_size" in config.audit.model_fields_set:
             log.warning(
                 "audit.queue_size has no effect: each record is written before its "
@@ -168,6 +169,7 @@ class Observability:
         self._audit_timeout = config.audit.shutdown_timeout_seconds
         self.metrics.follow_issuers(issuer.issuer for issuer in config.issuers)
         self.metrics.zero_failures(_route_names(config), _sink_names(config))
+        self.metrics.running(config.version)
 
     def audit_for(self, config: Config, running: Config) -> AuditWriter | None:
         """A new, opened audit writer if ``config`` moves the trail (other sinks

@@ -272,3 +272,17 @@ def test_the_answers_that_page_start_at_zero(measured: Measured) -> None:
         (("sink", "stdout"),): 0,
         (("sink", "file"),): 0,
     }
+
+
+def test_a_refused_file_stays_reported_until_a_reload_applies(measured: Measured) -> None:
+    metrics = measured.metrics
+    metrics.running("abc123")
+    assert measured.series("authz.config.info") == {(("version", "abc123"),): 1}
+    metrics.reloaded("failed")
+    refused = measured.series("authz.config.refused")
+    assert refused[(("result", "failed"),)] == 1
+    assert refused[(("result", "refused_widening"),)] == 0
+    metrics.reloaded("applied")
+    metrics.running("def456")
+    assert set(measured.series("authz.config.refused").values()) == {0}
+    assert measured.series("authz.config.info") == {(("version", "def456"),): 1}
