@@ -10,7 +10,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' authz/__init__.py)
 # registry with IMAGE=registry.example.com/authz:$(VERSION).
 IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup tools proto lock test lint typecheck demo check-config fuzz soak image clean bench bench-check
+.PHONY: all setup tools proto lock sbom test lint typecheck demo check-config fuzz soak image clean bench bench-check
 
 all: test
 
@@ -38,6 +38,14 @@ lock: $(STAMP)
 	command -v $(BIN)/uv >/dev/null || $(BIN)/pip install --quiet 'uv>=0.9'
 	$(BIN)/uv pip compile pyproject.toml --generate-hashes --universal --python-version 3.12 \
 		--no-header --quiet -o requirements.lock
+
+# The software bill of materials of the image's Python dependencies: exactly
+# what requirements.lock pins (the image installs nothing else), as CycloneDX
+# JSON, by the CycloneDX project's own generator.
+SBOM ?= sbom.cdx.json
+sbom: $(STAMP)
+	$(BIN)/cyclonedx-py requirements requirements.lock --pyproject pyproject.toml \
+		--output-reproducible --of JSON -o $(SBOM)
 
 lint: setup
 	$(BIN)/ruff check .

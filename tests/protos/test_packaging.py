@@ -7,7 +7,9 @@ the fresh venv gets its dependencies from the dev venv's site-packages.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -222,3 +224,20 @@ def test_the_image_lock_pins_every_dependency_with_hashes() -> None:
         )
         for extra in requirement.extras:  # pyjwt[crypto] needs cryptography
             assert extra != "crypto" or "cryptography" in pins
+
+
+def test_the_sbom_lists_every_locked_dependency(tmp_path: Path) -> None:
+    # make sbom: the image's Python dependencies are exactly the lock's pins.
+    out = tmp_path / "sbom.cdx.json"
+    subprocess.run(
+        ["make", "-s", "sbom", f"SBOM={out}"], cwd=REPO_ROOT, check=True, capture_output=True
+    )
+    document = json.loads(out.read_text())
+    assert document["bomFormat"] == "CycloneDX"
+    assert document["metadata"]["component"]["name"] == "envoy-jwt-authz"
+    listed = {(c["name"].lower(), c["version"]) for c in document["components"]}
+    pins = re.findall(
+        r"^([A-Za-z0-9_.-]+)==([^ \\\n]+)", (REPO_ROOT / "requirements.lock").read_text(), re.M
+    )
+    assert pins
+    assert {(name.lower(), version) for name, version in pins} == listed
