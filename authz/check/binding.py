@@ -118,7 +118,10 @@ class SenderChecks:
         """The challenges of a deny on a route that takes DPoP; None elsewhere
         (the Bearer challenge alone, as on any route)."""
         schemes = self.schemes(constraint)
-        if self.dpop is None or DPOP not in schemes or error.status not in (400, 401):
+        if self.dpop is None or DPOP not in schemes:
+            return None
+        # A 403 without an RFC 6750 error (no route allows it) has no challenge at all.
+        if error.status not in (400, 401) and not (error.status == 403 and error.rfc6750_error):
             return None
         # The error goes in the challenge of the scheme it is about.
         in_dpop = (

@@ -60,6 +60,7 @@ from authz.errors import (
     DpopStale,
     DpopTokenHashMismatch,
     DpopUriMismatch,
+    Forbidden,
     InternalError,
     InvalidDpopProof,
 )
@@ -176,7 +177,9 @@ class DpopVerifier:
         """The ``WWW-Authenticate: DPoP`` value for ``error`` (or a plain one)."""
         code = error.rfc6750_error if error is not None else None
         description = error.description if error is not None and code else None
-        return www_authenticate_dpop(self._algorithms, code, description, realm=realm)
+        # RFC 9449 §7.1 takes RFC 6750's scope parameter for insufficient_scope.
+        scope = error.scope or None if isinstance(error, Forbidden) else None
+        return www_authenticate_dpop(self._algorithms, code, description, realm=realm, scope=scope)
 
     def verify(
         self,
@@ -338,6 +341,7 @@ def www_authenticate_dpop(
     description: str | None = None,
     *,
     realm: str | None = None,
+    scope: str | None = None,
 ) -> str:
     """A ``WWW-Authenticate`` challenge of the DPoP scheme (RFC 9449 §7.1)::
 
@@ -349,6 +353,8 @@ def www_authenticate_dpop(
         params.append(("error", error))
         if description is not None:
             params.append(("error_description", description))
+    if scope is not None:
+        params.append(("scope", scope))
     for name, value in params:
         if not set(value) <= _QUOTABLE:
             # Our own fixed texts go here; anything else is a bug, not input.

@@ -61,6 +61,16 @@ dpop:
 identity:
   binding_header: x-auth-binding
 routes:
+  - name: refunds
+    match: {{prefix: /refunds}}
+    mode: protected
+    sender_constraint: dpop
+    requirements: {{scopes: [payments:refund]}}
+  - name: either-admin
+    match: {{prefix: /either-admin}}
+    mode: protected
+    sender_constraint: optional
+    requirements: {{scopes: [admin]}}
   - name: shadow-pay
     match: {{prefix: /pay}}
     mode: protected
@@ -181,6 +191,52 @@ def test_the_deny_carries_the_dpop_challenge(env: Env, decider: Decider, holder:
     # A DPoP-only route: the DPoP challenge alone, with the error.
     assert challenge.startswith('DPoP algs="ES256", error="invalid_dpop_proof"')
     assert "Bearer" not in challenge
+
+
+def test_insufficient_scope_on_a_dpop_route_is_a_dpop_challenge(
+    env: Env, decider: Decider, holder: Signer
+) -> None:
+    token = _token(env, cnf={"jkt": holder.thumbprint()})
+    url = f"https://{HOST}/refunds/1"
+    spent = proof(holder, iat=T0, htu=url, access_token=token)
+    denied = decider.decide(_request("/refunds/1", f"DPoP {token}", (spent,)))
+    assert (denied.status, denied.reason) == (403, "insufficient_scope")
+    answer = parts(denied, "authz")
+    assert isinstance(answer, DenyParts)
+    # RFC 9449 §7.1: the DPoP scheme, with RFC 6750's error and scope; no Bearer
+    # challenge on a route that does not take Bearer tokens.
+    assert dict(answer.headers)["www-authenticate"] == (
+        'DPoP algs="ES256", error="insufficient_scope", '
+        'error_description="The access token does not grant access to this resource", '
+        'scope="payments:refund"'
+    )
+
+
+def test_insufficient_scope_goes_in_the_challenge_of_the_scheme_used(
+    env: Env, decider: Decider, holder: Signer
+) -> None:
+    bearer = decider.decide(_request("/either-admin/1", f"Bearer {_token(env)}"))
+    assert (bearer.status, bearer.reason) == (403, "insufficient_scope")
+    answer = parts(bearer, "authz")
+    assert isinstance(answer, DenyParts)
+    challenge = dict(answer.headers)["www-authenticate"]
+    assert challenge.startswith(
+        'DPoP algs="ES256", Bearer realm="authz", error="insufficient_scope"'
+    )
+    assert challenge.endswith('scope="admin"')
+
+    token = _token(env, cnf={"jkt": holder.thumbprint()})
+    url = f"https://{HOST}/either-admin/1"
+    spent = proof(holder, iat=T0, htu=url, access_token=token)
+    dpop = decider.decide(_request("/either-admin/1", f"DPoP {token}", (spent,)))
+    assert (dpop.status, dpop.reason) == (403, "insufficient_scope")
+    answer = parts(dpop, "authz")
+    assert isinstance(answer, DenyParts)
+    assert dict(answer.headers)["www-authenticate"] == (
+        'DPoP algs="ES256", error="insufficient_scope", '
+        'error_description="The access token does not grant access to this resource", '
+        'scope="admin", Bearer realm="authz"'
+    )
 
 
 def test_a_bearer_scheme_is_no_credential_on_a_dpop_route(env: Env, decider: Decider) -> None:
