@@ -16,8 +16,10 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_
 
 __all__ = ["WAIT", "Client", "HealthWatch", "LoopThread"]
 
-# Upper bound for any single blocking wait in tests (seconds).
-WAIT = 10.0
+# Upper bound for any single blocking wait in tests (seconds). Waits end on
+# their condition; the bound only matters on a failure, and covers a child
+# process importing grpc and OpenTelemetry on a CI machine with every core busy.
+WAIT = 30.0
 T = TypeVar("T")
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
