@@ -193,49 +193,46 @@ def test_the_deny_carries_the_dpop_challenge(env: Env, decider: Decider, holder:
     assert "Bearer" not in challenge
 
 
-def test_insufficient_scope_on_a_dpop_route_is_a_dpop_challenge(
-    env: Env, decider: Decider, holder: Signer
-) -> None:
-    token = _token(env, cnf={"jkt": holder.thumbprint()})
-    url = f"https://{HOST}/refunds/1"
-    spent = proof(holder, iat=T0, htu=url, access_token=token)
-    denied = decider.decide(_request("/refunds/1", f"DPoP {token}", (spent,)))
+_NO_SCOPE = (
+    'error="insufficient_scope", '
+    'error_description="The access token does not grant access to this resource"'
+)
+
+
+def _scope_challenge(decider: Decider, request: RequestView) -> str:
+    """The WWW-Authenticate value of ``request``'s insufficient_scope deny."""
+    denied = decider.decide(request)
     assert (denied.status, denied.reason) == (403, "insufficient_scope")
     answer = parts(denied, "authz")
     assert isinstance(answer, DenyParts)
+    return dict(answer.headers)["www-authenticate"]
+
+
+def _dpop_at(env: Env, holder: Signer, path: str) -> RequestView:
+    token = _token(env, cnf={"jkt": holder.thumbprint()})
+    spent = proof(holder, iat=T0, htu=f"https://{HOST}{path}", access_token=token)
+    return _request(path, f"DPoP {token}", (spent,))
+
+
+def test_insufficient_scope_on_a_dpop_route_is_a_dpop_challenge(
+    env: Env, decider: Decider, holder: Signer
+) -> None:
     # RFC 9449 §7.1: the DPoP scheme, with RFC 6750's error and scope; no Bearer
     # challenge on a route that does not take Bearer tokens.
-    assert dict(answer.headers)["www-authenticate"] == (
-        'DPoP algs="ES256", error="insufficient_scope", '
-        'error_description="The access token does not grant access to this resource", '
-        'scope="payments:refund"'
+    assert _scope_challenge(decider, _dpop_at(env, holder, "/refunds/1")) == (
+        f'DPoP algs="ES256", {_NO_SCOPE}, scope="payments:refund"'
     )
 
 
 def test_insufficient_scope_goes_in_the_challenge_of_the_scheme_used(
     env: Env, decider: Decider, holder: Signer
 ) -> None:
-    bearer = decider.decide(_request("/either-admin/1", f"Bearer {_token(env)}"))
-    assert (bearer.status, bearer.reason) == (403, "insufficient_scope")
-    answer = parts(bearer, "authz")
-    assert isinstance(answer, DenyParts)
-    challenge = dict(answer.headers)["www-authenticate"]
-    assert challenge.startswith(
-        'DPoP algs="ES256", Bearer realm="authz", error="insufficient_scope"'
+    bearer = _request("/either-admin/1", f"Bearer {_token(env)}")
+    assert _scope_challenge(decider, bearer) == (
+        f'DPoP algs="ES256", Bearer realm="authz", {_NO_SCOPE}, scope="admin"'
     )
-    assert challenge.endswith('scope="admin"')
-
-    token = _token(env, cnf={"jkt": holder.thumbprint()})
-    url = f"https://{HOST}/either-admin/1"
-    spent = proof(holder, iat=T0, htu=url, access_token=token)
-    dpop = decider.decide(_request("/either-admin/1", f"DPoP {token}", (spent,)))
-    assert (dpop.status, dpop.reason) == (403, "insufficient_scope")
-    answer = parts(dpop, "authz")
-    assert isinstance(answer, DenyParts)
-    assert dict(answer.headers)["www-authenticate"] == (
-        'DPoP algs="ES256", error="insufficient_scope", '
-        'error_description="The access token does not grant access to this resource", '
-        'scope="admin", Bearer realm="authz"'
+    assert _scope_challenge(decider, _dpop_at(env, holder, "/either-admin/1")) == (
+        f'DPoP algs="ES256", {_NO_SCOPE}, scope="admin", Bearer realm="authz"'
     )
 
 
