@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal
 
 from authz.check.certbound import CertificateBinding, bound_x5t
 from authz.check.credentials import BEARER, DPOP
@@ -34,9 +35,12 @@ from authz.check.verify import Clock, VerifiedToken
 from authz.config.models import Config
 from authz.errors import AuthzError, BindingRequired, DpopNonceRequired, InvalidDpopProof
 
-__all__ = ["NO_BINDING", "Binding", "Challenge", "SenderChecks"]
+__all__ = ["NO_BINDING", "Binding", "BindingMethod", "Challenge", "SenderChecks"]
 
-NONE, MTLS = "none", "mtls"
+# How a request proved it is sent by the token's holder; "none": it did not need to.
+BindingMethod = Literal["none", "dpop", "mtls"]
+NONE: Final[BindingMethod] = "none"
+MTLS: Final[BindingMethod] = "mtls"
 _XFCC = "x-forwarded-client-cert"
 
 
@@ -44,7 +48,7 @@ _XFCC = "x-forwarded-client-cert"
 class Binding:
     """How the request proved it is sent by the token's holder."""
 
-    method: str  # "none", "dpop" or "mtls"
+    method: BindingMethod
     # The proof key's RFC 7638 thumbprint (dpop) or the certificate's (mtls).
     thumbprint: str = ""
     # A fresh nonce for a DPoP-Nonce response header, when the proof's expires soon.
@@ -162,7 +166,7 @@ class SenderChecks:
                 proofs[jkt] = proof
             if isinstance(proof, AuthzError):
                 raise proof
-            return Binding(DPOP, proof.thumbprint, proof.next_nonce)
+            return Binding("dpop", proof.thumbprint, proof.next_nonce)
         if bound_x5t(token.claims) is not None and constraint != DPOP:
             if self.mtls is None:
                 raise BindingRequired("certificate-bound token, and mtls is not configured")

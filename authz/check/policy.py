@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from authz.check.hosts import normalize_host
 from authz.check.identity import IdentityPlan
@@ -34,12 +34,17 @@ from authz.check.request import RequestView
 from authz.check.requirements import Check, Requirement, compile_requirement
 from authz.check.verify import VerifiedToken
 from authz.config.models import Config
-from authz.config.rules import MatchConfig, RouteConfig, claim_path
+from authz.config.rules import MatchConfig, Mode, RouteConfig, claim_path
+from authz.config.sender import SenderConstraint
 from authz.errors import NoRoute
 
-__all__ = ["Check", "Match", "Policy", "Route"]
+__all__ = ["Check", "Match", "Mode", "PathKind", "Policy", "Route"]
 
-PUBLIC, OPTIONAL, PROTECTED = "public", "optional", "protected"
+PUBLIC: Final[Mode] = "public"
+OPTIONAL: Final[Mode] = "optional"
+PROTECTED: Final[Mode] = "protected"
+# How a route's path condition compares; "" for a route that takes any path.
+PathKind = Literal["path", "prefix", "pattern", ""]
 # The name of the implicit route of a configuration without routes.
 IMPLICIT = ""
 
@@ -47,13 +52,13 @@ IMPLICIT = ""
 @dataclass(frozen=True, slots=True)
 class Route:
     name: str
-    mode: str
+    mode: Mode
     shadow: bool
     identity: IdentityPlan
     requirement: Requirement | None = None
     hosts: tuple[str, ...] = ()
     methods: frozenset[str] = frozenset()
-    path_kind: str = ""  # "path", "prefix", "pattern" or "" for any path
+    path_kind: PathKind = ""
     path: str = ""  # in match form (paths.match_form), case folded if ignore_case
     segments: tuple[str | None, ...] = ()  # a pattern's segments; None is a parameter
     ignore_case: bool = False
@@ -62,7 +67,7 @@ class Route:
     index: int = -1  # position in routes[], -1 for the implicit route
     unverified_credentials: Literal["remove", "forward"] = "remove"
     # What a token must prove about its sender here (config/sender.py).
-    sender_constraint: str = "none"
+    sender_constraint: SenderConstraint = "none"
 
     def mismatch(
         self, host: str, method: str, path: str, extensions: Mapping[str, str]
@@ -226,9 +231,11 @@ def _compile_route(index: int, route: RouteConfig, config: Config) -> Route:
     )
 
 
-def _path_condition(match: MatchConfig) -> tuple[str, str]:
-    for kind in ("path", "prefix", "pattern"):
-        value = getattr(match, kind)
-        if value is not None:
-            return kind, value
+def _path_condition(match: MatchConfig) -> tuple[PathKind, str]:
+    if match.path is not None:
+        return "path", match.path
+    if match.prefix is not None:
+        return "prefix", match.prefix
+    if match.pattern is not None:
+        return "pattern", match.pattern
     return "", ""

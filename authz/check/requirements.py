@@ -9,7 +9,7 @@ deny's reason. Nothing here sees token bytes or keys, only verified claims.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from authz.check.claims import claim_value
 from authz.check.identity import scopes
@@ -96,10 +96,14 @@ class _Roles:
         return Check(label, False, detail, RoleMissing(detail))
 
 
+# How a claim is compared with a requirement's value (config.rules.ClaimMatcherConfig).
+ClaimOperator = Literal["equals", "one_of", "contains"]
+
+
 @dataclass(frozen=True, slots=True)
 class _Claim:
     path: tuple[str, ...]
-    operator: str  # "equals", "one_of", "contains"
+    operator: ClaimOperator
     expected: tuple[Any, ...]
 
     def evaluate(self, token: VerifiedToken) -> Check:

@@ -11,9 +11,10 @@ any of it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from authz.check.binding import Challenge
+from authz.check.binding import BindingMethod, Challenge
+from authz.check.policy import Mode
 from authz.check.verify import VerifiedToken
 from authz.errors import AuthzError
 
@@ -50,7 +51,7 @@ class Decision:
     token_fingerprint: str = ""
     # The route that decided ("" when the configuration has no routes, or none matched).
     route: str = ""
-    mode: str = ""
+    mode: Mode | Literal[""] = ""
     # What each shadow route that took the request would have decided, in order.
     shadows: tuple[Unenforced, ...] = ()
     # The configured issuer the token named, also when it failed to verify
@@ -66,7 +67,7 @@ class Decision:
     # How the token was bound to its sender ("none", "dpop", "mtls"; "" when
     # no token was checked for it) and, for dpop and mtls, the key's or the
     # certificate's thumbprint (never the proof).
-    binding: str = ""
+    binding: BindingMethod | Literal[""] = ""
     binding_thumbprint: str = ""
     # An allow's headers for the client's response (a fresh DPoP-Nonce).
     response_headers: tuple[tuple[str, str], ...] = ()
@@ -89,7 +90,7 @@ class Decision:
         token: VerifiedToken | None = None,
         token_fingerprint: str = "",
         route: str = "",
-        mode: str = "",
+        mode: Mode | Literal[""] = "",
         shadows: tuple[Unenforced, ...] = (),
         issuer: str = "",
         challenge: Challenge | None = None,
