@@ -25,9 +25,9 @@ from google.protobuf import json_format
 
 from authz.check import response
 from authz.check.decision import Decision
-from authz.check.phases import Phase, Step
 from authz.check.policy import Check
 from authz.check.request import RequestView
+from authz.check.run import Phase, Step
 from authz.check.verify import Clock
 from authz.config.models import Config
 from authz.keys.sources import FetchingKeySource, KeySource

@@ -33,17 +33,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
-from typing import Protocol
 
 from authz.check.binding import Challenge, SenderChecks
 from authz.check.header_budget import check_header_budget
 from authz.check.identity import headers_to_remove
 from authz.check.phases import (
-    Memo,
-    Phase,
-    Run,
-    Step,
+    Refetch,
+    TokenVerifier,
     binding,
     check_size,
     credential,
@@ -51,15 +47,17 @@ from authz.check.phases import (
     match_route,
     requirements,
     revocation,
+    verification,
 )
 from authz.check.policy import Match, Policy, Route
 from authz.check.request import RequestView
 from authz.check.result import DRY_RUN, Decision, Unenforced
 from authz.check.revocation import RevocationList
+from authz.check.run import Memo, Phase, Run, Step
 from authz.check.unchecked import Removal, unchecked
 from authz.check.verify import VerifiedToken
 from authz.config.models import Config
-from authz.errors import AuthzError, Forbidden, InternalError, RequestTooLarge, UnknownKey
+from authz.errors import AuthzError, Forbidden, InternalError, RequestTooLarge
 
 __all__ = [
     "DRY_RUN",
@@ -72,17 +70,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class TokenVerifier(Protocol):
-    """What a decision needs from verification (``verify.Verifier``, or a fake)."""
-
-    def verify(self, token: str) -> VerifiedToken: ...
-
-
-# (issuer, seconds the Check can wait) -> True if keys were fetched anew. It
-# blocks the Check's thread for at most that long (keys.waiting.LoopBridge).
-Refetch = Callable[[str, float], bool]
 
 
 class Decider:
@@ -124,20 +111,23 @@ class Decider:
         run = Run(trace)
         shadows: list[Unenforced] = []
         try:
-            with Phase.REQUEST.step():  # the "extract" event, which the route shares
-                check_size(request, self._config, run)
-                match = match_route(self.policy, request, run)
+            with run.phase(Phase.REQUEST):
+                check_size(request, self._config)
+            with run.phase(Phase.ROUTE) as scope:
+                match = match_route(self.policy, request, scope)
             while match.route.shadow:
                 shadows.append(self._shadow(request, match.route, memo, trace, budget=budget))
-                after, match = self._after[match.route.index], None
-                match = match_route(after, request, run)
+                after = self._after[match.route.index]
+                match = None  # a no_route deny from here names no route: a shadow never decides
+                with run.phase(Phase.ROUTE) as scope:
+                    match = match_route(after, request, scope)
             taken = match.route
             headers = self._evaluate(request, taken, memo, run, budget=budget)
             removal = self._unchecked(request, taken, run)
             # Past Envoy's header limits, Envoy would answer this allow with a 500.
             check_header_budget(request, headers, self._config.envoy)
         except AuthzError as error:
-            run.denied(error)
+            run.fail(error)  # noted by its phase already, unless raised after them
             # A dry run lifts denies, never a 503: authz could not decide, and an
             # allow then would be failing open on an outage or a bug, which no
             # rehearsal of the rules is meant to do. Nor request_too_large: Envoy
@@ -148,7 +138,7 @@ class Decider:
             return self._deny(error, run, match, shadows, self._challenge(match, error, run))
         except Exception as exc:
             log.exception("internal error while deciding")
-            run.failed(exc)
+            run.fail(exc)
             return self._deny(InternalError(f"{type(exc).__name__}"), run, match, shadows)
         run.note(Phase.IDENTITY, "ok", f"{len(headers)} header(s) to set")
         bound = run.binding
@@ -176,56 +166,41 @@ class Decider:
         """The phases of ``route`` for ``request``, each an event on the Check's span
         (authz.check.steps): the identity headers to set, or the AuthzError that
         denies. ``run`` keeps what a deny reports."""
-        with Phase.CREDENTIALS.step():
+        with run.phase(Phase.CREDENTIALS) as scope:
             max_bytes = self._config.max_token_bytes
-            token_text = run.token_text = credential(
-                request, route, memo, run, max_bytes, sender=self._sender
+            scheme, token_text = credential(
+                request, route, memo, scope, max_bytes, sender=self._sender
             )
         token: VerifiedToken | None = None
         if token_text:
-            with Phase.TOKEN.step():
-                token = run.token = self._token(token_text, memo, run, budget)
-            run.note(Phase.TOKEN, "ok", f"verified: issuer {token.issuer}")
+            run.scheme, run.token_text = scheme, token_text
+            with run.phase(Phase.TOKEN) as scope:
+                token = run.token = verification(
+                    self._verifier, self._refetch, token_text, memo=memo, scope=scope, budget=budget
+                )
             if route.sender_constraint != "none":
-                with Phase.BINDING.step():  # every request: a proof is for one request
-                    binding(self._sender, request, route, token, memo=memo, run=run)
-            with Phase.REVOCATION.step():  # the "policy" event, which requirements share
-                revocation(self._revocations, token, run)
-                requirements(self.policy, route, token, run)
-        with Phase.IDENTITY.step():
-            headers = identity(route, token, token_text, run)
+                with run.phase(Phase.BINDING) as scope:  # every request: a proof is for one
+                    run.binding = binding(
+                        self._sender,
+                        request,
+                        route,
+                        token,
+                        scheme=scheme,
+                        token_text=token_text,
+                        memo=memo,
+                        scope=scope,
+                    )
+            if self._revocations is not None:  # no list configured: no phase, no event
+                with run.phase(Phase.REVOCATION) as scope:
+                    revocation(self._revocations, token, scope)
+            with run.phase(Phase.REQUIREMENTS) as scope:
+                requirements(self.policy, route, token, scope)
+        with run.phase(Phase.IDENTITY):
+            headers = identity(route, token, token_text)
         if self._binding_header is not None and token is not None:
             method = run.binding.method if run.binding is not None else "none"
             headers = (*headers, (self._binding_header, method))
         return headers
-
-    def _token(self, token_text: str, memo: Memo, run: Run, budget: float) -> VerifiedToken:
-        run.phase = Phase.TOKEN
-        # Verification does not depend on the route: a shadow route and the
-        # route after it share one, so a shadow rule costs no second signature
-        # check and no second key refetch.
-        if memo.verified is None:
-            try:
-                memo.verified = self._verify(token_text, budget)
-            except AuthzError as error:
-                memo.verified = error
-        if isinstance(memo.verified, AuthzError):
-            raise memo.verified
-        return memo.verified
-
-    def _verify(self, token_text: str, budget: float) -> VerifiedToken:
-        try:
-            return self._verifier.verify(token_text)
-        except UnknownKey as error:
-            # A key rotated in since the last refresh: one shared, rate-limited
-            # refetch, then one more try. Anything else is final.
-            if self._refetch is None or not error.issuer:
-                raise
-            with Phase.KEYS.step():  # only a refetch is worth an event: lookups are a dict get
-                fetched = self._refetch(error.issuer, budget)
-            if not fetched:
-                raise
-            return self._verifier.verify(token_text)
 
     def _shadow(
         self,
@@ -242,13 +217,13 @@ class Decider:
             self._evaluate(request, route, memo, run, budget=budget)
             outcome = Unenforced(route.name, True, 200, "allowed")
         except AuthzError as error:
-            run.denied(error)
+            run.fail(error)
             outcome = _would_deny(route.name, error)
         except Exception as exc:
             # Reported like any would-be deny; the routes after it still decide
             # (and fail the same way if the fault is theirs too).
             log.exception("internal error while evaluating shadow route %s", route.name)
-            run.failed(exc)
+            run.fail(exc)
             outcome = _would_deny(route.name, InternalError(type(exc).__name__))
         verdict = "allow" if outcome.allowed else f"deny {outcome.status} {outcome.reason}"
         run.note(

@@ -179,6 +179,7 @@ def test_allowed_request_is_one_trace_from_envoy_through_authz_to_upstream(
     steps = [event.name for event in check.span.events]
     assert steps == [
         "authz.extract",
+        "authz.route",
         "authz.credentials",
         "authz.verify",
         "authz.policy",

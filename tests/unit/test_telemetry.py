@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import TraceFlags
 
-from authz.check.steps import step
+from authz.check.run import Phase, Run, Step
 from authz.config.observability import TelemetryConfig, TracingConfig
 from authz.errors import InternalError, TokenExpired
 from authz.observability.tracing import (
@@ -169,13 +169,14 @@ def _fail_like_a_library() -> None:
         raise InternalError("ValueError") from exc
 
 
-def test_steps_become_events_with_outcome_and_duration(recorder: Recorder) -> None:
+def test_phases_become_events_with_outcome_and_duration(recorder: Recorder) -> None:
     with recorder.tracer.start_as_current_span("check"):
-        with step("extract"):
+        run = Run(None)
+        with run.phase(Phase.REQUEST):
             pass
-        with pytest.raises(TokenExpired), step("verify"):
+        with pytest.raises(TokenExpired), run.phase(Phase.TOKEN):
             raise TokenExpired("token has expired")
-        with pytest.raises(InternalError), step("keys"):
+        with pytest.raises(InternalError), run.phase(Phase.KEYS):
             _fail_like_a_library()
     recorded = recorder.events()
     assert recorded["authz.extract"]["authz.step.outcome"] == "ok"
@@ -189,11 +190,34 @@ def test_steps_become_events_with_outcome_and_duration(recorder: Recorder) -> No
     assert "eyJsecret" not in repr(recorded)  # never the exception's message
 
 
-def test_a_step_outside_a_recording_span_does_nothing_and_hides_nothing() -> None:
-    with step("extract"):
+def test_a_phase_outside_a_recording_span_does_nothing_and_hides_nothing() -> None:
+    run = Run(None)
+    with run.phase(Phase.REQUEST):
         pass
-    with pytest.raises(KeyError), step("verify"):
+    with pytest.raises(KeyError), run.phase(Phase.TOKEN):
         raise KeyError("still raised")
+
+
+def test_a_deny_is_noted_once_under_the_innermost_phase() -> None:
+    trace: list[Step] = []
+    run = Run(trace)
+    with pytest.raises(TokenExpired), run.phase(Phase.TOKEN) as scope, scope.inner(Phase.KEYS):
+        raise TokenExpired("token has expired")
+    run.fail(TokenExpired("again"))  # decide's fallback: already noted
+    assert [(step.phase, step.outcome) for step in trace] == [(Phase.KEYS, "fail")]
+    assert trace[0].text == "token_expired: token has expired"
+    assert run.current is Phase.KEYS
+
+
+def test_after_an_inner_phase_the_outer_one_is_under_way_again() -> None:
+    trace: list[Step] = []
+    run = Run(trace)
+    with run.phase(Phase.TOKEN) as scope:
+        with scope.inner(Phase.KEYS):
+            pass
+        assert run.current is Phase.TOKEN
+    run.fail(ValueError("b64: eyJsecret"))  # raised after the phases: the last one's
+    assert trace == [Step(Phase.TOKEN, "fail", "internal error: ValueError")]
 
 
 @pytest.mark.parametrize(
