@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from authz.check.decision import Unenforced
+from authz.check.request import RequestView
+from authz.check.result import Decision, Unenforced
+from authz.observability.answer import Answer
 
 __all__ = ["MAX_FIELD", "SCHEMA_PATH", "decision_record", "redact", "timestamp"]
 
@@ -50,63 +51,55 @@ def timestamp(seconds: float) -> str:
 
 
 def decision_record(
-    *,
     at: float,
-    decision: str,
-    status: int | None,
-    reason: str,
-    issuer: str | None,
-    subject: str | None,
-    jti: str | None,
-    token_fp: str,
-    route: str,
-    method: str,
-    path: str,
-    host: str,
-    source: str,
-    request_id: str,
-    trace_id: str | None,
-    span_id: str | None,
-    latency_seconds: float,
+    *,
+    ids: tuple[str | None, str | None],
+    request: RequestView | None,
+    decision: Decision | None,
+    answer: Answer,
+    seconds: float,
     config_version: str,
-    shadow: Sequence[Unenforced] = (),
-    dry_run: Unenforced | None = None,
-    undelivered: Mapping[str, Any] | None = None,
-    binding: str = "",
-    binding_thumbprint: str = "",
 ) -> dict[str, Any]:
-    """One audit record (see the schema). Request-controlled strings are redacted.
-
-    ``decision`` is what the client got: allow, deny, or late (authz answered
-    after Envoy stopped waiting; ``undelivered`` is then the answer authz made,
-    None if it was cancelled before deciding).
-    """
+    """The audit record of one Check (see the schema): what the client got
+    (``answer``), and what authz had decided when that was not delivered
+    (``late``, ``unknown``; None if it ended before deciding). ``ids`` are the
+    trace and span ids. Request-controlled strings are redacted."""
+    token = decision.token if decision is not None else None
+    jti = token.claims.get("jti") if token is not None else None
+    subject = token.subject if token is not None else None
+    undelivered = None
+    if answer.decision in ("late", "unknown") and decision is not None:
+        undelivered = {
+            "decision": "allow" if decision.allowed else "deny",
+            "status": decision.status,
+            "reason": decision.reason,
+        }
     return {
         "type": "decision",
         "time": timestamp(at),
-        "decision": decision,
-        "status": status,
-        "reason": reason,
-        "issuer": issuer,
+        "decision": answer.decision,
+        "status": answer.status,
+        "reason": answer.reason,
+        "issuer": (decision.issuer or None) if decision is not None else None,
         "subject": None if subject is None else redact(subject, 256),
-        "jti": None if jti is None else redact(jti, 256),
-        "token_fp": token_fp or None,
-        "route": route or None,
-        "method": redact(method, 32),
-        "path": redact(path.split("?", 1)[0]),
-        "host": redact(host, 256),
-        "source": source,
-        "request_id": redact(request_id, 256) or None,
-        "trace_id": trace_id,
-        "span_id": span_id,
-        "latency_ms": round(latency_seconds * 1000, 3),
+        "jti": redact(jti, 256) if isinstance(jti, str) else None,
+        "token_fp": (decision.token_fingerprint or None) if decision is not None else None,
+        "route": (decision.route or None) if decision is not None else None,
+        "method": redact(request.method, 32) if request is not None else "",
+        "path": redact(request.path.split("?", 1)[0]) if request is not None else "",
+        "host": redact(request.host, 256) if request is not None else "",
+        "source": request.source_address if request is not None else "",
+        "request_id": (redact(request.request_id, 256) or None) if request is not None else None,
+        "trace_id": ids[0],
+        "span_id": ids[1],
+        "latency_ms": round(seconds * 1000, 3),
         "config_version": config_version,
-        "shadow": [_unenforced(outcome) for outcome in shadow] or None,
-        "dry_run": None if dry_run is None else _unenforced(dry_run),
-        "undelivered": None if undelivered is None else dict(undelivered),
+        "shadow": [_unenforced(s) for s in decision.shadows] or None if decision else None,
+        "dry_run": _unenforced(decision.dry_run) if decision and decision.dry_run else None,
+        "undelivered": undelivered,
         # How the sender was proven; a thumbprint of a public key, never the proof.
-        "binding": binding or None,
-        "binding_thumbprint": binding_thumbprint or None,
+        "binding": (decision.binding or None) if decision is not None else None,
+        "binding_thumbprint": (decision.binding_thumbprint or None) if decision else None,
     }
 
 

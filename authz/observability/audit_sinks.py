@@ -13,7 +13,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TextIO
 
-__all__ = ["AuditSink", "FdSink", "FileSink", "StreamSink", "stdout_sink"]
+from authz.config.models import Config
+
+__all__ = [
+    "AuditSink",
+    "FdSink",
+    "FileSink",
+    "StreamSink",
+    "audit_destination",
+    "audit_sinks",
+    "sink_names",
+    "stdout_sink",
+]
 
 _ROTATION_CHECK_EVERY = 1.0
 
@@ -142,3 +153,23 @@ def stdout_sink() -> AuditSink:
         return FdSink(sys.stdout.fileno(), "stdout")
     except (AttributeError, OSError, ValueError):
         return StreamSink(lambda: sys.stdout, "stdout")
+
+
+def sink_names(config: Config) -> list[str]:
+    # As the sinks name themselves (audit_sinks.py), without opening them.
+    sinks = (("stdout", config.audit.stdout), ("file", config.audit.file is not None))
+    return [name for name, on in sinks if on]
+
+
+def audit_sinks(config: Config) -> list[AuditSink]:
+    sinks: list[AuditSink] = []
+    if config.audit.stdout:
+        sinks.append(stdout_sink())
+    if config.audit.file is not None:
+        sinks.append(FileSink(config.resolve(config.audit.file)))
+    return sinks
+
+
+def audit_destination(config: Config) -> tuple[bool, Path | None]:
+    file = config.audit.file
+    return config.audit.stdout, None if file is None else config.resolve(file)

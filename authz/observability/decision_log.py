@@ -74,6 +74,15 @@ class DecisionLog:
         self._suppressed = 0
         self._since = 0.0
 
+    def close(
+        self, decision: Decision | None, late: str | None, request: RequestView | None
+    ) -> None:
+        """The lines of one Check: ``late`` if the client got Envoy's answer."""
+        if late is not None:
+            self.late(late, decision, request)
+        elif decision is not None:
+            self.decision(decision, request)
+
     def decision(self, decision: Decision, request: RequestView | None) -> None:
         """The lines of an answered decision: a deny, would-be denies; an allow at DEBUG."""
         denied_shadows = [shadow for shadow in decision.shadows if not shadow.allowed]

@@ -2,9 +2,10 @@
 
 ``server.Check`` calls ``begin`` when a Check arrives, runs the decision inside
 ``observation`` (so the decision's phases land on the span, see
-``authz.check.steps``), and calls ``finish`` with the decision before it answers.
-``finish`` writes the audit record first (see audit.py: it is in the kernel
-before the answer leaves), then ends the span and counts the metric, all for
+``authz.check.run``), and calls ``finish`` with the decision before it
+answers (``unanswered`` for a Check that ended without one). ``finish``
+writes the audit record first (see audit.py: it is in the kernel before the
+answer leaves), then ends the span and counts the metric, all for
 what the client gets: the decision, ``late`` when Envoy had stopped waiting,
 or, with ``audit.on_sink_failure: deny``, the 503 that replaces a decision
 whose record was not written. ``finish`` never raises: a broken exporter,
@@ -20,28 +21,27 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from types import TracebackType
 
-from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.metrics import MeterProvider, NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-from opentelemetry.trace import INVALID_SPAN, Span, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN
 
 from authz.check.decision import Decision
 from authz.check.request import RequestView
 from authz.config.models import Config
 from authz.errors import ConfigError
+from authz.observability.answer import Answer
 from authz.observability.audit import AuditWriter
-from authz.observability.audit_sinks import AuditSink, FileSink, stdout_sink
+from authz.observability.audit_record import decision_record
+from authz.observability.audit_sinks import audit_destination, audit_sinks, sink_names
 from authz.observability.decision_log import DecisionLog
 from authz.observability.metrics import Metrics
 from authz.observability.metrics_export import MetricsEndpoint, build_meter_provider
-from authz.observability.outcome import Answer, audit_unavailable, check_record, end_span
+from authz.observability.outcome import audit_unavailable, end_span
 from authz.observability.recording import Recording
 from authz.observability.serving_metrics import ServingMetrics
 from authz.observability.tracing import (
+    CheckObservation,
     Tracing,
     parent_context,
     resource,
@@ -51,63 +51,13 @@ from authz.observability.tracing import (
 from authz.observability.worker_metrics import announce
 from authz.workers import WORKER_INDEX_ENV
 
-__all__ = ["CheckObservation", "Observability"]
+__all__ = ["Observability"]
 
 log = logging.getLogger(__name__)
 
 _COMPLAIN_EVERY = 10.0
 # How long stop() waits for span and metric exporters to flush.
 EXPORT_SHUTDOWN_SECONDS = 5.0
-
-
-class CheckObservation:
-    """One Check in flight: its span, the trace it belongs to and its start time.
-
-    As a context manager it makes the span current, so ``steps.step`` events
-    and log lines find it. An Exception leaves the span to ``finish``;
-    anything else (an interpreter exit) ends it as an error.
-    """
-
-    __slots__ = ("_token", "ended", "parent_trace_id", "span", "started")
-
-    def __init__(
-        self, span: Span, parent_trace_id: str | None = None, started: float | None = None
-    ) -> None:
-        self.span = span
-        # Only without tracing: Envoy's trace id, read cheaply for the audit record.
-        self.parent_trace_id = parent_trace_id
-        # When the Check arrived (admission's stamp): its duration includes the queue.
-        self.started = time.perf_counter() if started is None else started
-        self.ended = False
-        self._token: object | None = None
-
-    def __enter__(self) -> CheckObservation:
-        if self.span.is_recording():
-            self._token = otel_context.attach(trace.set_span_in_context(self.span))
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
-            self._token = None
-        if exc is not None and not isinstance(exc, Exception) and not self.ended:
-            self.ended = True
-            self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            self.span.end()
-
-    def ids(self) -> tuple[str | None, str | None]:
-        """(trace id, our span id) as hex. Without tracing the trace id is still
-        Envoy's (from the metadata); the span id is ours only if it is recorded."""
-        context = self.span.get_span_context()
-        if not context.is_valid:
-            return self.parent_trace_id, None
-        span_id = f"{context.span_id:016x}" if self.span.is_recording() else None
-        return f"{context.trace_id:032x}", span_id
 
 
 class Observability:
@@ -147,7 +97,7 @@ class Observability:
         the_resource = resource(config.telemetry)
         provider, endpoint = build_meter_provider(config.telemetry.metrics, the_resource, env)
         metrics = Metrics(provider, (issuer.issuer for issuer in config.issuers))
-        metrics.zero_failures(_route_names(config), _sink_names(config))
+        metrics.zero_failures(_route_names(config), sink_names(config))
         metrics.running(config.version)
         if "queue_size" in config.audit.model_fields_set:
             log.warning(
@@ -157,7 +107,7 @@ class Observability:
         return cls(
             tracing=Tracing.from_config(config.telemetry, the_resource, env),
             metrics=metrics,
-            audit=AuditWriter(_audit_sinks(config), metrics),
+            audit=AuditWriter(audit_sinks(config), metrics),
             endpoint=endpoint,
             meter_provider=provider,
             audit_timeout=config.audit.shutdown_timeout_seconds,
@@ -168,15 +118,15 @@ class Observability:
         (how each Check is recorded is its runtime's ``Recording``)."""
         self._audit_timeout = config.audit.shutdown_timeout_seconds
         self.metrics.follow_issuers(issuer.issuer for issuer in config.issuers)
-        self.metrics.zero_failures(_route_names(config), _sink_names(config))
+        self.metrics.zero_failures(_route_names(config), sink_names(config))
         self.metrics.running(config.version)
 
     def audit_for(self, config: Config, running: Config) -> AuditWriter | None:
         """A new, opened audit writer if ``config`` moves the trail (other sinks
         than ``running``'s), else None; ConfigError if a new sink cannot be opened."""
-        if _audit_destination(config) == _audit_destination(running):
+        if audit_destination(config) == audit_destination(running):
             return None
-        writer = AuditWriter(_audit_sinks(config), self.metrics)
+        writer = AuditWriter(audit_sinks(config), self.metrics)
         try:
             writer.start()
         except OSError as exc:
@@ -225,77 +175,139 @@ class Observability:
         self,
         observation: CheckObservation,
         request: RequestView | None,
-        decision: Decision | None,
+        decision: Decision,
         *,
         recording: Recording,
         late: str | None = None,
-    ) -> Decision | None:
-        """The audit record (written before this returns), span, metric; the
-        decision to answer. Never raises.
+    ) -> Decision:
+        """Close a Check that decided: its audit record (written before this
+        returns), span, metrics and decision log line; the decision to answer.
+        Never raises.
 
-        ``late`` (deadline_exceeded or cancelled): Envoy had stopped waiting, so
-        the client got Envoy's error status, not ``decision`` (None when the
-        Check was cancelled before it decided). Everything then says ``late``.
+        ``late`` (deadline_exceeded or cancelled): Envoy had stopped waiting,
+        so the client got Envoy's error status, not ``decision``, and
+        everything says ``late``.
 
         With ``audit.on_sink_failure: deny``, a decision whose record a sink did
         not take is answered 503 ``audit_unavailable`` instead: that is the
         decision returned, recorded (if a sink takes it) and counted.
         """
+        answered = self._close(observation, request, decision, late, recording)
+        assert answered is not None  # a decision in, a decision out
+        return answered
+
+    def unanswered(
+        self,
+        observation: CheckObservation,
+        request: RequestView | None,
+        *,
+        reason: str,
+        recording: Recording,
+    ) -> None:
+        """Close a Check that ended without a decision (shed, expired in the
+        queue, cancelled before deciding): recorded and counted as ``late``."""
+        self._close(observation, request, None, reason, recording)
+
+    def _close(
+        self,
+        observation: CheckObservation,
+        request: RequestView | None,
+        decision: Decision | None,
+        late: str | None,
+        recording: Recording,
+    ) -> Decision | None:
         seconds = time.perf_counter() - observation.started
-        answer = Answer.of(decision, late, recording.late_status)
         ids: tuple[str | None, str | None] = (None, None)
         try:
             ids = observation.ids()  # before the span ends: an ended span is not "recording"
         except Exception:
             self._complain("span")
         # First the record, so that it is in the kernel before the answer leaves.
-        version = recording.config_version
-        recorded = self._write_record(
-            ids, request, decision, answer, seconds, config_version=version
+        decision, answer = self._record(
+            ids=ids,
+            request=request,
+            decision=decision,
+            late=late,
+            seconds=seconds,
+            recording=recording,
         )
-        if not recorded and recording.fail_closed and decision is not None and late is None:
-            decision = audit_unavailable(decision)
-            answer = Answer.of(decision, None, recording.late_status)
-            self._write_record(ids, request, decision, answer, seconds, config_version=version)
         try:
             observation.ended = True
             end_span(observation.span, request, decision, answer)
         except Exception:
             self._complain("span")
         try:
-            self.metrics.decision(
-                decision=answer.decision,
-                reason=answer.reason,
-                issuer=decision.issuer or None if decision is not None else None,
-                route=decision.route if decision is not None else "",
-                seconds=seconds,
-            )
-            if decision is not None:
-                self._count_unenforced(decision, recording.dry_run)
+            self._count(decision, answer, seconds, recording.dry_run)
         except Exception:
             self._complain("metrics")
         try:
-            if late is not None:
-                self.decision_log.late(late, decision, request)
-            elif decision is not None:
-                self.decision_log.decision(decision, request)
+            self.decision_log.close(decision, late, request)
         except Exception:
             self._complain("decision log")
         return decision
 
+    def _record(
+        self,
+        *,
+        ids: tuple[str | None, str | None],
+        request: RequestView | None,
+        decision: Decision | None,
+        late: str | None,
+        seconds: float,
+        recording: Recording,
+    ) -> tuple[Decision | None, Answer]:
+        """Write the record; the decision to answer (a 503 in place of one that
+        went unrecorded, where the configuration says so) and its answer."""
+        answer = Answer.of(decision, late, recording.late_status)
+        written = self._write_record(
+            ids=ids,
+            request=request,
+            decision=decision,
+            answer=answer,
+            seconds=seconds,
+            config_version=recording.config_version,
+        )
+        if written:
+            return decision, answer
+        if recording.fail_closed and decision is not None and late is None:
+            decision = audit_unavailable(decision)
+            answer = Answer.of(decision, None, recording.late_status)
+            self._write_record(
+                ids=ids,
+                request=request,
+                decision=decision,
+                answer=answer,
+                seconds=seconds,
+                config_version=recording.config_version,
+            )
+        return decision, answer
+
+    def _count(
+        self, decision: Decision | None, answer: Answer, seconds: float, dry_run: bool
+    ) -> None:
+        self.metrics.decision(
+            decision=answer.decision,
+            reason=answer.reason,
+            issuer=decision.issuer or None if decision is not None else None,
+            route=decision.route if decision is not None else "",
+            seconds=seconds,
+        )
+        if decision is not None:
+            self._count_unenforced(decision, dry_run)
+
     def _write_record(
         self,
+        *,
         ids: tuple[str | None, str | None],
         request: RequestView | None,
         decision: Decision | None,
         answer: Answer,
         seconds: float,
-        *,
         config_version: str,
     ) -> bool:
         try:
-            record = check_record(
-                at=self._clock(),
+            record = decision_record(
+                self._clock(),
                 ids=ids,
                 request=request,
                 decision=decision,
@@ -348,26 +360,6 @@ class Observability:
 
 def _route_names(config: Config) -> list[str]:
     return [route.name for route in config.routes or ()]
-
-
-def _sink_names(config: Config) -> list[str]:
-    # As the sinks name themselves (audit_sinks.py), without opening them.
-    sinks = (("stdout", config.audit.stdout), ("file", config.audit.file is not None))
-    return [name for name, on in sinks if on]
-
-
-def _audit_sinks(config: Config) -> list[AuditSink]:
-    sinks: list[AuditSink] = []
-    if config.audit.stdout:
-        sinks.append(stdout_sink())
-    if config.audit.file is not None:
-        sinks.append(FileSink(config.resolve(config.audit.file)))
-    return sinks
-
-
-def _audit_destination(config: Config) -> tuple[bool, Path | None]:
-    file = config.audit.file
-    return config.audit.stdout, None if file is None else config.resolve(file)
 
 
 def _bounded(work: Callable[[], None], seconds: float) -> None:

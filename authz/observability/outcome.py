@@ -1,14 +1,13 @@
-"""What one Check's answer leaves behind: its span attributes and its audit record.
+"""What one Check's answer leaves on its span, and the 503 that replaces an
+unrecorded decision.
 
-``observe.Observability.finish`` decides what the client got (an ``Answer``);
-this module turns that answer, the request and the decision into the span's
-attributes and the audit record, so that both say the same thing.
+``observe.Observability.finish`` decides what the client got (an ``Answer``,
+answer.py); ``end_span`` turns that answer, the request and the decision into
+the span's attributes, as ``audit_record.decision_record`` does into the
+record, so that both say the same thing.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Any, Literal
 
 from opentelemetry.trace import Span, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
@@ -16,7 +15,8 @@ from opentelemetry.util.types import AttributeValue
 from authz.check.decision import Decision
 from authz.check.request import RequestView
 from authz.errors import AuditUnavailable
-from authz.observability.audit_record import decision_record, redact
+from authz.observability.answer import Answer
+from authz.observability.audit_record import redact
 from authz.observability.tracing import (
     ATTR_ALG,
     ATTR_DECISION,
@@ -38,41 +38,7 @@ from authz.observability.tracing import (
     ATTR_UNDELIVERED_STATUS,
 )
 
-__all__ = [
-    "DEADLINE_UNCERTAIN",
-    "Answer",
-    "AnswerKind",
-    "audit_unavailable",
-    "check_record",
-    "end_span",
-]
-
-
-# allow | deny: authz's answer reached the client; late: Envoy's error did;
-# unknown: authz answered at Envoy's deadline, and either may have.
-AnswerKind = Literal["allow", "deny", "late", "unknown"]
-# The late reason for an answer sent within the margin of Envoy's deadline.
-DEADLINE_UNCERTAIN = "deadline_uncertain"
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the client got for one Check: authz's allow or deny, or ``late``:
-    Envoy's own error status, because it had stopped waiting for authz."""
-
-    decision: AnswerKind
-    status: int | None  # None when unknown
-    reason: str
-
-    @classmethod
-    def of(cls, decision: Decision | None, late: str | None, late_status: int) -> Answer:
-        """``late`` (a reason) when Envoy had stopped waiting, else the decision's."""
-        if late == DEADLINE_UNCERTAIN:
-            return cls("unknown", None, late)
-        if late is not None:
-            return cls("late", late_status, late)
-        assert decision is not None
-        return cls("allow" if decision.allowed else "deny", decision.status, decision.reason)
+__all__ = ["audit_unavailable", "end_span"]
 
 
 def audit_unavailable(decision: Decision) -> Decision:
@@ -111,55 +77,6 @@ def end_span(
         if (answer.status or 0) >= 500 or answer.decision in ("late", "unknown"):
             span.set_status(Status(StatusCode.ERROR, answer.reason))
     span.end()
-
-
-def check_record(
-    *,
-    at: float,
-    ids: tuple[str | None, str | None],
-    request: RequestView | None,
-    decision: Decision | None,
-    answer: Answer,
-    seconds: float,
-    config_version: str,
-) -> dict[str, Any]:
-    """The audit record of one Check: what the client got, and what authz had
-    decided when that was not delivered (``late``)."""
-    token = decision.token if decision is not None else None
-    jti = token.claims.get("jti") if token is not None else None
-    trace_id, span_id = ids
-    undelivered = None
-    if answer.decision in ("late", "unknown") and decision is not None:
-        undelivered = {
-            "decision": "allow" if decision.allowed else "deny",
-            "status": decision.status,
-            "reason": decision.reason,
-        }
-    return decision_record(
-        at=at,
-        decision=answer.decision,
-        status=answer.status,
-        reason=answer.reason,
-        issuer=(decision.issuer or None) if decision is not None else None,
-        subject=token.subject if token is not None else None,
-        jti=jti if isinstance(jti, str) else None,
-        token_fp=decision.token_fingerprint if decision is not None else "",
-        route=decision.route if decision is not None else "",
-        method=request.method if request else "",
-        path=request.path if request else "",
-        host=request.host if request else "",
-        source=request.source_address if request else "",
-        request_id=request.request_id if request else "",
-        trace_id=trace_id,
-        span_id=span_id,
-        latency_seconds=seconds,
-        config_version=config_version,
-        shadow=decision.shadows if decision is not None else (),
-        dry_run=decision.dry_run if decision is not None else None,
-        undelivered=undelivered,
-        binding=decision.binding if decision is not None else "",
-        binding_thumbprint=decision.binding_thumbprint if decision is not None else "",
-    )
 
 
 def _decision_attributes(

@@ -22,15 +22,18 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable, Mapping
+from types import TracebackType
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from authz import AUTHORIZATION_SERVICE, __version__
@@ -57,6 +60,7 @@ __all__ = [
     "ATTR_UNDELIVERED_REASON",
     "ATTR_UNDELIVERED_STATUS",
     "CHECK_SPAN",
+    "CheckObservation",
     "Tracing",
     "parent_context",
     "resource",
@@ -258,3 +262,53 @@ def _drops_unsampled_parents(sampler: Sampler) -> bool:
         isinstance(sampler, ParentBased)
         and getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
     )
+
+
+class CheckObservation:
+    """One Check in flight: its span, the trace it belongs to and its start time.
+
+    As a context manager it makes the span current, so the phases' events
+    (authz.check.run) and log lines find it. An Exception leaves the span to ``finish``;
+    anything else (an interpreter exit) ends it as an error.
+    """
+
+    __slots__ = ("_token", "ended", "parent_trace_id", "span", "started")
+
+    def __init__(
+        self, span: Span, parent_trace_id: str | None = None, started: float | None = None
+    ) -> None:
+        self.span = span
+        # Only without tracing: Envoy's trace id, read cheaply for the audit record.
+        self.parent_trace_id = parent_trace_id
+        # When the Check arrived (admission's stamp): its duration includes the queue.
+        self.started = time.perf_counter() if started is None else started
+        self.ended = False
+        self._token: object | None = None
+
+    def __enter__(self) -> CheckObservation:
+        if self.span.is_recording():
+            self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+        if exc is not None and not isinstance(exc, Exception) and not self.ended:
+            self.ended = True
+            self.span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            self.span.end()
+
+    def ids(self) -> tuple[str | None, str | None]:
+        """(trace id, our span id) as hex. Without tracing the trace id is still
+        Envoy's (from the metadata); the span id is ours only if it is recorded."""
+        context = self.span.get_span_context()
+        if not context.is_valid:
+            return self.parent_trace_id, None
+        span_id = f"{context.span_id:016x}" if self.span.is_recording() else None
+        return f"{context.trace_id:032x}", span_id

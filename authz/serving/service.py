@@ -32,8 +32,9 @@ from authz.check.decision import Decision
 from authz.check.request import RequestView, view
 from authz.errors import InternalError, InvalidRequest
 from authz.keys.waiting import LoopBridge
-from authz.observability.observe import CheckObservation, Observability
-from authz.observability.outcome import DEADLINE_UNCERTAIN
+from authz.observability.answer import DEADLINE_UNCERTAIN
+from authz.observability.observe import Observability
+from authz.observability.tracing import CheckObservation
 from authz.runtime import Runtime
 from authz.serving.admission import Admission, Ticket
 
@@ -132,7 +133,7 @@ class AuthorizationService:
         )
         self._serving.handled("OK")
         try:
-            return self._encode(answered or decision, runtime.config.realm)
+            return self._encode(answered, runtime.config.realm)
         except Exception:
             # A bug, never a traceback to Envoy: fail closed with a plain 503.
             log.exception("cannot build the answer to a Check; answering 503")
@@ -150,7 +151,7 @@ class AuthorizationService:
             runtime = self._runtime()
             observation = self._observe.begin(None, ticket.arrived)
             reason = "expired" if ticket.admitted else "overloaded"
-            self._observe.finish(observation, None, None, late=reason, recording=runtime.recording)
+            self._observe.unanswered(observation, None, reason=reason, recording=runtime.recording)
         except Exception:
             log.exception("recording a Check that ended in the queue failed")
 
@@ -166,8 +167,8 @@ class AuthorizationService:
             request_view: RequestView | None = view(request)
         except Exception:
             request_view = None
-        self._observe.finish(
-            observation, request_view, None, late=reason, recording=runtime.recording
+        self._observe.unanswered(
+            observation, request_view, reason=reason, recording=runtime.recording
         )
 
 

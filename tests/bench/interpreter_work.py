@@ -78,7 +78,6 @@ def count(workdir: Path, token: str, checks: int) -> list[tuple[str, float, floa
         answered = observability.finish(
             observation, the_view, decision, late=None, recording=runtime.recording
         )
-        assert answered is not None
         assert answered.allowed, answered
         part[0] = PARTS[4]
         answer(answered, config.realm)

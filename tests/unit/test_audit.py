@@ -14,7 +14,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from authz.check.decision import Unenforced
+from authz.check.request import RequestView
+from authz.check.result import Decision, Unenforced
+from authz.check.verify import VerifiedToken
+from authz.errors import MissingCredentials
+from authz.observability.answer import Answer
 from authz.observability.audit import AuditWriter
 from authz.observability.audit_record import (
     MAX_FIELD,
@@ -40,29 +44,46 @@ def schema() -> dict[str, Any]:
     return value
 
 
-def record(**overrides: Any) -> dict[str, Any]:
+TRACE_IDS = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+VERIFIED = VerifiedToken(
+    issuer="https://idp.example",
+    subject="alice",
+    claims={"sub": "alice", "jti": "id-1"},
+    kid="k1",
+    algorithm="RS256",
+    fingerprint="0123456789abcdef",
+)
+ALLOWED = Answer("allow", 200, "allowed")
+
+
+def record(
+    *,
+    decision: Decision | None = None,
+    answer: Answer = ALLOWED,
+    ids: tuple[str | None, str | None] = TRACE_IDS,
+    request_id: str = "req-1",
+    **request: Any,
+) -> dict[str, Any]:
+    """The record of one Check: by default an allow of GET /orders/7 for alice."""
     fields: dict[str, Any] = {
-        "at": 1_767_225_600.5,
-        "decision": "allow",
-        "status": 200,
-        "reason": "allowed",
-        "issuer": "https://idp.example",
-        "subject": "alice",
-        "jti": "id-1",
-        "token_fp": "0123456789abcdef",
-        "route": "",
         "method": "GET",
         "path": "/orders/7?page=2",
         "host": "api.example",
-        "source": "10.0.0.7:51234",
-        "request_id": "req-1",
-        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
-        "span_id": "00f067aa0ba902b7",
-        "latency_seconds": 0.0012345,
-        "config_version": "abcdef012345",
+        "source_address": "10.0.0.7:51234",
+        "headers": {"x-request-id": (request_id,)} if request_id else {},
     }
-    fields.update(overrides)
-    return decision_record(**fields)
+    fields.update(request)
+    if decision is None:
+        decision = Decision.allow(token=VERIFIED, token_fingerprint=VERIFIED.fingerprint)
+    return decision_record(
+        1_767_225_600.5,
+        ids=ids,
+        request=RequestView(**fields),
+        decision=decision,
+        answer=answer,
+        seconds=0.0012345,
+        config_version="abcdef012345",
+    )
 
 
 # The record.
@@ -100,12 +121,7 @@ def test_a_record_has_every_field_and_no_query_string(schema: dict[str, Any]) ->
 
 
 def test_a_late_record_says_what_authz_would_have_answered(schema: dict[str, Any]) -> None:
-    built = record(
-        decision="late",
-        status=503,
-        reason="deadline_exceeded",
-        undelivered={"decision": "allow", "status": 200, "reason": "allowed"},
-    )
+    built = record(answer=Answer("late", 503, "deadline_exceeded"))
     jsonschema.validate(built, schema)
     assert (built["decision"], built["status"], built["reason"]) == (
         "late",
@@ -117,15 +133,17 @@ def test_a_late_record_says_what_authz_would_have_answered(schema: dict[str, Any
 
 def test_unenforced_outcomes_are_recorded(schema: dict[str, Any]) -> None:
     # A shadow route would have denied; a dry run allowed what orders denied.
-    built = record(
-        reason="dry_run",
+    dry_run = Decision.allow(
         route="orders",
-        shadow=(
+        shadows=(
             Unenforced("admin", False, 403, "role_missing", "missing role auditor"),
             Unenforced("orders-v2", True, 200, "allowed"),
         ),
         dry_run=Unenforced("orders", False, 401, "token_expired", f"path /x/{TOKEN}"),
     )
+    built = record(decision=dry_run, answer=Answer("allow", 200, dry_run.reason))
+    assert built["reason"] == "dry_run"
+    assert built["route"] == "orders"
     jsonschema.validate(built, schema)
     assert built["shadow"] == [
         {
@@ -148,20 +166,34 @@ def test_unenforced_outcomes_are_recorded(schema: dict[str, Any]) -> None:
 
 def test_a_deny_without_token_or_trace_is_valid(schema: dict[str, Any]) -> None:
     built = record(
-        decision="deny",
-        status=401,
-        reason="missing_token",
-        issuer=None,
-        subject=None,
-        jti=None,
-        token_fp="",
+        decision=Decision.deny(MissingCredentials()),
+        answer=Answer("deny", 401, "missing_token"),
         request_id="",
-        trace_id=None,
-        span_id=None,
+        ids=(None, None),
     )
     jsonschema.validate(built, schema)
+    assert (built["issuer"], built["subject"], built["jti"]) == (None, None, None)
     assert built["token_fp"] is None
     assert built["request_id"] is None
+
+
+def test_a_check_that_ended_before_it_was_read_is_valid(schema: dict[str, Any]) -> None:
+    built = decision_record(
+        1_767_225_600.5,
+        ids=(None, None),
+        request=None,
+        decision=None,
+        answer=Answer("late", 503, "overloaded"),
+        seconds=0.5,
+        config_version="abcdef012345",
+    )
+    jsonschema.validate(built, schema)
+    assert (built["decision"], built["reason"], built["undelivered"]) == (
+        "late",
+        "overloaded",
+        None,
+    )
+    assert (built["method"], built["path"], built["route"]) == ("", "", None)
 
 
 def test_a_token_in_the_path_or_request_id_is_redacted() -> None:

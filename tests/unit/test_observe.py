@@ -301,7 +301,6 @@ def test_a_record_no_sink_took_is_answered_per_on_sink_failure(
     )
     allow = Decision.allow(route="orders")
     final = observed.finish(observed.begin(PARENT), REQUEST, allow, recording=recording)
-    assert final is not None
     assert ("allow" if final.allowed else "deny", final.status, final.reason) == answered
     (span,) = spans.get_finished_spans()
     attributes = dict(span.attributes or {})
@@ -349,7 +348,7 @@ def test_a_check_dropped_before_deciding_is_recorded_as_late(
     observed = observability(spans, sink, meter.metrics)
     # Shed over the pending limit: refused without a decision (serving/service.py).
     check = observed.begin(PARENT)
-    observed.finish(check, REQUEST, None, late="overloaded", recording=recording)
+    observed.unanswered(check, REQUEST, reason="overloaded", recording=recording)
     (span,) = spans.get_finished_spans()
     assert span.status.status_code is StatusCode.ERROR
     attributes = dict(span.attributes or {})
