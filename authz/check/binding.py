@@ -28,7 +28,8 @@ from typing import Final, Literal
 
 from authz.check.certbound import CertificateBinding, bound_x5t
 from authz.check.credentials import BEARER, DPOP
-from authz.check.dpop import DpopProof, DpopVerifier, bound_jkt, request_uri
+from authz.check.dpop import DpopProof, DpopVerifier, bound_jkt
+from authz.check.htu import request_uri
 from authz.check.replay import ReplayStore, replay_store
 from authz.check.request import RequestView
 from authz.check.verify import Clock, VerifiedToken

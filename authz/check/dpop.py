@@ -70,7 +70,6 @@ __all__ = [
     "DpopVerifier",
     "access_token_hash",
     "bound_jkt",
-    "request_uri",
     "www_authenticate_dpop",
 ]
 
@@ -322,17 +321,6 @@ def bound_jkt(claims: Mapping[str, Any]) -> str | None:
         raise ClaimInvalid("cnf.jkt is not a SHA-256 JWK thumbprint")
     b64url_decode(jkt, "cnf.jkt", ClaimInvalid)
     return jkt
-
-
-def request_uri(scheme: str, authority: str, path: str, public_origin: str | None = None) -> str:
-    """The request's URI for comparing with ``htu``: ``public_origin`` (when TLS
-    ends before Envoy or the Host is rewritten) or scheme and authority as
-    Envoy forwards them, then the path (its query is dropped when compared)."""
-    if not path.startswith("/"):
-        # "*" (OPTIONS *) and authority-form (CONNECT) name no resource.
-        raise DpopUriMismatch("request path is not absolute")
-    origin = public_origin if public_origin is not None else f"{scheme}://{authority}"
-    return origin + path
 
 
 def www_authenticate_dpop(

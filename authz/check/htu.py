@@ -22,7 +22,15 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_URI_LENGTH", "normalize_origin", "normalize_uri", "remove_dot_segments"]
+from authz.errors import DpopUriMismatch
+
+__all__ = [
+    "MAX_URI_LENGTH",
+    "normalize_origin",
+    "normalize_uri",
+    "remove_dot_segments",
+    "request_uri",
+]
 
 # Longer than any request line Envoy forwards with its default header limits.
 MAX_URI_LENGTH = 8192
@@ -124,3 +132,14 @@ def remove_dot_segments(path: str) -> str:
             # "/a/b/.." is "/a/": a final dot segment leaves its directory's slash.
             kept.append("")
     return "/" + "/".join(kept)
+
+
+def request_uri(scheme: str, authority: str, path: str, public_origin: str | None = None) -> str:
+    """The request's URI for comparing with ``htu``: ``public_origin`` (when TLS
+    ends before Envoy or the Host is rewritten) or scheme and authority as
+    Envoy forwards them, then the path (its query is dropped when compared)."""
+    if not path.startswith("/"):
+        # "*" (OPTIONS *) and authority-form (CONNECT) name no resource.
+        raise DpopUriMismatch("request path is not absolute")
+    origin = public_origin if public_origin is not None else f"{scheme}://{authority}"
+    return origin + path

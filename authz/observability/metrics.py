@@ -55,19 +55,18 @@ go, and what the scrape endpoint serves besides the instruments, is
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from opentelemetry.metrics import (
     CallbackOptions,
-    Meter,
     MeterProvider,
     Observation,
 )
 
 from authz.errors import AuthzError
+from authz.observability.tally import Attributes, Tally
 
 __all__ = [
     "AUDIT_RECORDS",
@@ -183,42 +182,8 @@ class Labels:
         return result if result in FETCH_RESULTS else OTHER
 
 
-Attributes = tuple[tuple[str, str], ...]
 _AUDIT_WRITTEN: Attributes = (("outcome", "written"), ("reason", "none"))
 _MEMO_LIMIT = 10_000
-
-
-class Tally:
-    """A counter kept in a dict and reported through an observable counter.
-
-    The SDK's synchronous counter hashes and validates its attributes on every
-    ``add``, which cost more than the rest of a cached Check; here an add is a
-    dict update under the tally's lock (Checks on many threads add at once) and
-    the SDK reads the totals only when it collects.
-    """
-
-    def __init__(self, meter: Meter, name: str, unit: str, description: str) -> None:
-        self._counts: dict[Attributes, int] = {}
-        self._lock = threading.Lock()
-        meter.create_observable_counter(
-            name, callbacks=[self._observe], unit=unit, description=description
-        )
-
-    def also_as(self, meter: Meter, name: str, unit: str, description: str) -> None:
-        """Report the same counts under a second name too (a renamed metric's old one)."""
-        meter.create_observable_counter(
-            name, callbacks=[self._observe], unit=unit, description=description
-        )
-
-    def add(self, amount: int, attributes: Attributes) -> None:
-        with self._lock:
-            self._counts[attributes] = self._counts.get(attributes, 0) + amount
-
-    def _observe(self, options: CallbackOptions) -> Iterator[Observation]:
-        with self._lock:
-            counts = tuple(self._counts.items())
-        for attributes, count in counts:
-            yield Observation(count, dict(attributes))
 
 
 class Metrics:

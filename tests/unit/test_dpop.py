@@ -15,9 +15,9 @@ from authz.check.dpop import (
     DpopVerifier,
     access_token_hash,
     bound_jkt,
-    request_uri,
     www_authenticate_dpop,
 )
+from authz.check.htu import request_uri
 from authz.check.nonce import NonceIssuer
 from authz.check.replay import MemoryReplayStore
 from authz.dev.dpop_client import Signer, b64, jws, proof
