@@ -59,18 +59,65 @@ A request that no route matches is denied 403 without ``insufficient_scope``
 and without a challenge: no token could make it acceptable, so inviting a retry
 with one would mislead the client.
 
-Sender-constrained tokens (docs/sender-constrained.md): a DPoP proof that fails
-a check is ``invalid_dpop_proof`` (RFC 9449 §7.1), answered with a ``DPoP``
-challenge; a missing or stale server nonce is ``use_dpop_nonce`` (§9) with a
-fresh nonce for the ``DPoP-Nonce`` header; a certificate-bound token whose
-client certificate is absent or another is ``invalid_token`` (RFC 8705 §3).
-Each ``detail`` names the check that failed and never carries proof, token,
-key or certificate bytes.
+Sender-constrained tokens (docs/sender-constrained.md): a failed DPoP proof is
+answered with a ``DPoP`` challenge (RFC 9449 §7.1), a missing nonce with a
+fresh ``DPoP-Nonce`` (§9); a ``detail`` never carries proof, token, key or
+certificate bytes.
 """
 
 from __future__ import annotations
 
-# Every name defined here is public: no __all__ to keep in step with the tree above.
+__all__ = [
+    "AlgorithmNotAllowed",
+    "AudienceMismatch",
+    "AuditUnavailable",
+    "AuthzError",
+    "BindingRequired",
+    "ClaimInvalid",
+    "ClaimMismatch",
+    "ConfigError",
+    "DpopAlgorithmNotAllowed",
+    "DpopBindingMismatch",
+    "DpopKeyInvalid",
+    "DpopMethodMismatch",
+    "DpopNonceRequired",
+    "DpopProofMissing",
+    "DpopProofRepeated",
+    "DpopReplayed",
+    "DpopSignatureInvalid",
+    "DpopStale",
+    "DpopTokenHashMismatch",
+    "DpopUriMismatch",
+    "Forbidden",
+    "InternalError",
+    "InvalidDpopProof",
+    "InvalidHost",
+    "InvalidPath",
+    "InvalidRequest",
+    "InvalidToken",
+    "IssuedInFuture",
+    "IssuerNotAllowed",
+    "KeysUnavailable",
+    "MissingClaim",
+    "MissingCredentials",
+    "MtlsBindingMismatch",
+    "MtlsCertificateMissing",
+    "MultipleCredentials",
+    "NoRoute",
+    "ReplayStoreUnavailable",
+    "RequestTooLarge",
+    "RoleMissing",
+    "SignatureInvalid",
+    "TokenExpired",
+    "TokenMalformed",
+    "TokenNotYetValid",
+    "TokenRevoked",
+    "TokenTooLarge",
+    "Unauthenticated",
+    "Unavailable",
+    "UnknownIssuer",
+    "UnknownKey",
+]
 
 
 class ConfigError(Exception):
