@@ -57,7 +57,7 @@ typecheck: setup
 # Prometheus's server and promtool, from Debian's `prometheus` package: the
 # alert rules' unit tests and the end-to-end scrape (tests/observability); wrk,
 # the load of the overload test (and of make bench and make soak); redis-server,
-# the shared DPoP replay store's tests (tests/unit/test_replay.py).
+# the shared DPoP replay store's tests (tests/unit/check/test_replay.py).
 tools:
 	command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v wrk >/dev/null && \
 		command -v redis-server >/dev/null || \

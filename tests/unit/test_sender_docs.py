@@ -17,7 +17,7 @@ from tests.support.repo import REPO_ROOT
 
 PAGE = REPO_ROOT / "docs" / "sender-constrained.md"
 TEST_FILES = [
-    *(REPO_ROOT / "tests" / "unit").glob("test_*.py"),
+    *(REPO_ROOT / "tests" / "unit").rglob("test_*.py"),
     REPO_ROOT / "tests" / "security" / "test_fuzz_dpop.py",
     REPO_ROOT / "tests" / "e2e" / "test_sender_constrained.py",
 ]
