@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
 import logging
+import threading
+from typing import ClassVar
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
@@ -14,7 +17,8 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
 from authz.observability.exporters import (
     GRPC,
@@ -69,13 +73,46 @@ def test_the_exporters_built_for_each_choice() -> None:
     ]
     (http,) = TracesChoice(HTTP, "http://collector:4318").exporters()
     assert isinstance(http, HttpSpanExporter)
-    assert http._endpoint == "http://collector:4318/v1/traces"  # a base URL gets the path
-    (given,) = TracesChoice(HTTP, "http://collector:4318/custom/traces").exporters()
-    assert isinstance(given, HttpSpanExporter)
-    assert given._endpoint == "http://collector:4318/custom/traces"
-    metrics = MetricsChoice(HTTP, "http://collector:4318").exporter()
-    assert isinstance(metrics, HttpMetricExporter)
-    assert metrics._endpoint == "http://collector:4318/v1/metrics"
+    assert isinstance(MetricsChoice(HTTP, "http://collector:4318").exporter(), HttpMetricExporter)
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    paths: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        type(self).paths.append(self.path)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("given", "posted"),
+    [("", "/v1/traces"), ("/", "/v1/traces"), ("/custom/traces", "/custom/traces")],
+)
+def test_a_base_url_gets_the_signal_path_and_a_full_one_is_used_as_given(
+    given: str, posted: str
+) -> None:
+    _Collector.paths = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}{given}"
+        (exporter,) = TracesChoice(HTTP, endpoint).exporters()
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.get_tracer("test").start_span("check").end()  # exported before it returns
+        provider.shutdown()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Collector.paths == [posted]
 
 
 @pytest.mark.parametrize(
