@@ -16,6 +16,7 @@ answered all the same.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -259,27 +260,19 @@ class Observability:
         """Write the record; the decision to answer (a 503 in place of one that
         went unrecorded, where the configuration says so) and its answer."""
         answer = Answer.of(decision, late, recording.late_status)
-        written = self._write_record(
+        write = functools.partial(
+            self._write_record,
             ids=ids,
             request=request,
-            decision=decision,
-            answer=answer,
             seconds=seconds,
             config_version=recording.config_version,
         )
-        if written:
+        if write(decision=decision, answer=answer):
             return decision, answer
         if recording.fail_closed and decision is not None and late is None:
             decision = audit_unavailable(decision)
             answer = Answer.of(decision, None, recording.late_status)
-            self._write_record(
-                ids=ids,
-                request=request,
-                decision=decision,
-                answer=answer,
-                seconds=seconds,
-                config_version=recording.config_version,
-            )
+            write(decision=decision, answer=answer)
         return decision, answer
 
     def _count(
