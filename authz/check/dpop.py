@@ -40,7 +40,7 @@ from typing import Any
 from jwt.algorithms import Algorithm, get_default_algorithms
 
 from authz.check.htu import normalize_uri
-from authz.check.jose import b64url_decode, b64url_encode, json_object
+from authz.check.jose import FailClosed, b64url_decode, b64url_encode, json_object
 from authz.check.jwk import proof_key
 from authz.check.nonce import NonceIssuer
 from authz.check.replay import ReplayStore
@@ -61,7 +61,6 @@ from authz.errors import (
     DpopTokenHashMismatch,
     DpopUriMismatch,
     Forbidden,
-    InternalError,
     InvalidDpopProof,
 )
 
@@ -195,15 +194,8 @@ class DpopVerifier:
         ``access_token``: the token presented with the proof (its ``ath`` is
         then required); ``expected_jkt``: the token's ``cnf.jkt``.
         """
-        try:
+        with FailClosed("DPoP proof check", InvalidDpopProof):
             return self._verify(values, method, uri, access_token, expected_jkt)
-        except AuthzError:
-            raise
-        except RecursionError:
-            raise InvalidDpopProof("proof JSON nests too deeply") from None
-        except Exception as exc:
-            # Fail closed on anything a library raised that we did not foresee.
-            raise InternalError(f"DPoP proof check failed: {type(exc).__name__}") from exc
 
     def _verify(
         self,

@@ -12,11 +12,12 @@ import base64
 import binascii
 import json
 import re
+from types import TracebackType
 from typing import Any
 
-from authz.errors import AuthzError, TokenMalformed
+from authz.errors import AuthzError, InternalError, TokenMalformed
 
-__all__ = ["b64url_decode", "b64url_encode", "json_object"]
+__all__ = ["FailClosed", "b64url_decode", "b64url_encode", "json_object"]
 
 _B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _B64URL_VALUE = {character: value for value, character in enumerate(_B64URL)}
@@ -105,3 +106,32 @@ def _unicode_throughout(value: Any) -> bool:
         elif isinstance(item, list):
             pending.extend(item)
     return True
+
+
+class FailClosed:
+    """``with FailClosed("verification", TokenMalformed):`` around library code
+    that parses hostile bytes: a deny passes through, JSON nested past
+    Python's recursion limit is ``too_deep`` (the input's fault), and anything
+    else a library raised that was not foreseen is an InternalError (a 503,
+    never an allow), naming the exception's type only."""
+
+    __slots__ = ("_too_deep", "_what")
+
+    def __init__(self, what: str, too_deep: type[AuthzError]) -> None:
+        self._what = what
+        self._too_deep = too_deep
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, AuthzError) or not isinstance(exc, Exception):
+            return
+        if isinstance(exc, RecursionError):
+            raise self._too_deep(f"{self._what}: JSON nests too deeply") from None
+        raise InternalError(f"{self._what} failed: {type(exc).__name__}") from exc
