@@ -29,6 +29,7 @@ from authz.dev.envoy_config import Endpoint, envoy_config, render_envoy_config
 from authz.dev.upstream import EchoUpstream
 
 __all__ = [
+    "ENVOY_EXTRA",
     "ENVOY_GATEWAY",
     "AuthzProcess",
     "Endpoint",
