@@ -23,10 +23,18 @@ import threading
 import time
 from pathlib import Path
 
+from authz.cli_common import EXIT_CONFIG
 from authz.dev.dpop_client import Signer, proof
 from authz.dev.keys import generate, load_private, write_keypair
 from authz.dev.otlp import OtlpReceiver, ReceivedSpan
-from authz.dev.stack import HttpResponse, Stack, envoy_config, wait_for
+from authz.dev.stack import (
+    EnvoyNotFound,
+    HttpResponse,
+    Stack,
+    envoy_binary,
+    envoy_config,
+    wait_for,
+)
 from authz.dev.tokens import claims_for, mint
 from authz.dev.waterfall import waterfall
 from authz.observability.tracing import CHECK_SPAN
@@ -258,6 +266,13 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path(".demo"))
     parser.add_argument("--once", action="store_true", help="show the requests, then stop")
     args = parser.parse_args()
+    # Before anything is written or started: without Envoy there is no demo,
+    # and someone who installed the wheel alone needs the fix, not a traceback.
+    try:
+        envoy_binary()
+    except EnvoyNotFound as exc:
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG  # as `authz` exits when what it needs is the user's to provide
     return run(args.workdir, args.once)
 
 

