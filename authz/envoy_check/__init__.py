@@ -52,9 +52,10 @@ through authz's route matching). A ``direct_response`` or ``redirect`` route
 reaches no upstream and is not reported.
 
 The package: ``yaml_nodes`` reads the file into YAML nodes that know their
-lines; ``admin`` finds routes to Envoy's admin interface; ``listeners`` checks each listener's HTTP connection manager,
-``ext_authz`` the filter's settings, ``routes`` the routes where the filter is
-off; ``report`` runs them over the files and prints ``FILE:LINE: what: why``.
+lines; ``admin`` finds routes to Envoy's admin interface; ``listeners``
+checks each listener's HTTP connection manager, ``ext_authz`` the filter's
+settings, ``routes`` the routes where the filter is off; ``report`` runs them
+over the files and prints ``FILE:LINE: what: why``.
 
 Not checked: resources Envoy loads at run time (LDS, RDS, ECDS), routes
 matched by regex or URI template, ``:method`` or header matchers on routes.
