@@ -35,6 +35,11 @@ Unix socket (``pipe``), an Envoy internal listener, and one marked
 proxy connects to). A loopback address counts as an edge: port forwards and
 local proxies bring outside traffic to it.
 
+A listener whose every route leads to Envoy's own admin interface (a static
+cluster at the admin address, e.g. a window for Prometheus on
+``/stats/prometheus``) reaches no upstream and is not held to these checks;
+a route to admin anywhere must match an exact read-only page (``admin``).
+
 With authz's configuration (``-c``), the checks that need it run too: the
 identity namespace in ``allowed_headers``, the ext_authz timeout against
 ``fetch.unknown_kid_wait_seconds``, Envoy's header limits against authz's
@@ -47,9 +52,10 @@ through authz's route matching). A ``direct_response`` or ``redirect`` route
 reaches no upstream and is not reported.
 
 The package: ``yaml_nodes`` reads the file into YAML nodes that know their
-lines; ``listeners`` checks each listener's HTTP connection manager,
-``ext_authz`` the filter's settings, ``routes`` the routes where the filter is
-off; ``report`` runs them over the files and prints ``FILE:LINE: what: why``.
+lines; ``admin`` finds routes to Envoy's admin interface; ``listeners``
+checks each listener's HTTP connection manager, ``ext_authz`` the filter's
+settings, ``routes`` the routes where the filter is off; ``report`` runs them
+over the files and prints ``FILE:LINE: what: why``.
 
 Not checked: resources Envoy loads at run time (LDS, RDS, ECDS), routes
 matched by regex or URI template, ``:method`` or header matchers on routes.

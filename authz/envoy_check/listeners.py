@@ -8,6 +8,7 @@ import re
 import yaml
 
 from authz.config.models import EnvoyConfig
+from authz.envoy_check.admin import AdminChecks
 from authz.envoy_check.base import ENVOY_MAX_HEADERS_COUNT, ENVOY_MAX_REQUEST_HEADERS_KB
 from authz.envoy_check.ext_authz import ExtAuthzChecks
 from authz.envoy_check.routes import RouteChecks
@@ -28,7 +29,7 @@ _ESCAPED_SLASHES = {
 _UNDERSCORES = {0: "ALLOW", 1: "REJECT_REQUEST", 2: "DROP_HEADER"}
 
 
-class Checker(ExtAuthzChecks, RouteChecks):
+class Checker(AdminChecks, ExtAuthzChecks, RouteChecks):
     """Every check, over every HTTP connection manager of the documents given to ``envoy``."""
 
     def envoy(self, root: At) -> None:
@@ -48,6 +49,9 @@ class Checker(ExtAuthzChecks, RouteChecks):
                 for item in filters.items() if filters else ():
                     typed_config = item.get("typed_config")
                     if typed_config is not None and type_of(typed_config) == _HCM:
+                        # A window on admin's statistics reaches no upstream service.
+                        if self.admin_only(root, typed_config):
+                            continue
                         self.managers += 1
                         self.manager(typed_config, edge)
 

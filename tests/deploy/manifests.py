@@ -33,6 +33,7 @@ __all__ = [
     "containers",
     "find",
     "http_filter",
+    "ingress",
     "kubectl",
     "kustomize",
     "mounted_file",
@@ -160,9 +161,17 @@ def only_address(envoy_cluster: Obj) -> Obj:
     return address
 
 
+def ingress(envoy_config: Obj) -> Obj:
+    """The listener clients reach (k8s/ configs add envoy_metrics, Prometheus's)."""
+    (listener,) = [
+        item for item in envoy_config["static_resources"]["listeners"] if item["name"] == "ingress"
+    ]
+    found: Obj = listener
+    return found
+
+
 def http_filter(envoy_config: Obj, name: str) -> Obj:
-    (listener,) = envoy_config["static_resources"]["listeners"]
-    (chain,) = listener["filter_chains"]
+    (chain,) = ingress(envoy_config)["filter_chains"]
     (manager,) = chain["filters"]
     (found,) = [f for f in manager["typed_config"]["http_filters"] if f["name"] == name]
     result: Obj = found
@@ -170,8 +179,7 @@ def http_filter(envoy_config: Obj, name: str) -> Obj:
 
 
 def connection_manager(envoy_config: Obj) -> Obj:
-    (listener,) = envoy_config["static_resources"]["listeners"]
-    (chain,) = listener["filter_chains"]
+    (chain,) = ingress(envoy_config)["filter_chains"]
     (manager,) = chain["filters"]
     typed: Obj = manager["typed_config"]
     return typed

@@ -172,7 +172,8 @@ def test_k8s_gateway_config_is_envoy_gateway_yaml_with_the_documented_changes() 
 
     # 1. Admin stays on loopback; the listener binds every address.
     assert k8s["admin"] == local["admin"]
-    (k8s_listener,) = k8s["static_resources"]["listeners"]
+    k8s_listener, stats_listener = k8s["static_resources"]["listeners"]
+    assert_statistics_window(k8s, stats_listener)
     (local_listener,) = local["static_resources"]["listeners"]
     assert k8s_listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 8080}  # noqa: S104
 
@@ -211,7 +212,7 @@ def test_k8s_gateway_config_is_envoy_gateway_yaml_with_the_documented_changes() 
 
     # 4. "upstream" became the two example services, with its settings.
     names = [c["name"] for c in k8s["static_resources"]["clusters"]]
-    assert names == ["authz", "orders", "payments"]
+    assert names == ["authz", "orders", "payments", "envoy_admin"]
     upstream = cluster(local, "upstream")
     for name in ("orders", "payments"):
         example = copy.deepcopy(cluster(k8s, name))
@@ -225,6 +226,22 @@ def test_k8s_gateway_config_is_envoy_gateway_yaml_with_the_documented_changes() 
 
     # Nothing else at the top level.
     assert set(k8s) == set(local)
+
+
+def assert_statistics_window(config: Obj, listener: Obj) -> None:
+    """The second listener serves admin's /stats/prometheus, and only that, on every address."""
+    assert listener["name"] == "envoy_metrics"
+    assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 9902}  # noqa: S104
+    (chain,) = listener["filter_chains"]
+    (manager,) = chain["filters"]
+    typed = manager["typed_config"]
+    assert [f["name"] for f in typed["http_filters"]] == ["envoy.filters.http.router"]
+    (host,) = typed["route_config"]["virtual_hosts"]
+    (route,) = host["routes"]
+    assert route == {"match": {"path": "/stats/prometheus"}, "route": {"cluster": "envoy_admin"}}
+    admin_socket = config["admin"]["address"]["socket_address"]
+    assert only_address(cluster(config, "envoy_admin"))["socket_address"] == admin_socket
+    assert cluster(config, "envoy_admin")["type"] == "STATIC"
 
 
 def test_sidecar_envoy_differs_from_the_gateway_envoy_only_in_the_authz_cluster() -> None:

@@ -41,6 +41,10 @@ from tests.deploy.manifests import (
 
 OBSERVABILITY = Path(__file__).parent / "overlays" / "observability"
 OBSERVABILITY_SIDECAR = Path(__file__).parent / "overlays" / "observability-sidecar"
+# The gateway with Envoy -> authz over mutual TLS (the k8s/tls component), and
+# cert-manager's Certificates for it.
+TLS = Path(__file__).parent / "overlays" / "tls"
+TLS_CERTIFICATES = K8S / "tls" / "cert-manager"
 # The PodMonitor, alerts and dashboard: a kustomization of their own, beside the component.
 PROMETHEUS = K8S / "observability" / "prometheus"
 COLLECTOR = K8S / "observability" / "collector"
@@ -49,6 +53,8 @@ RENDERED = [K8S / name for name in VARIANTS] + [
     OBSERVABILITY_SIDECAR,
     PROMETHEUS,
     COLLECTOR,
+    TLS,
+    TLS_CERTIFICATES,
 ]
 # Every variant that deploys authz and its gateway (the issuer examples are
 # the gateway with one more issuer).
@@ -62,6 +68,9 @@ CUSTOM_KINDS = {
     # The Prometheus operator's: checked by tests/deploy/test_metrics_manifests.py.
     ("monitoring.coreos.com/v1", "PodMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
+    # cert-manager's: checked by tests/deploy/test_tls_topology.py.
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
 }
 
 
@@ -103,6 +112,8 @@ def test_every_kustomization_under_k8s_is_rendered_here() -> None:
         K8S / "observability",
         PROMETHEUS,
         COLLECTOR,
+        K8S / "tls",
+        TLS_CERTIFICATES,
     }
 
 

@@ -156,6 +156,7 @@ def test_the_prometheus_kustomization_holds_the_monitor_the_rules_and_the_dashbo
     assert kinds == [
         ("ConfigMap", "authz-dashboard"),
         ("PodMonitor", "authz"),
+        ("PodMonitor", "gateway-envoy"),
         ("PrometheusRule", "authz"),
     ]
     for obj in prometheus_objects():
@@ -245,3 +246,77 @@ def test_the_release_label_overlay_of_the_observability_readme(tmp_path: Path) -
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
     for obj in render(tmp_path):
         assert obj["metadata"]["labels"]["release"] == "monitoring", obj["kind"]
+
+
+# --- the gateway Envoy's statistics ------------------------------------------------------
+
+
+ENVOY_METRICS_PORT = 9902
+
+
+def envoy_config(variant: str) -> Obj:
+    objects = render(K8S / variant)
+    gateway = find(objects, "Deployment", "gateway")
+    text = mounted_file(objects, gateway, "envoy", config_arg(container(gateway, "envoy")))
+    config: Obj = yaml.safe_load(text)
+    return config
+
+
+@pytest.mark.parametrize("variant", ["gateway", "sidecar"])
+def test_the_envoy_podmonitor_scrapes_the_statistics_window_of_every_gateway_pod(
+    variant: str,
+) -> None:
+    monitor = find(prometheus_objects(), "PodMonitor", "gateway-envoy")
+    spec = monitor["spec"]
+    assert set(spec) <= PODMONITOR_SPEC
+    (endpoint,) = spec["podMetricsEndpoints"]
+    assert set(endpoint) <= ENDPOINT_FIELDS
+    assert all(set(r) <= RELABEL_FIELDS for r in endpoint["relabelings"])
+    objects = render(K8S / variant)
+    gateway = find(objects, "Deployment", "gateway")
+    assert labels_match(spec["selector"]["matchLabels"], pod_labels(gateway))
+    # The port is Envoy's, and it is the envoy_metrics listener, which routes
+    # the scraped path (and only it) to admin.
+    declared = named_port(container(gateway, "envoy"), endpoint["port"])
+    assert declared == {
+        "name": "envoy-metrics",
+        "containerPort": ENVOY_METRICS_PORT,
+        "protocol": "TCP",
+    }
+    config = envoy_config(variant)
+    (window,) = [
+        item
+        for item in config["static_resources"]["listeners"]
+        if item["address"]["socket_address"]["port_value"] == declared["containerPort"]
+    ]
+    manager = window["filter_chains"][0]["filters"][0]["typed_config"]
+    (host,) = manager["route_config"]["virtual_hosts"]
+    assert [route["match"] for route in host["routes"]] == [{"path": endpoint["path"]}]
+    assert endpoint["path"] == "/stats/prometheus"
+    # Only the gateway's pods: authz's own carry no such port.
+    for other in objects_of(objects, "Deployment"):
+        if other is not gateway:
+            assert not labels_match(spec["selector"]["matchLabels"], pod_labels(other))
+
+
+@pytest.mark.parametrize("variant", ["gateway", "sidecar"])
+def test_no_service_exposes_envoys_admin_or_its_statistics(variant: str) -> None:
+    objects = render(K8S / variant)
+    config = envoy_config(variant)
+    admin = config["admin"]["address"]["socket_address"]
+    assert admin["address"] == "127.0.0.1"
+    gateway = find(objects, "Deployment", "gateway")
+    envoy_ports = {p["name"]: p["containerPort"] for p in container(gateway, "envoy")["ports"]}
+    assert admin["port_value"] not in envoy_ports.values()
+    for service in objects_of(objects, "Service"):
+        for port in service["spec"]["ports"]:
+            assert port.get("targetPort") not in ("envoy-metrics", ENVOY_METRICS_PORT)
+            assert port["port"] not in (ENVOY_METRICS_PORT, admin["port_value"])
+
+
+def test_the_envoy_podmonitor_sets_a_job_of_its_own() -> None:
+    # Not job="authz": the authz up-alerts must never count Envoy's targets.
+    envoy = find(prometheus_objects(), "PodMonitor", "gateway-envoy")
+    (endpoint,) = envoy["spec"]["podMetricsEndpoints"]
+    (job,) = [r["replacement"] for r in endpoint["relabelings"] if r.get("targetLabel") == "job"]
+    assert job == "gateway-envoy"

@@ -47,11 +47,17 @@ class TestCA:
         self.ca_file = directory / "ca.pem"
         self.ca_file.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
 
-    def issue(self, name: str, *, client: bool = False, stem: str | None = None) -> Issued:
-        """A certificate for ``name`` (and 127.0.0.1): a server's, or a client's."""
+    def issue(
+        self, name: str, *, client: bool = False, stem: str | None = None, both: bool = False
+    ) -> Issued:
+        """A certificate for ``name`` (and 127.0.0.1): a server's, a client's, or
+        (``both``) a server's that may also authenticate as a client."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        usages = (
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if both else [usage]
+        )
         certificate = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -66,7 +72,7 @@ class TestCA:
                 ),
                 critical=False,
             )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .sign(self._key, hashes.SHA256())
         )
         stem = stem or name

@@ -581,6 +581,7 @@ def test_a_respelled_key_cannot_hide_failure_mode_allow() -> None:
         *sorted((REPO_ROOT / "envoy").glob("*.yaml")),
         REPO_ROOT / "k8s" / "gateway" / "envoy.yaml",
         REPO_ROOT / "k8s" / "sidecar" / "envoy.yaml",
+        REPO_ROOT / "k8s" / "tls" / "envoy.yaml",
     ],
     ids=lambda p: str(p.relative_to(REPO_ROOT)),
 )
@@ -653,6 +654,7 @@ SHIPPED = [
     *sorted((REPO_ROOT / "envoy").glob("*.yaml")),
     REPO_ROOT / "k8s" / "gateway" / "envoy.yaml",
     REPO_ROOT / "k8s" / "sidecar" / "envoy.yaml",
+    REPO_ROOT / "k8s" / "tls" / "envoy.yaml",
 ]
 
 
@@ -684,6 +686,7 @@ def test_the_shipped_configs_pass_with_the_authz_configs_they_are_paired_with(
             REPO_ROOT / "k8s" / "sidecar" / "authz.yaml",
             REPO_ROOT / "k8s" / "sidecar" / "envoy.yaml",
         ),
+        (REPO_ROOT / "k8s" / "tls" / "authz.yaml", REPO_ROOT / "k8s" / "tls" / "envoy.yaml"),
     ]
     for config, envoy in pairs:
         assert main(["check-envoy", "-c", str(config), str(envoy)]) == 0, capsys.readouterr()
