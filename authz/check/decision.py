@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 from authz.check.binding import Challenge, SenderChecks
 from authz.check.header_budget import check_header_budget
@@ -141,7 +142,6 @@ class Decider:
             run.fail(exc)
             return self._deny(InternalError(f"{type(exc).__name__}"), run, match, shadows)
         run.note(Phase.IDENTITY, "ok", f"{len(headers)} header(s) to set")
-        bound = run.binding
         return Decision.allow(
             token=run.token,
             token_fingerprint=run.token_fingerprint,
@@ -151,13 +151,7 @@ class Decider:
             route=taken.name,
             mode=taken.mode,
             shadows=tuple(shadows),
-            binding=("none" if bound is None else bound.method) if run.token is not None else "",
-            binding_thumbprint=bound.thumbprint if bound is not None else "",
-            response_headers=(
-                (("dpop-nonce", bound.next_nonce),)
-                if bound is not None and bound.next_nonce
-                else ()
-            ),
+            **_proven(run),
         )
 
     def _evaluate(
@@ -270,6 +264,7 @@ class Decider:
             shadows=tuple(shadows),
             dry_run=_would_deny(name, error),
             issuer=error.issuer,
+            **_proven(run),
         )
 
     def _unchecked(
@@ -335,3 +330,19 @@ class Decider:
 
 def _would_deny(route: str, error: AuthzError) -> Unenforced:
     return Unenforced(route, False, error.status, error.reason, error.detail)
+
+
+def _proven(run: Run) -> dict[str, Any]:
+    """An allow's record of how its token's sender was proven ("none" for a
+    token that needed no proof, or whose proof a dry run let fail; "" without
+    a token), and the fresh DPoP-Nonce a proof earned."""
+    bound = run.binding
+    if run.token is None:
+        return {}
+    return {
+        "binding": "none" if bound is None else bound.method,
+        "binding_thumbprint": bound.thumbprint if bound is not None else "",
+        "response_headers": (
+            (("dpop-nonce", bound.next_nonce),) if bound is not None and bound.next_nonce else ()
+        ),
+    }

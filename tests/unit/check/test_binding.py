@@ -349,3 +349,23 @@ def test_decisions_record_no_proof(env: Env, decider: Decider, holder: Signer) -
     request = _dpop_request(holder, token)
     decision: Decision = decider.decide(request)
     assert request.header("dpop")[0] not in repr(decision)
+
+
+def test_a_dry_run_allow_records_how_the_sender_was_proven(
+    env: Env, clock: FakeClock, holder: Signer
+) -> None:
+    dry = env.config.model_copy(update={"dry_run": True})
+    decider = _decider(env, clock, dry)
+    # The proof holds; the route's scope does not: a would-be 403, let through.
+    allowed = decider.decide(_dpop_at(env, holder, "/refunds/1"))
+    assert allowed.allowed
+    assert allowed.dry_run is not None
+    assert allowed.dry_run.reason == "insufficient_scope"
+    assert (allowed.binding, allowed.binding_thumbprint) == ("dpop", holder.thumbprint())
+    # The proof fails (no DPoP header): nothing was proven, and it says so.
+    token = _token(env, cnf={"jkt": holder.thumbprint()})
+    unproven = decider.decide(_request("/refunds/1", f"DPoP {token}"))
+    assert unproven.allowed
+    assert unproven.dry_run is not None
+    assert unproven.dry_run.reason == "dpop_missing"
+    assert (unproven.binding, unproven.binding_thumbprint) == ("none", "")
