@@ -28,12 +28,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from authz.check.replay import ReplayStore
 from authz.config.models import Config
 from authz.errors import ConfigError
 from authz.keys.lifecycle import close_keys, warm_keys
 from authz.observability.audit import AuditWriter
 from authz.observability.observe import Observability
-from authz.runtime import ConfigFile, ReloadStatus, Runtime
+from authz.runtime import ConfigFile, ReloadStatus, Runtime, close_replay
 
 __all__ = ["RESTART_ONLY", "Reloader", "Swap", "widened"]
 
@@ -69,6 +70,8 @@ class Reloader:
         self._keys_changed = keys_changed
         self._after = after  # e.g. health follows the new keys
         self.status = ReloadStatus()
+        # Replay stores a reload replaced, each closed once no Check can hold it.
+        self._retiring: set[asyncio.Task[None]] = set()
 
     async def watch(self) -> None:
         """Poll the config and revocation files until cancelled (interval 0: never)."""
@@ -129,6 +132,14 @@ class Reloader:
             await self._observe.replace_audit(audit)
         if previous.keys is not runtime.keys:
             await close_keys(previous.keys)
+        if previous.replay is not None and previous.replay is not runtime.replay:
+            # A Check that took the previous runtime may still use its store:
+            # closed once such Checks are past the grace period, the same bound
+            # a shutdown gives them.
+            retire = self._retire(previous.replay, running.config.grace_period_seconds)
+            task = asyncio.create_task(retire, name="authz-retire-replay-store")
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
         self.status.reloads += 1
         self.status.last_error = None
         self._observe.metrics.reloaded("applied")
@@ -147,6 +158,19 @@ class Reloader:
             )
         warn_dry_run(config)
         await self._after()
+
+    @staticmethod
+    async def _retire(store: ReplayStore, after: float) -> None:
+        try:
+            await asyncio.sleep(after)  # the bound on a Check's life, not a guess
+        finally:  # also when the server stops first: then nothing uses it either
+            await asyncio.to_thread(close_replay, store)
+
+    async def close(self) -> None:
+        """Close the replaced replay stores now (the server is stopping)."""
+        for task in tuple(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
     def _failed(self, message: str, result: str, restart: list[str] | None = None) -> None:
         self.status.failures += 1

@@ -264,6 +264,7 @@ class AuthzServer:
         await asyncio.to_thread(self.admission.shutdown, True)
         await asyncio.to_thread(self._housekeeping.shutdown, True)
         await close_keys(self.keys)
+        await self._reloader.close()
         await asyncio.to_thread(close_replay, self._runtime.replay)
         self._bridge.bind(None)
         # Every Check has been answered and recorded: now the trail can be completed.

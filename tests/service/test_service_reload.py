@@ -46,6 +46,7 @@ from tests.service.svc_helpers import (
     metadata,
 )
 from tests.support.clock import FakeClock
+from tests.support.redis_server import PASSWORD, start_redis
 
 OTHER_ISSUER = "https://second.reload.example"
 
@@ -330,3 +331,55 @@ def test_a_file_written_at_its_path_is_taken_once_it_stood_still_for_the_interva
         watched.loop.run(watched.server.poll_files())
         assert watched.server.config.realm == "renamed"
         assert watched.reloads()["applied"] == 1
+
+
+def test_a_reload_that_changes_the_replay_store_closes_the_old_one_after_the_grace(
+    loop_thread: LoopThread,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    signing: Signing,
+) -> None:
+    try:
+        # A short folder: the server's unix socket path has a length limit.
+        redis_server = start_redis(tmp_path_factory.mktemp("redis"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    password = tmp_path / "redis.password"
+    password.write_text(PASSWORD)
+    admin = redis_server.client()
+
+    def dpop(prefix: str) -> dict[str, Any]:
+        replay = {"store": "redis", "url": redis_server.url, "key_prefix": prefix}
+        return {"algorithms": ["ES256"], "replay": {**replay, "password_file": str(password)}}
+
+    def store_connections() -> int:
+        return sum(1 for client in admin.client_list() if client["name"] != "test-admin")
+
+    try:
+        admin.client_setname("test-admin")
+        with _watching(loop_thread, tmp_path, signing, 0, time.time) as watched:
+            watched.republish(dpop=dpop("first:"), grace_period_seconds=0.2)
+            watched.poll()
+            first = watched.server.runtime.replay
+            assert first is not None
+            assert first.first_use(b"proof-1", 60)  # the store connects on first use
+            assert store_connections() == 1
+            watched.republish(dpop=dpop("second:"))
+            watched.poll()
+            assert watched.server.runtime.replay is not first
+            # Closed once a Check that took the old runtime is past the grace.
+            deadline = time.monotonic() + WAIT
+            while store_connections() and time.monotonic() < deadline:
+                time.sleep(0.05)  # poll interval
+            assert store_connections() == 0
+            # The same settings again keep the running store: nothing is closed.
+            second = watched.server.runtime.replay
+            assert second is not None
+            assert second.first_use(b"proof-2", 60)
+            watched.republish(realm="renamed")
+            watched.poll()
+            assert watched.server.runtime.replay is second
+            assert store_connections() == 1
+    finally:
+        admin.close()
+        redis_server.stop()
