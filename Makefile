@@ -10,7 +10,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' authz/__init__.py)
 # registry with IMAGE=registry.example.com/authz:$(VERSION).
 IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup tools proto lock sbom test lint typecheck demo check-config fuzz soak image clean bench bench-check
+.PHONY: all setup tools engine proto lock sbom test lint typecheck demo check-config fuzz soak image clean bench bench-check
 
 all: test
 
@@ -63,10 +63,36 @@ tools:
 		command -v redis-server >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus wrk redis-server)
 
+# Docker's engine, from Debian's docker.io: the image tests build the Dockerfile
+# and run the image (tests/deploy/test_image.py); and debootstrap, with which
+# they make their base image from Debian's packages, as no image registry is
+# reachable. Unless an engine answers already, dockerd starts in the background
+# (DOCKERD, with its flags; its log: DOCKERD_LOG), and this waits until
+# `docker info` answers: at most DOCKERD_WAIT seconds, then it fails with the
+# end of that log.
+DOCKERD ?= dockerd
+DOCKERD_LOG ?= /tmp/authz-dockerd.log
+DOCKERD_WAIT ?= 60
+engine:
+	command -v dockerd >/dev/null && command -v docker >/dev/null && command -v debootstrap >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends docker.io debootstrap)
+	@docker info >/dev/null 2>&1 || { \
+		echo "starting dockerd (log: $(DOCKERD_LOG))"; \
+		nohup $(DOCKERD) >>$(DOCKERD_LOG) 2>&1 </dev/null & pid=$$!; \
+		deadline=$$(( $$(date +%s) + $(DOCKERD_WAIT) )); \
+		until docker info >/dev/null 2>&1; do \
+			if ! kill -0 $$pid 2>/dev/null || [ $$(date +%s) -ge $$deadline ]; then \
+				echo "dockerd did not come up: it exited, or docker info still failed after $(DOCKERD_WAIT) s; the end of $(DOCKERD_LOG):" >&2; \
+				tail -n 30 $(DOCKERD_LOG) >&2; exit 1; \
+			fi; \
+			sleep 0.2; \
+		done; }
+
 # The README's test command: lint, types, then the whole suite (unit, service,
-# security, end to end with the real Envoy binary and the real Prometheus).
-test: lint typecheck tools
-	$(BIN)/pytest -q
+# security, end to end with the real Envoy binary and the real Prometheus, the
+# image built and run on the container engine).
+test: engine lint typecheck tools
+	DOCKERD_LOG=$(DOCKERD_LOG) $(BIN)/pytest -q
 
 # A long property-testing campaign over request parsing, credentials,
 # verification and DPoP proofs; prints how many inputs each property was tried with.
