@@ -10,7 +10,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' authz/__init__.py)
 # registry with IMAGE=registry.example.com/authz:$(VERSION).
 IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup tools engine proto lock sbom test lint typecheck demo check-config fuzz soak image clean bench bench-check
+.PHONY: all setup tools engine test-base proto lock sbom test lint typecheck demo check-config fuzz soak image clean bench bench-check
 
 all: test
 
@@ -65,8 +65,8 @@ tools:
 
 # Docker's engine, from Debian's docker.io: the image tests build the Dockerfile
 # and run the image (tests/deploy/test_image.py); and debootstrap, with which
-# they make their base image from Debian's packages, as no image registry is
-# reachable. Unless an engine answers already, dockerd starts in the background
+# they make their base image from Debian's packages, needing no image registry.
+# Unless an engine answers already, dockerd starts in the background
 # (DOCKERD, with its flags; its log: DOCKERD_LOG), and this waits until
 # `docker info` answers: at most DOCKERD_WAIT seconds, then it fails with the
 # end of that log.
@@ -88,10 +88,17 @@ engine:
 			sleep 0.2; \
 		done; }
 
+# The image tests' base image (tests/deploy/image_base.py), started in the
+# background so that bootstrapping it (about a minute, once: it is kept) runs
+# beside lint and type checks; the tests wait for it, or build it themselves.
+TEST_BASE_LOG ?= $(VENV)/test-base.log
+test-base: engine setup
+	nohup $(BIN)/python -m tests.deploy.image_base >$(TEST_BASE_LOG) 2>&1 </dev/null &
+
 # The README's test command: lint, types, then the whole suite (unit, service,
 # security, end to end with the real Envoy binary and the real Prometheus, the
 # image built and run on the container engine).
-test: engine lint typecheck tools
+test: test-base lint typecheck tools
 	DOCKERD_LOG=$(DOCKERD_LOG) $(BIN)/pytest -q
 
 # A long property-testing campaign over request parsing, credentials,
