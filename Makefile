@@ -88,12 +88,13 @@ engine:
 			sleep 0.2; \
 		done; }
 
-# The image tests' base image (tests/deploy/image_base.py), started in the
-# background so that bootstrapping it (about a minute, once: it is kept) runs
-# beside lint and type checks; the tests wait for it, or build it themselves.
-TEST_BASE_LOG ?= $(VENV)/test-base.log
-test-base: engine setup
-	nohup $(BIN)/python -m tests.deploy.image_base >$(TEST_BASE_LOG) 2>&1 </dev/null &
+# The image tests' base image (tests/deploy/image_base.py, standard library
+# only), started in the background so that bootstrapping it (a minute or two,
+# once: it is kept) runs beside the venv's setup, lint and type checks; the
+# tests wait for it, or build it themselves.
+TEST_BASE_LOG ?= /tmp/authz-test-base.log
+test-base: engine
+	nohup $(PYTHON) -m tests.deploy.image_base >>$(TEST_BASE_LOG) 2>&1 </dev/null &
 
 # The README's test command: lint, types, then the whole suite (unit, service,
 # security, end to end with the real Envoy binary and the real Prometheus, the
