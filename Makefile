@@ -69,7 +69,8 @@ tools:
 # Unless an engine answers already, dockerd starts in the background
 # (DOCKERD, with its flags; its log: DOCKERD_LOG), and this waits until
 # `docker info` answers: at most DOCKERD_WAIT seconds, then it fails with the
-# end of that log.
+# end of that log; at once if no dockerd runs any more. While another dockerd
+# runs (one that docker.io's init script started, say), it waits for that one.
 DOCKERD ?= dockerd
 DOCKERD_LOG ?= /tmp/authz-dockerd.log
 DOCKERD_WAIT ?= 60
@@ -81,7 +82,7 @@ engine:
 		nohup $(DOCKERD) >>$(DOCKERD_LOG) 2>&1 </dev/null & pid=$$!; \
 		deadline=$$(( $$(date +%s) + $(DOCKERD_WAIT) )); \
 		until docker info >/dev/null 2>&1; do \
-			if ! kill -0 $$pid 2>/dev/null || [ $$(date +%s) -ge $$deadline ]; then \
+			if [ $$(date +%s) -ge $$deadline ] || { ! kill -0 $$pid 2>/dev/null && ! pgrep -x dockerd >/dev/null; }; then \
 				echo "dockerd did not come up: it exited, or docker info still failed after $(DOCKERD_WAIT) s; the end of $(DOCKERD_LOG):" >&2; \
 				tail -n 30 $(DOCKERD_LOG) >&2; exit 1; \
 			fi; \
