@@ -569,6 +569,11 @@ def wait_healthy(name: str) -> None:
 
 def test_the_image_serves_read_only_and_drains_on_stop(running: Running) -> None:
     wait_healthy(running.name)
+    # The gateway's liveness probe, verbatim, as the kubelet runs it in this image.
+    deployment = find(render(K8S / "gateway"), "Deployment", "authz")
+    liveness = container(deployment, "authz")["livenessProbe"]["exec"]["command"]
+    alive = docker("exec", running.name, *liveness)
+    assert alive.returncode == 0, alive.stdout + alive.stderr
     client = Client.connect(published(running.name))
     try:
         allowed = client.check(
