@@ -11,19 +11,21 @@ pip is installed from Debian's own pip wheel into /usr/local, as the official
 image has it, not as the ``python3-pip`` package, whose files pip cannot
 uninstall), and a Python that is not marked externally managed.
 
-Bootstrapping takes about a minute, so the result is kept under a tag named
+Bootstrapping takes a minute or two, so the result is kept under a tag named
 after this file's content: a later run, or the one ``make test`` starts in
-the background while lint and type checks run, finds it and reuses it; a
-change to this recipe makes a new tag. A lock file serializes builders.
+the background while the venv is set up and lint and type checks run, finds
+it and reuses it; a change to this recipe makes a new tag. A lock file
+serializes builders.
 
 ``docker build`` then runs without any network (``--network none``): the
 wheels of ``requirements.lock`` (for the stand-in's Python and platform,
 checked against the lock's hashes by the host's pip, and again by the build's
 ``--require-hashes``) and the build backend's are downloaded on the host into
 a layer on top of the stand-in, with a pip.conf that makes that directory
-pip's only index.
+pip's only index. Both stages of the Dockerfile start from that layer, so the
+image under test carries it too, unused: its pip is gone.
 
-``python -m tests.deploy.image_base`` builds (or finds) the stand-in and
+``python3 -m tests.deploy.image_base`` (standard library only) builds (or finds) the stand-in and
 prints its tag.
 """
 
