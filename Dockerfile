@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The authz image. Build it with `make image` (docker build -t authz:VERSION .).
 #
 # Stage "build" makes a virtual environment in /opt/authz: the dependencies
@@ -13,6 +12,9 @@
 #   make image BASE_IMAGE=python:3.12-slim@sha256:<digest>
 # where <digest> is what `docker buildx imagetools inspect python:3.12-slim`
 # reports today; renew it to take the base image's security fixes.
+#
+# No `# syntax=` line: the engine's own Dockerfile frontend reads this file, so
+# BuildKit pulls no frontend image and a build needs no registry but the base's.
 ARG BASE_IMAGE=python:3.12-slim
 
 FROM ${BASE_IMAGE} AS build

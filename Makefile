@@ -10,7 +10,7 @@ VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' authz/__init__.py)
 # registry with IMAGE=registry.example.com/authz:$(VERSION).
 IMAGE ?= authz:$(VERSION)
 
-.PHONY: all setup tools proto lock sbom test lint typecheck demo check-config fuzz soak image clean bench bench-check
+.PHONY: all setup tools engine test-base proto lock sbom test lint typecheck demo check-config fuzz soak image clean bench bench-check
 
 all: test
 
@@ -63,10 +63,45 @@ tools:
 		command -v redis-server >/dev/null || \
 		(apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus wrk redis-server)
 
+# Docker's engine, from Debian's docker.io: the image tests build the Dockerfile
+# and run the image (tests/deploy/test_image.py); and debootstrap, with which
+# they make their base image from Debian's packages, needing no image registry.
+# Unless an engine answers already, dockerd starts in the background
+# (DOCKERD, with its flags; its log: DOCKERD_LOG), and this waits until
+# `docker info` answers: at most DOCKERD_WAIT seconds, then it fails with the
+# end of that log; at once if no dockerd runs any more. While another dockerd
+# runs (one that docker.io's init script started, say), it waits for that one.
+DOCKERD ?= dockerd
+DOCKERD_LOG ?= /tmp/authz-dockerd.log
+DOCKERD_WAIT ?= 60
+engine:
+	command -v dockerd >/dev/null && command -v docker >/dev/null && command -v debootstrap >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq --no-install-recommends docker.io debootstrap)
+	@docker info >/dev/null 2>&1 || { \
+		echo "starting dockerd (log: $(DOCKERD_LOG))"; \
+		nohup $(DOCKERD) >>$(DOCKERD_LOG) 2>&1 </dev/null & pid=$$!; \
+		deadline=$$(( $$(date +%s) + $(DOCKERD_WAIT) )); \
+		until docker info >/dev/null 2>&1; do \
+			if [ $$(date +%s) -ge $$deadline ] || { ! kill -0 $$pid 2>/dev/null && ! pgrep -x dockerd >/dev/null; }; then \
+				echo "dockerd did not come up: it exited, or docker info still failed after $(DOCKERD_WAIT) s; the end of $(DOCKERD_LOG):" >&2; \
+				tail -n 30 $(DOCKERD_LOG) >&2; exit 1; \
+			fi; \
+			sleep 0.2; \
+		done; }
+
+# The image tests' base image (tests/deploy/image_base.py, standard library
+# only), started in the background so that bootstrapping it (a minute or two,
+# once: it is kept) runs beside the venv's setup, lint and type checks; the
+# tests wait for it, or build it themselves.
+TEST_BASE_LOG ?= /tmp/authz-test-base.log
+test-base: engine
+	nohup $(PYTHON) -m tests.deploy.image_base >>$(TEST_BASE_LOG) 2>&1 </dev/null &
+
 # The README's test command: lint, types, then the whole suite (unit, service,
-# security, end to end with the real Envoy binary and the real Prometheus).
-test: lint typecheck tools
-	$(BIN)/pytest -q
+# security, end to end with the real Envoy binary and the real Prometheus, the
+# image built and run on the container engine).
+test: test-base lint typecheck tools
+	DOCKERD_LOG=$(DOCKERD_LOG) $(BIN)/pytest -q
 
 # A long property-testing campaign over request parsing, credentials,
 # verification and DPoP proofs; prints how many inputs each property was tried with.

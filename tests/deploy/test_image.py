@@ -1,11 +1,15 @@
-"""The container image: its build context, its Dockerfile, and (with an engine) the build.
+"""The container image: its build context, its Dockerfile, the build, and the image running.
 
-Without a container engine (``docker info`` fails, as on machines with only
-the docker client), the build itself is skipped with that reason. What runs
-everywhere: the build context that .dockerignore admits is computed with
-Docker's matching rules, the build stage's install step (pip building the
-wheel, generated code included) runs on exactly that context, and the
-Dockerfile's stages are checked for what the final image must (not) contain.
+Without an engine nothing is built: the build context that .dockerignore
+admits is computed with Docker's matching rules, the build stage's install
+step (pip building the wheel, generated code included) runs on exactly that
+context, and the Dockerfile's stages are checked for what the final image must
+(not) contain. Then, on the engine `make test` starts, the real Dockerfile is
+built (on a base made from Debian's packages, without network: see
+image_base.py) and run as users run it: `docker run --read-only` with the
+default command and a mounted configuration, healthy by its own probe,
+answering Checks on a published port, and draining on `docker stop`. Without
+an engine those tests fail, with the reason.
 """
 
 from __future__ import annotations
@@ -17,15 +21,30 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from google.rpc import code_pb2
 
 from authz import __version__
+from authz.dev.keys import PrivateKey, load_private, write_keypair
+from authz.dev.tokens import claims_for, mint
+from tests.deploy.image_base import (
+    base_image,
+    debian_mirror,
+    offline_base,
+    remove_image,
+)
 from tests.deploy.manifests import K8S, container, find, render
+from tests.service.svc_helpers import check_request, deny_headers, ok_headers
+from tests.support.forge import tamper_signature
+from tests.support.harness import WAIT, Client
 from tests.support.repo import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -289,7 +308,12 @@ def test_make_image_builds_the_dockerfile() -> None:
     assert "--build-arg BASE_IMAGE=python:3.12-slim@sha256:0 " in pinned
 
 
-# --- the build itself, where a container engine exists ---------------------------------
+# --- the build itself, on this machine's container engine ------------------------------
+#
+# No skip: `make test` starts Docker's engine (`make engine`), so where it is
+# missing the tests fail and say why. The build runs the real Dockerfile with
+# the classic builder, without any network, on a base made from Debian's
+# packages (tests/deploy/image_base.py): no image registry is involved.
 
 
 def engine_missing() -> str | None:
@@ -309,24 +333,83 @@ def engine_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def image() -> Iterator[str]:
-    reason = engine_missing()
-    if reason is not None:
-        pytest.skip(reason)
-    tag = f"authz:test-{uuid.uuid4().hex[:12]}"
-    build = subprocess.run(
-        ["docker", "build", "-t", tag, str(REPO_ROOT)],
+def dockerd_log_tail(lines: int = 30) -> str:
+    """The end of the log of the dockerd that `make engine` started, if there is one."""
+    path = Path(os.environ.get("DOCKERD_LOG", "/tmp/authz-dockerd.log"))
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no dockerd log at {path})"
+    return f"the end of {path}:\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def classic_build(*args: str) -> subprocess.CompletedProcess[str]:
+    # The classic builder: this engine has no BuildKit client (buildx) beside it.
+    return subprocess.run(
+        ["docker", "build", *args],
         capture_output=True,
         text=True,
         timeout=1800,
         check=False,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
     )
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+
+
+def git_revision() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    reason = engine_missing()
+    if reason is not None:
+        pytest.fail(f"{reason}; `make engine` installs and starts one\n{dockerd_log_tail()}")
+    offline = offline_base(base_image(), tmp_path_factory.mktemp("image"))
+    tag = f"authz:test-{uuid.uuid4().hex[:12]}"
     try:
+        # No cache: every run installs for real, and its images are its own to remove.
+        build = classic_build(
+            *("--no-cache", "--force-rm", "--network", "none"),
+            *("--build-arg", f"BASE_IMAGE={offline}"),
+            *("--build-arg", f"VERSION={__version__}"),
+            *("--build-arg", f"REVISION={git_revision()}"),
+            *("-t", tag, str(REPO_ROOT)),
+        )
+    finally:
+        # Untagged; its layers go with the last image built on them.
+        remove_image(offline)
+    stage = build_stage_image(build.stdout)
+    try:
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
         yield tag
     finally:
-        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+        remove_image(tag)
+        if stage is not None:
+            remove_image(stage)
+
+
+def build_stage_image(output: str) -> str | None:
+    """The build stage's result in the classic builder's output: the image before the next FROM."""
+    last = None
+    stages = 0
+    for line in output.splitlines():
+        if re.match(r"Step \d+/\d+ : FROM ", line):
+            stages += 1
+            if stages == 2:
+                return last
+        elif step := re.fullmatch(r" ---> ([0-9a-f]{12})", line):
+            last = step[1]
+    return None
+
+
+def test_the_dockerfile_names_no_frontend_image() -> None:
+    """A `# syntax=` line makes BuildKit pull that frontend from a registry first;
+    the engine's own Dockerfile frontend reads this file, so a build works offline."""
+    lines = DOCKERFILE.read_text().splitlines()
+    directives = [line for line in lines if re.match(r"#\s*syntax\s*=", line, re.I)]
+    assert directives == []
 
 
 def docker_run(
@@ -352,6 +435,20 @@ def test_image_runs_as_the_non_root_user(image: str) -> None:
     assert result.stdout.strip() == "10001", result.stderr
 
 
+def test_image_labels_name_its_version_and_commit(image: str) -> None:
+    labels = json.loads(
+        subprocess.run(
+            ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert labels["org.opencontainers.image.version"] == __version__
+    assert labels["org.opencontainers.image.revision"] == git_revision()
+    assert labels["org.opencontainers.image.title"] == "authz"
+
+
 def test_image_entry_point_is_authz(image: str) -> None:
     result = docker_run(image, "--help")
     assert result.returncode == 0, result.stderr
@@ -371,3 +468,167 @@ def test_image_has_the_generated_code_and_no_build_tools(image: str) -> None:
     result = docker_run(image, "-c", script, entrypoint="python")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# --- the image as users run it --------------------------------------------------------
+
+ISSUER = "https://idp.image-test.example"
+AUDIENCE = "api"
+KID = "image-key"
+GRPC_PORT = 9001
+STOP_TIMEOUT = 30  # docker stop's grace before SIGKILL (the drain takes at most 10 s)
+
+
+def docker(*args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def container_state(name: str) -> dict[str, Any]:
+    inspect = docker("inspect", "--format", "{{json .State}}", name)
+    assert inspect.returncode == 0, inspect.stderr
+    state: dict[str, Any] = json.loads(inspect.stdout)
+    return state
+
+
+def logs(name: str) -> str:
+    result = docker("logs", name)
+    return result.stdout + result.stderr
+
+
+def log_messages(name: str) -> list[str]:
+    """The messages of authz's JSON log lines (stderr; audit records are on stdout)."""
+    lines = docker("logs", name).stderr.splitlines()
+    return [json.loads(line).get("msg", "") for line in lines if line.startswith("{")]
+
+
+@dataclass
+class Running:
+    name: str
+    key: PrivateKey
+
+    def token(self, subject: str) -> str:
+        return mint(self.key, "RS256", claims_for(subject, ISSUER, AUDIENCE), KID)
+
+
+@pytest.fixture
+def running(image: str, tmp_path: Path) -> Iterator[Running]:
+    """The image's default command, as `docker run --read-only` with a mounted configuration."""
+    private, jwks = write_keypair(tmp_path / "keys", "RS256", KID)
+    config = tmp_path / "authz.yaml"
+    config.write_text(
+        f"listen: 0.0.0.0:{GRPC_PORT}\n"
+        "issuers:\n"
+        f"  - issuer: {ISSUER}\n"
+        f"    audiences: [{AUDIENCE}]\n"
+        "    algorithms: [RS256]\n"
+        "    keys: [{jwks_file: /etc/authz/jwks.json}]\n"
+    )
+    # Read as user 10001 inside; only the public keys and the configuration go in.
+    config.chmod(0o644)
+    jwks.chmod(0o644)
+    name = f"authz-test-{uuid.uuid4().hex[:12]}"
+    run = docker(
+        *("run", "--detach", "--name", name, "--read-only"),
+        # The bridge network: the gRPC port published on a free loopback port.
+        *("--publish", f"127.0.0.1::{GRPC_PORT}"),
+        *("--volume", f"{config}:/etc/authz/authz.yaml:ro"),
+        *("--volume", f"{jwks}:/etc/authz/jwks.json:ro"),
+        image,
+    )
+    try:
+        assert run.returncode == 0, run.stderr
+        yield Running(name=name, key=load_private(private))
+    finally:
+        docker("rm", "--force", "--volumes", name)
+
+
+def published(name: str) -> str:
+    result = docker("port", name, f"{GRPC_PORT}/tcp")
+    assert result.returncode == 0, result.stderr
+    # One line per address family; the test asked for IPv4 loopback only.
+    (address,) = result.stdout.split()
+    assert address.startswith("127.0.0.1:"), address
+    return address
+
+
+def wait_healthy(name: str) -> None:
+    """The image's own exec probe (as the sidecar's readiness probe runs it), polled."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        probe = docker("exec", name, "python", "-m", "authz.probe", f"127.0.0.1:{GRPC_PORT}")
+        if probe.returncode == 0:
+            assert "SERVING" in probe.stdout
+            return
+        state = container_state(name)
+        assert state["Running"], f"authz exited ({state['ExitCode']}):\n{logs(name)[-3000:]}"
+        assert time.monotonic() < deadline, f"never healthy: {probe.stderr}\n{logs(name)[-3000:]}"
+        time.sleep(0.1)  # poll interval
+
+
+def test_the_image_serves_read_only_and_drains_on_stop(running: Running) -> None:
+    wait_healthy(running.name)
+    # The gateway's liveness probe, verbatim, as the kubelet runs it in this image.
+    deployment = find(render(K8S / "gateway"), "Deployment", "authz")
+    liveness = container(deployment, "authz")["livenessProbe"]["exec"]["command"]
+    alive = docker("exec", running.name, *liveness)
+    assert alive.returncode == 0, alive.stdout + alive.stderr
+    client = Client.connect(published(running.name))
+    try:
+        allowed = client.check(
+            check_request({"authorization": f"Bearer {running.token('alice')}"}), timeout=WAIT
+        )
+        forged = tamper_signature(running.token("alice"))
+        denied = client.check(check_request({"authorization": f"Bearer {forged}"}), timeout=WAIT)
+    finally:
+        client.close()
+    assert allowed.status.code == code_pb2.OK
+    assert ok_headers(allowed)["x-auth-subject"] == "alice"
+    assert denied.status.code == code_pb2.UNAUTHENTICATED
+    assert denied.denied_response.status.code == 401
+    assert 'error="invalid_token"' in deny_headers(denied)["www-authenticate"]
+
+    stop = docker("stop", "--time", str(STOP_TIMEOUT), running.name, timeout=STOP_TIMEOUT + WAIT)
+    assert stop.returncode == 0, stop.stderr
+    state = container_state(running.name)
+    # 0: authz drained and exited on SIGTERM; docker's SIGKILL after the timeout would be 137.
+    assert state["ExitCode"] == 0, logs(running.name)[-3000:]
+    assert not state["OOMKilled"]
+    messages = log_messages(running.name)
+    drain = [i for i, m in enumerate(messages) if m.startswith("shutting down: NOT_SERVING")]
+    assert drain, messages
+    assert "stopped" in messages[drain[0] :], messages
+
+
+# --- the stand-in base's recipe -------------------------------------------------------
+
+
+def test_the_base_comes_from_the_debian_mirror_apt_uses(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    assert debian_mirror(tmp_path) == "http://deb.debian.org/debian"  # nothing configured
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\n"
+        "URIs: http://mirror.example/debian-security\n"
+        "Suites: bookworm-security\n"
+        "Components: main\n"
+        "\n"
+        "Types: deb-src\n"
+        "URIs: http://sources.example/debian\n"
+        "Suites: bookworm\n"
+        "\n"
+        "Types: deb\n"
+        "# a comment between fields\n"
+        "URIs: http://mirror.example/debian/\n"
+        "Suites: bookworm bookworm-updates\n"
+        "Components: main\n"
+    )
+    assert debian_mirror(tmp_path) == "http://mirror.example/debian"
+    # The classic one-line file is read first, options in brackets and all.
+    (tmp_path / "sources.list").write_text(
+        "# deb http://commented.example/debian bookworm main\n"
+        "deb [signed-by=/usr/share/keyrings/k.gpg] http://one-line.example/debian bookworm main\n"
+    )
+    assert debian_mirror(tmp_path) == "http://one-line.example/debian"
+    (tmp_path / "sources.list").write_text("deb http://elsewhere.example/ubuntu noble main\n")
+    assert debian_mirror(tmp_path) == "http://mirror.example/debian"
