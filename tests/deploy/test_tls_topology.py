@@ -263,9 +263,10 @@ def test_the_overlay_of_the_deployment_page_is_the_one_tested(tmp_path: Path) ->
     assert render(tmp_path) == objects()
 
 
-def test_the_network_policy_is_unchanged() -> None:
-    assert find(objects(), "NetworkPolicy", "authz") == find(
-        render(K8S / "gateway"), "NetworkPolicy", "authz"
+@pytest.mark.parametrize("name", ["authz", "gateway"])
+def test_the_network_policies_are_unchanged(name: str) -> None:
+    assert find(objects(), "NetworkPolicy", name) == find(
+        render(K8S / "gateway"), "NetworkPolicy", name
     )
 
 
