@@ -45,6 +45,8 @@ OBSERVABILITY_SIDECAR = Path(__file__).parent / "overlays" / "observability-side
 # The gateway with Envoy -> authz over mutual TLS (the k8s/tls component), and
 # cert-manager's Certificates for it.
 TLS = Path(__file__).parent / "overlays" / "tls"
+# Both components on the gateway, as a user enabling both combines them.
+TLS_OBSERVABILITY = Path(__file__).parent / "overlays" / "tls-observability"
 TLS_CERTIFICATES = K8S / "tls" / "cert-manager"
 # The PodMonitor, alerts and dashboard: a kustomization of their own, beside the component.
 PROMETHEUS = K8S / "observability" / "prometheus"
@@ -55,6 +57,7 @@ RENDERED = [K8S / name for name in VARIANTS] + [
     PROMETHEUS,
     COLLECTOR,
     TLS,
+    TLS_OBSERVABILITY,
     TLS_CERTIFICATES,
 ]
 # Every variant that deploys authz and its gateway (the issuer examples are

@@ -42,6 +42,7 @@ GATEWAY_VARIANTS = [
     OVERLAYS / "observability",
     OVERLAYS / "observability-sidecar",
     OVERLAYS / "tls",
+    OVERLAYS / "tls-observability",
 ]
 ANY_SOURCE = "any source"
 # k8s/base's scrape rule: any pod of the namespace named monitoring.
