@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import kubernetes_validate
 import yaml
 
 from tests.support.repo import REPO_ROOT
 
 __all__ = [
     "K8S",
+    "KUBERNETES_VERSIONS",
     "REPO_ROOT",
     "SERVICE_ACCOUNT_DIR",
     "VARIANTS",
@@ -42,6 +45,8 @@ __all__ = [
     "only_address",
     "pod_spec",
     "render",
+    "scraped_ports",
+    "selects",
 ]
 
 K8S = REPO_ROOT / "k8s"
@@ -59,6 +64,9 @@ VARIANTS = (
     "issuers/private-ca",
 )
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The oldest Kubernetes the manifests claim (preStop sleep is on by default from
+# 1.30; native sidecars from 1.29) and the newest schemas the package bundles.
+KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
 Obj = dict[str, Any]
 
@@ -183,3 +191,50 @@ def connection_manager(envoy_config: Obj) -> Obj:
     (manager,) = chain["filters"]
     typed: Obj = manager["typed_config"]
     return typed
+
+
+def selects(selector: Obj, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels and matchExpressions) matches ``labels``."""
+    matched = all(
+        labels.get(key) == value for key, value in selector.get("matchLabels", {}).items()
+    )
+    for expression in selector.get("matchExpressions", []):
+        key, operator = expression["key"], expression["operator"]
+        values = expression.get("values", [])
+        if operator == "In":
+            matched = matched and labels.get(key) in values
+        elif operator == "NotIn":
+            matched = matched and labels.get(key) not in values
+        elif operator == "Exists":
+            matched = matched and key in labels
+        elif operator == "DoesNotExist":
+            matched = matched and key not in labels
+        else:
+            raise AssertionError(f"not a selector operator: {operator}")
+    return matched
+
+
+def scraped_ports(monitor: Obj, workload: Obj) -> list[tuple[str, Obj]]:
+    """(container name, port) of each port of ``workload``'s pods that a PodMonitor
+    scrapes: its selector matches the pods, the endpoint names the port, and a
+    keep rule on the container name (if any) lets that container through."""
+    if monitor["metadata"].get("namespace") != workload["metadata"].get("namespace"):
+        return []  # without a namespaceSelector, a PodMonitor looks in its own namespace
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    if not selects(monitor["spec"]["selector"], labels):
+        return []
+    found = []
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        keep = [
+            rule["regex"]
+            for rule in endpoint.get("relabelings", [])
+            if rule.get("action") == "keep"
+            and rule.get("sourceLabels") == ["__meta_kubernetes_pod_container_name"]
+        ]
+        for entry in containers(workload):
+            if not all(re.fullmatch(regex, entry["name"]) for regex in keep):
+                continue
+            found += [
+                (entry["name"], p) for p in entry.get("ports", []) if p["name"] == endpoint["port"]
+            ]
+    return found

@@ -39,9 +39,11 @@ from tests.deploy.manifests import (
     K8S,
     REPO_ROOT,
     Obj,
+    config_arg,
     container,
     containers,
     find,
+    mounted_file,
     mounted_volume,
     objects_of,
     pod_spec,
@@ -148,6 +150,88 @@ def test_the_deployment_guide_shows_the_issuer_as_the_example_has_it(variant: st
     (block,) = re.findall(r"```yaml\n" + re.escape(heading) + r"(.*?)```", guide, re.S)
     (shown,) = yaml.safe_load(block)
     assert shown == added_issuer(yaml.safe_load(config_text(variant)), variant)
+
+
+# --- both, in the sidecar topology: the overlays of the deployment guide -----------------
+
+
+def issuer_file(variant: str) -> str:
+    """The file the example's issuer reads from its volume (the key, the CA bundle)."""
+    issuer = added_issuer(yaml.safe_load(config_text(variant)), variant)
+    path: str = (
+        issuer["keys"][0]["secret_file"] if variant == HS_SECRET else issuer["fetch"]["ca_file"]
+    )
+    return path
+
+
+def sidecar_overlay(variant: str, directory: Path) -> tuple[Obj, ...]:
+    """The guide's overlay for ``variant``, built in ``directory`` next to the
+    authz.yaml the guide asks for (k8s/sidecar's plus the example's issuer)."""
+    guide = (REPO_ROOT / "docs" / "deployment.md").read_text()
+    section = guide[guide.index("### The issuer examples in the sidecar topology") :]
+    heading = f"# my-sidecar/kustomization.yaml, with k8s/{variant}'s "
+    (block,) = re.findall(r"```yaml\n(" + re.escape(heading) + r".*?)```", section, re.S)
+    overlay: dict[str, Any] = yaml.safe_load(block)
+    assert overlay["resources"] == ["../k8s/sidecar"]
+    overlay["resources"] = [os.path.relpath(K8S / "sidecar", directory)]
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    config = yaml.safe_load(embedded("sidecar", "gateway", "authz"))
+    config["issuers"].append(added_issuer(yaml.safe_load(config_text(variant)), variant))
+    (directory / "authz.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return render(directory)
+
+
+@pytest.mark.parametrize("variant", [HS_SECRET, PRIVATE_CA])
+def test_the_guides_sidecar_patch_mounts_the_examples_volume_on_authz(
+    variant: str, tmp_path: Path
+) -> None:
+    objects = sidecar_overlay(variant, tmp_path)
+    gateway = find(objects, "Deployment", "gateway")
+    path = issuer_file(variant)
+    mount, volume = mounted_volume(gateway, "authz", path)
+    assert mount["readOnly"] is True
+    assert container(gateway, "authz") in pod_spec(gateway)["initContainers"]  # the sidecar
+    # The example's own volume and mount, as the gateway topology has them.
+    assert (mount, volume) == mounted_volume(authz_deployment(variant), "authz", path)
+    # On authz alone: Envoy runs as the same user here, and gets nothing of it.
+    envoy_mounts = container(gateway, "envoy").get("volumeMounts", [])
+    assert all(m["name"] != mount["name"] for m in envoy_mounts)
+    # The configuration authz reads names the file, and still listens on the socket.
+    text = mounted_file(objects, gateway, "authz", config_arg(container(gateway, "authz")))
+    assert parse_config(text).listen == parse_config(embedded("sidecar", "gateway", "authz")).listen
+    shown = added_issuer(yaml.safe_load(text), variant)
+    assert shown == added_issuer(yaml.safe_load(config_text(variant)), variant)
+
+
+@pytest.mark.parametrize("variant", [HS_SECRET, PRIVATE_CA])
+def test_the_guides_sidecar_patch_changes_nothing_else(variant: str, tmp_path: Path) -> None:
+    """k8s/sidecar but the configuration, the volume with its mount, and (the key's
+    group) hs-secret's fsGroup, as the example changes the gateway topology."""
+    objects = sidecar_overlay(variant, tmp_path)
+    plain = render(K8S / "sidecar")
+    after = copy.deepcopy(find(objects, "Deployment", "gateway"))
+    mount, volume = mounted_volume(after, "authz", issuer_file(variant))
+    container(after, "authz")["volumeMounts"].remove(mount)
+    pod_spec(after)["volumes"].remove(volume)
+    example = pod_spec(authz_deployment(variant))["securityContext"]
+    if "fsGroup" in example:
+        assert pod_spec(after)["securityContext"].pop("fsGroup") == example["fsGroup"]
+    before = copy.deepcopy(find(plain, "Deployment", "gateway"))
+    for deployment in (before, after):
+        (config,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "authz-config"]
+        assert config["configMap"]["name"].startswith("authz-config-")
+        config["configMap"]["name"] = "authz-config"
+    assert after == before
+
+    def rest(rendered: tuple[Obj, ...]) -> list[Obj]:
+        return [
+            obj
+            for obj in rendered
+            if obj["kind"] != "Deployment"
+            and not obj["metadata"]["name"].startswith("authz-config")
+        ]
+
+    assert rest(objects) == rest(plain)
 
 
 # --- hs-secret: the key from a Secret, as a file -------------------------------------

@@ -23,6 +23,7 @@ from authz.config.loader import parse_config
 from authz.server import SERVICE_NAME
 from tests.deploy.manifests import (
     K8S,
+    KUBERNETES_VERSIONS,
     REPO_ROOT,
     VARIANTS,
     Obj,
@@ -44,6 +45,8 @@ OBSERVABILITY_SIDECAR = Path(__file__).parent / "overlays" / "observability-side
 # The gateway with Envoy -> authz over mutual TLS (the k8s/tls component), and
 # cert-manager's Certificates for it.
 TLS = Path(__file__).parent / "overlays" / "tls"
+# Both components on the gateway, as a user enabling both combines them.
+TLS_OBSERVABILITY = Path(__file__).parent / "overlays" / "tls-observability"
 TLS_CERTIFICATES = K8S / "tls" / "cert-manager"
 # The PodMonitor, alerts and dashboard: a kustomization of their own, beside the component.
 PROMETHEUS = K8S / "observability" / "prometheus"
@@ -54,14 +57,12 @@ RENDERED = [K8S / name for name in VARIANTS] + [
     PROMETHEUS,
     COLLECTOR,
     TLS,
+    TLS_OBSERVABILITY,
     TLS_CERTIFICATES,
 ]
 # Every variant that deploys authz and its gateway (the issuer examples are
 # the gateway with one more issuer).
 TOPOLOGIES = ["gateway", "sidecar", "istio", "issuers/hs-secret", "issuers/private-ca"]
-# The oldest Kubernetes the manifests claim (preStop sleep is on by default from
-# 1.30; native sidecars from 1.29) and the newest schemas the package bundles.
-KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 # Kinds that are not Kubernetes' own: checked by the Istio tests below instead.
 CUSTOM_KINDS = {
     ("security.istio.io/v1", "AuthorizationPolicy"),

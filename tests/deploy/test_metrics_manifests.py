@@ -34,6 +34,7 @@ from tests.support.readme import section
 
 PROMETHEUS = K8S / "observability" / "prometheus"
 METRICS_PORT = 9464
+ENVOY_METRICS_PORT = 9902
 MONITORING = {"kubernetes.io/metadata.name": "monitoring"}
 # (variant, Deployment) of every pod that runs authz.
 AUTHZ_PODS = [("gateway", "authz"), ("sidecar", "gateway"), ("istio", "authz")]
@@ -136,12 +137,21 @@ def test_the_readme_patch_moves_the_scrape_rule_to_another_namespace(tmp_path: P
     assert overlay["resources"] == ["../k8s/gateway"]
     overlay["resources"] = [relative(K8S / "gateway", tmp_path)]
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
-    policy = find(render(tmp_path), "NetworkPolicy", "authz")
-    _, scrapes = policy["spec"]["ingress"]
-    assert scrapes["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}
-    ]
-    assert scrapes["ports"] == [{"port": METRICS_PORT, "protocol": "TCP"}]
+    moved = render(tmp_path)
+    # Both policies that admit scrapes: authz's, and the gateway pods' (Envoy's statistics).
+    for name, port in (("authz", METRICS_PORT), ("gateway", ENVOY_METRICS_PORT)):
+        _, scrapes = find(moved, "NetworkPolicy", name)["spec"]["ingress"]
+        assert scrapes["from"] == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}
+        ], name
+        assert scrapes["ports"] == [{"port": port, "protocol": "TCP"}], name
+    # Nothing but the namespaces changed.
+    for policy in objects_of(render(K8S / "gateway"), "NetworkPolicy"):
+        if policy["metadata"]["name"] == "example-services":
+            continue
+        after = find(moved, "NetworkPolicy", policy["metadata"]["name"])
+        assert after["spec"]["ingress"][0] == policy["spec"]["ingress"][0]
+        assert after["spec"]["ingress"][1]["ports"] == policy["spec"]["ingress"][1]["ports"]
 
 
 # --- k8s/observability/prometheus ----------------------------------------------------
@@ -249,9 +259,6 @@ def test_the_release_label_overlay_of_the_observability_readme(tmp_path: Path) -
 
 
 # --- the gateway Envoy's statistics ------------------------------------------------------
-
-
-ENVOY_METRICS_PORT = 9902
 
 
 def envoy_config(variant: str) -> Obj:

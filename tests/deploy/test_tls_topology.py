@@ -1,11 +1,13 @@
 """k8s/tls: the gateway topology with Envoy -> authz over mutual TLS.
 
 Rendered as users combine it (k8s/gateway + the component: overlays/tls), the
-manifests must agree with themselves: authz's configuration is k8s/base's with
-the tls section, Envoy's is k8s/gateway's with the authz cluster over TLS;
-every certificate path is a key of the Secret mounted there, and cert-manager's
-Certificates issue those Secrets with the names and usages the configs check;
-the probes reach the TLS listener with the same files.
+manifests must agree with themselves (and with k8s/observability added too,
+overlays/tls-observability, they are the same plus its variables): authz's
+configuration is k8s/base's with the tls section, Envoy's is k8s/gateway's
+with the authz cluster over TLS; every certificate path is a key of the Secret
+mounted there, and cert-manager's Certificates issue those Secrets with the
+names and usages the configs check; the probes reach the TLS listener with the
+same files.
 
 Then the rendered configurations run: Envoy's passes ``envoy --mode validate``
 and ``authz check-envoy``, authz's ``authz check-config``; and the real Envoy
@@ -42,10 +44,14 @@ from tests.deploy.manifests import (
     only_address,
     pod_spec,
     render,
+    scraped_ports,
 )
 from tests.support.pki import Issued, TestCA
 
 OVERLAY = Path(__file__).parent / "overlays" / "tls"
+# The same with k8s/observability too, as a user enabling both combines them.
+TLS_OBSERVABILITY = Path(__file__).parent / "overlays" / "tls-observability"
+PROMETHEUS = K8S / "observability" / "prometheus"
 CERT_MANAGER = K8S / "tls" / "cert-manager"
 SECRET_KEYS = {"tls.crt", "tls.key", "ca.crt"}
 SDS_FILES = ("/etc/envoy/sds-authz-client.yaml", "/etc/envoy/sds-authz-ca.yaml")
@@ -263,10 +269,70 @@ def test_the_overlay_of_the_deployment_page_is_the_one_tested(tmp_path: Path) ->
     assert render(tmp_path) == objects()
 
 
-def test_the_network_policy_is_unchanged() -> None:
-    assert find(objects(), "NetworkPolicy", "authz") == find(
-        render(K8S / "gateway"), "NetworkPolicy", "authz"
+@pytest.mark.parametrize("name", ["authz", "gateway"])
+def test_the_network_policies_are_unchanged(name: str) -> None:
+    assert find(objects(), "NetworkPolicy", name) == find(
+        render(K8S / "gateway"), "NetworkPolicy", name
     )
+
+
+# --- with the observability component too ----------------------------------------------
+
+
+def without_otel(rendered: tuple[Obj, ...]) -> list[Obj]:
+    """The objects with the observability component's variables taken off authz."""
+    stripped = copy.deepcopy(list(rendered))
+    authz = container(find(tuple(stripped), "Deployment", "authz"), "authz")
+    authz["env"] = [item for item in authz["env"] if not item["name"].startswith("OTEL_")]
+    return stripped
+
+
+def test_with_observability_the_render_is_the_tls_one_plus_the_otel_variables() -> None:
+    # So the TLS probes, volumes and configs all survive, and nothing else moves.
+    combined = render(TLS_OBSERVABILITY)
+    authz = container(find(combined, "Deployment", "authz"), "authz")
+    otel = {item["name"] for item in authz["env"] if item["name"].startswith("OTEL_")}
+    assert otel >= {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME"}
+    assert without_otel(combined) == list(objects())
+
+
+@pytest.mark.parametrize("name", ["readinessProbe", "livenessProbe"])
+def test_with_observability_the_probes_still_speak_tls(name: str) -> None:
+    authz = container(find(render(TLS_OBSERVABILITY), "Deployment", "authz"), "authz")
+    command = authz[name]["exec"]["command"]
+    assert command == probe_command(name)
+    for flag in ("--tls-ca", "--tls-cert", "--tls-key", "--tls-server-name"):
+        assert flag in command
+
+
+def test_the_components_combine_alike_in_either_order(tmp_path: Path) -> None:
+    overlay: Obj = yaml.safe_load((TLS_OBSERVABILITY / "kustomization.yaml").read_text())
+    overlay["resources"] = [os.path.relpath(K8S / "gateway", tmp_path)]
+    overlay["components"] = [
+        os.path.relpath(K8S / "observability", tmp_path),
+        os.path.relpath(K8S / "tls", tmp_path),
+    ]
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(overlay))
+    assert render(tmp_path) == render(TLS_OBSERVABILITY)
+
+
+def test_with_observability_every_podmonitor_selects_pods_that_exist() -> None:
+    combined = render(TLS_OBSERVABILITY)
+    for monitor in objects_of(render(PROMETHEUS), "PodMonitor"):
+        scraped = [
+            (workload["metadata"]["name"], name, port["name"])
+            for workload in objects_of(combined, "Deployment")
+            for name, port in scraped_ports(monitor, workload)
+        ]
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert scraped, f"PodMonitor {monitor['metadata']['name']} scrapes no pod"
+        assert {port for _, _, port in scraped} == {endpoint["port"]}
+    envoy = find(render(PROMETHEUS), "PodMonitor", "gateway-envoy")
+    (gateway,) = [w for w in objects_of(combined, "Deployment") if scraped_ports(envoy, w)]
+    assert gateway["metadata"]["name"] == "gateway"
+    authz = find(render(PROMETHEUS), "PodMonitor", "authz")
+    (workload,) = [w for w in objects_of(combined, "Deployment") if scraped_ports(authz, w)]
+    assert workload["metadata"]["name"] == "authz"
 
 
 # --- the rendered configurations, run -------------------------------------------------
