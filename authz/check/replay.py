@@ -106,7 +106,7 @@ class RedisReplayStore:
     the Check's time, and the client can send a new proof.
     """
 
-    __slots__ = ("_client", "_failing", "_on_failure", "_prefix")
+    __slots__ = ("_client", "_failing", "_lock", "_on_failure", "_prefix")
 
     def __init__(
         self,
@@ -118,7 +118,8 @@ class RedisReplayStore:
         self._client = client
         self._prefix = prefix
         self._on_failure = on_failure
-        self._failing = False
+        self._failing = False  # in an outage: logged once, under _lock
+        self._lock = threading.Lock()
 
     @classmethod
     def connect(
@@ -159,16 +160,19 @@ class RedisReplayStore:
             # Any failure (refused, timed out, a reply we did not expect) means
             # the store did not answer; which one is for the log.
             return self._failed(exc)
-        if self._failing:
-            self._failing = False
-            log.warning("replay store answers again")
+        if self._failing:  # unlocked read: the common case costs no lock
+            with self._lock:
+                recovered, self._failing = self._failing, False
+            if recovered:
+                log.warning("replay store answers again")
         # SET NX answers OK when it stored the key, nil when the key existed.
         return stored is True
 
     def _failed(self, exc: Exception) -> bool:
-        if not self._failing:
+        with self._lock:  # Checks on many threads fail at once
+            first, self._failing = not self._failing, True
+        if first:
             # Once per outage: a log line per Check would flood the log.
-            self._failing = True
             log.warning(
                 "replay store failed (%s); %s until it answers",
                 type(exc).__name__,

@@ -66,6 +66,7 @@ from opentelemetry.metrics import (
 )
 
 from authz.errors import AuthzError
+from authz.memo import BoundedMemo
 from authz.observability.tally import Attributes, Tally
 
 __all__ = [
@@ -203,10 +204,16 @@ class Metrics:
         self._shadow = Tally(
             meter, SHADOW_DECISIONS, "{decision}", "Decisions evaluated and reported, not enforced"
         )
-        self._shadow_labels: dict[tuple[str, str, bool, str], Attributes] = {}
+        self._shadow_labels: BoundedMemo[tuple[str, str, bool, str], Attributes] = BoundedMemo(
+            _MEMO_LIMIT
+        )
         # Raw (decision, reason, issuer, route) -> label attributes; every part
         # is from a bounded set, and the memo is bounded all the same.
-        self._decision_labels: dict[tuple[str, str, str | None, str], Attributes] = {}
+        # The label sets of raw values, memoized: computing them costs more than
+        # the count. Shared by Checks on many threads: BoundedMemo (its lock).
+        self._decision_labels: BoundedMemo[tuple[str, str, str | None, str], Attributes] = (
+            BoundedMemo(_MEMO_LIMIT)
+        )
         self._duration_attributes = {
             decision: {"decision": decision} for decision in ("allow", "deny", "late", "unknown")
         }
@@ -230,7 +237,7 @@ class Metrics:
         self._cache.also_as(
             meter, KEY_CACHE_LOOKUPS, "{lookup}", "Deprecated: authz_token_cache_lookups_total"
         )
-        self._cache_labels: dict[tuple[str, bool], Attributes] = {}
+        self._cache_labels: BoundedMemo[tuple[str, bool], Attributes] = BoundedMemo(_MEMO_LIMIT)
         meter.create_observable_gauge(
             KEY_AGE,
             callbacks=[self._observe_key_age],
@@ -282,8 +289,7 @@ class Metrics:
                 ("issuer", self.labels.issuer(issuer)),
                 ("route", self.labels.route(route)),
             )
-            if len(self._decision_labels) < _MEMO_LIMIT:
-                self._decision_labels[raw] = attributes
+            self._decision_labels.put(raw, attributes)
         self._decisions.add(1, attributes)
         self._duration.record(seconds, self._duration_attributes[decision])
 
@@ -298,8 +304,7 @@ class Metrics:
                 ("would", "allow" if allowed else "deny"),
                 ("reason", self.labels.reason(reason)),
             )
-            if len(self._shadow_labels) < _MEMO_LIMIT:
-                self._shadow_labels[raw] = attributes
+            self._shadow_labels.put(raw, attributes)
         self._shadow.add(1, attributes)
 
     def reloaded(self, result: str, restart_required: Iterable[str] = ()) -> None:
@@ -314,8 +319,9 @@ class Metrics:
         """A reload changed the configured issuers: label by the new ones."""
         self.labels = Labels(issuers)
         # Memoized label sets name issuers as the old labels saw them.
-        self._decision_labels = {}
-        self._cache_labels = {}
+        # (Each replaced whole: a Check holds the old memo or the new one.)
+        self._decision_labels = BoundedMemo(_MEMO_LIMIT)
+        self._cache_labels = BoundedMemo(_MEMO_LIMIT)
 
     def zero_failures(self, routes: Iterable[str], sinks: Iterable[str]) -> None:
         """Series at 0 for every answer that pages (each 503 reason, per configured
@@ -361,8 +367,7 @@ class Metrics:
                 ("issuer", self.labels.issuer(issuer)),
                 ("result", "hit" if hit else "miss"),
             )
-            if len(self._cache_labels) < _MEMO_LIMIT:
-                self._cache_labels[(issuer, hit)] = attributes
+            self._cache_labels.put((issuer, hit), attributes)
         self._cache.add(1, attributes)
 
     def running(self, version: str) -> None:

@@ -89,7 +89,8 @@ class Observability:
         self._meter_provider = meter_provider
         self._audit_timeout = audit_timeout
         self._clock = clock
-        self._complained: dict[str, float] = {}
+        self._complained: dict[str, float] = {}  # what failed -> when it was last logged
+        self._complain_lock = threading.Lock()
         self.metrics_address: str | None = None
 
     @classmethod
@@ -330,8 +331,11 @@ class Observability:
 
     def _complain(self, what: str) -> None:
         now = time.monotonic()
-        if now - self._complained.get(what, -_COMPLAIN_EVERY) >= _COMPLAIN_EVERY:
-            self._complained[what] = now
+        with self._complain_lock:  # Checks on many threads may fail at once
+            due = now - self._complained.get(what, -_COMPLAIN_EVERY) >= _COMPLAIN_EVERY
+            if due:
+                self._complained[what] = now
+        if due:
             log.exception("observability: %s failed; the Check was answered", what)
 
     async def stop(self) -> None:
