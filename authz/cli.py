@@ -271,9 +271,10 @@ def _add_check_envoy(commands: Any, parents: list[argparse.ArgumentParser]) -> N
         "check-envoy",
         parents=parents,
         help="report Envoy settings that are unsafe or inconsistent with authz",
-        description="Read Envoy configs (YAML or JSON with static_resources, or a Kubernetes "
-        "ConfigMap holding one; - for stdin) and print each unsafe or inconsistent setting "
-        "as FILE:LINE: what: why. Exit status: 0 none, 1 some, 2 a file (or -c) unusable.",
+        description="Read Envoy configs (YAML or JSON with static_resources, a Kubernetes "
+        "ConfigMap holding one, or a running Envoy's admin /config_dump; - for stdin) and "
+        "print each unsafe or inconsistent setting as FILE:LINE: what: why. Exit status: "
+        "0 none, 1 some, 2 a file (or -c) unusable.",
     )
     check.add_argument("files", nargs="+", type=Path, metavar="FILE")
     check.add_argument(

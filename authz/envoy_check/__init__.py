@@ -23,8 +23,9 @@ forwards. That is sound only if Envoy, in front of authz:
 
 This module reads an Envoy bootstrap (YAML or JSON, ``static_resources``), or
 a Kubernetes ConfigMap carrying one under ``data`` (also inside a multi-document
-stream such as ``kubectl kustomize`` output), and reports each setting that
-breaks one of these as ``FILE:LINE: what: why``. LINE is the offending key's
+stream such as ``kubectl kustomize`` output), or what a running Envoy holds as
+its admin ``/config_dump`` answers it, and reports each setting that breaks one
+of these as ``FILE:LINE: what: why``. LINE is the offending key's
 line, or the enclosing object's when a key is missing; for a config embedded
 in a ConfigMap, lines are the ConfigMap file's (a block scalar, ``|``) or the
 data key's (any other string style).
@@ -51,14 +52,26 @@ route paths under it, with each method and each host of the virtual host, put
 through authz's route matching). A ``direct_response`` or ``redirect`` route
 reaches no upstream and is not reported.
 
+A config dump is held to the same checks as a bootstrap: its static
+listeners, its dynamic ones (from LDS) in their active and warming states, the
+route configurations RDS delivered (an ``rds`` reference is resolved to one),
+its clusters and its admin address. Said not checked instead: a draining
+listener, an update Envoy rejected (``error_state``), an ``rds`` route config
+the dump does not hold, and dump entries the checks do not read (ECDS filter
+configs, secrets, scoped routes, endpoints) when they hold anything.
+
 The package: ``yaml_nodes`` reads the file into YAML nodes that know their
-lines; ``admin`` finds routes to Envoy's admin interface; ``listeners``
+lines; ``resources`` takes the listeners, clusters and route configurations
+out of a bootstrap or a config dump; ``admin`` finds routes to Envoy's admin
+interface; ``listeners``
 checks each listener's HTTP connection manager, ``ext_authz`` the filter's
 settings, ``routes`` the routes where the filter is off; ``report`` runs them
 over the files and prints ``FILE:LINE: what: why``.
 
-Not checked: resources Envoy loads at run time (LDS, RDS, ECDS), routes
-matched by regex or URI template, ``:method`` or header matchers on routes.
+Not checked: in a bootstrap, resources Envoy loads at run time (LDS, RDS);
+anywhere, filter settings from ECDS (``config_discovery``) and scoped routes,
+routes matched by regex or URI template, ``:method`` or header matchers on
+routes. Each place that names one of the first is printed as ``not checked``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ any connection manager is held to that.
 from __future__ import annotations
 
 from authz.envoy_check.base import CheckerBase
+from authz.envoy_check.resources import Resources
 from authz.envoy_check.yaml_nodes import At, value_of
 
 __all__ = ["AdminChecks"]
@@ -25,14 +26,14 @@ _WILDCARD = frozenset({"0.0.0.0", "::"})  # noqa: S104 (addresses compared, not 
 class AdminChecks(CheckerBase):
     """Finds the routes of a connection manager that lead to the admin interface."""
 
-    def admin_only(self, root: At, hcm: At) -> bool:
-        """Whether every route of ``hcm`` leads to admin (or is answered by Envoy
-        itself); each admin route that is not an exact read-only page is reported
-        whatever the answer."""
-        admin_clusters = _admin_clusters(root)
-        hosts = hcm.path("route_config", "virtual_hosts")
+    def admin_only(self, resources: Resources, table: At | None) -> bool:
+        """Whether every route of a connection manager's route table leads to
+        admin (or is answered by Envoy itself); each admin route that is not an
+        exact read-only page is reported whatever the answer."""
+        admin_clusters = _admin_clusters(resources)
+        hosts = table.get("virtual_hosts") if table is not None else None
         to_admin = 0
-        elsewhere = hcm.get("route_config") is None  # routes loaded at run time
+        elsewhere = table is None  # routes this source does not show
         for host in hosts.items() if hosts else ():
             routes = host.get("routes")
             for route in routes.items() if routes else ():
@@ -62,14 +63,14 @@ class AdminChecks(CheckerBase):
         )
 
 
-def _admin_clusters(root: At) -> set[str]:
-    """Names of the static clusters whose every endpoint is this Envoy's admin."""
-    admin = _socket(root.path("admin", "address"))
+def _admin_clusters(resources: Resources) -> set[str]:
+    """Names of the clusters whose every endpoint (as the cluster states them:
+    ``load_assignment``) is this Envoy's admin."""
+    admin = _socket(resources.admin)
     if admin is None:
         return set()
-    clusters = root.path("static_resources", "clusters")
     found: set[str] = set()
-    for cluster in clusters.items() if clusters else ():
+    for cluster in resources.clusters:
         localities = cluster.path("load_assignment", "endpoints")
         addresses = []
         for locality in localities.items() if localities else ():

@@ -51,7 +51,7 @@ class CheckerBase:
     def __init__(self, config: Config | None) -> None:
         self.config = config
         self.findings: list[Finding] = []
-        # What Envoy loads at run time and this file cannot show: (line, what).
+        # What the file cannot show (loaded at run time) or the checks do not read.
         self.unchecked: list[tuple[int, str]] = []
         self.managers = 0
         self.namespace = config.identity.namespace if config else DEFAULT_NAMESPACE

@@ -83,15 +83,7 @@ class ExtAuthzChecks(CheckerBase):
     def ext_authz(self, item: At) -> None:
         config = item.get("typed_config")
         assert config is not None
-        if value_of(item.get("disabled")) is True:
-            disabled = item.get("disabled")
-            assert disabled is not None
-            self.add(
-                disabled.line,
-                "ext_authz filter is disabled",
-                "it then runs only on routes that enable it: every other route reaches its "
-                "upstream without asking authz",
-            )
+        self.filter_disabled(item)
         node = config.get("failure_mode_allow")
         if value_of(node) is True:
             assert node is not None
@@ -116,6 +108,17 @@ class ExtAuthzChecks(CheckerBase):
                     "authz records none but x-request-id)",
                 )
         self.raw_headers(config)
+
+    def filter_disabled(self, item: At) -> None:
+        """The filter entry's own ``disabled``, whatever delivers its settings."""
+        disabled = item.get("disabled")
+        if disabled is not None and value_of(disabled) is True:
+            self.add(
+                disabled.line,
+                "ext_authz filter is disabled",
+                "it then runs only on routes that enable it: every other route reaches its "
+                "upstream without asking authz",
+            )
 
     def raw_headers(self, config: At) -> None:
         node = config.get("encode_raw_headers")

@@ -11,8 +11,17 @@ from authz.config.models import EnvoyConfig
 from authz.envoy_check.admin import AdminChecks
 from authz.envoy_check.base import ENVOY_MAX_HEADERS_COUNT, ENVOY_MAX_REQUEST_HEADERS_KB
 from authz.envoy_check.ext_authz import ExtAuthzChecks
+from authz.envoy_check.resources import Resources, from_bootstrap, from_config_dump
 from authz.envoy_check.routes import RouteChecks
-from authz.envoy_check.yaml_nodes import At, enum_of, shown, type_of, value_of
+from authz.envoy_check.yaml_nodes import (
+    TYPE_PREFIX,
+    At,
+    enum_of,
+    is_config_dump,
+    shown,
+    type_of,
+    value_of,
+)
 
 __all__ = ["Checker"]
 
@@ -33,27 +42,39 @@ class Checker(AdminChecks, ExtAuthzChecks, RouteChecks):
     """Every check, over every HTTP connection manager of the documents given to ``envoy``."""
 
     def envoy(self, root: At) -> None:
-        self.duplicates(root, set())
-        dynamic = root.get("dynamic_resources")
-        for source, what in (("lds_config", "listeners"), ("ads_config", "resources")):
-            node = dynamic.get(source) if dynamic is not None else None
-            if node is not None:
-                self.not_checked(node.line, f"{what} from {source} (loaded at run time)")
-        listeners = root.path("static_resources", "listeners")
-        for listener in listeners.items() if listeners else ():
-            edge = _is_edge(listener)
-            chains = listener.get("filter_chains")
-            default_chain = listener.get("default_filter_chain")
-            for chain in [*(chains.items() if chains else ()), *filter(None, [default_chain])]:
-                filters = chain.get("filters")
-                for item in filters.items() if filters else ():
-                    typed_config = item.get("typed_config")
-                    if typed_config is not None and type_of(typed_config) == _HCM:
-                        # A window on admin's statistics reaches no upstream service.
-                        if self.admin_only(root, typed_config):
-                            continue
-                        self.managers += 1
-                        self.manager(typed_config, edge)
+        """A bootstrap document, or an admin ``/config_dump``."""
+        if is_config_dump(root):
+            # A dump is Envoy's own rendering of what it holds: no duplicate keys,
+            # and the listeners it loaded at run time are in it.
+            resources = from_config_dump(root)
+        else:
+            self.duplicates(root, set())
+            dynamic = root.get("dynamic_resources")
+            for source, what in (("lds_config", "listeners"), ("ads_config", "resources")):
+                node = dynamic.get(source) if dynamic is not None else None
+                if node is not None:
+                    self.not_checked(node.line, f"{what} from {source} (loaded at run time)")
+            resources = from_bootstrap(root)
+        self.unchecked.extend(resources.unchecked)
+        for listener in resources.listeners:
+            self.listener(listener, resources)
+
+    def listener(self, listener: At, resources: Resources) -> None:
+        edge = _is_edge(listener)
+        chains = listener.get("filter_chains")
+        default_chain = listener.get("default_filter_chain")
+        for chain in [*(chains.items() if chains else ()), *filter(None, [default_chain])]:
+            filters = chain.get("filters")
+            for item in filters.items() if filters else ():
+                typed_config = item.get("typed_config")
+                if typed_config is None or type_of(typed_config) != _HCM:
+                    continue
+                table = self.route_table(typed_config, resources)
+                # A window on admin's statistics reaches no upstream service.
+                if self.admin_only(resources, table):
+                    continue
+                self.managers += 1
+                self.manager(typed_config, edge, table)
 
     def duplicates(self, at: At, seen: set[int]) -> None:
         """A key given twice: Envoy takes one silently, which may not be the one read."""
@@ -73,19 +94,28 @@ class Checker(AdminChecks, ExtAuthzChecks, RouteChecks):
             if child is not None:
                 self.duplicates(child, seen)
 
-    def manager(self, hcm: At, edge: bool) -> None:
+    def manager(self, hcm: At, edge: bool, table: At | None) -> None:
         self.paths(hcm)
         self.underscores(hcm)
         if edge:
             self.remote_address(hcm)
         self.header_limits(hcm)
         filters = hcm.get("http_filters")
-        ext_authz = [
-            item
-            for item in (filters.items() if filters else ())
-            if type_of(item.get("typed_config")) == _EXT_AUTHZ
-        ]
-        if not ext_authz:
+        items = filters.items() if filters else []
+        ext_authz = [item for item in items if type_of(item.get("typed_config")) == _EXT_AUTHZ]
+        discovered = [item for item in items if _discovers_ext_authz(item)]
+        for item in discovered:
+            # Its settings come from ECDS, which are not read (in a dump, its
+            # EcdsConfigDump is said not checked); the filter entry's own
+            # "disabled" and the routes are checked all the same.
+            self.filter_disabled(item)
+            source = item.get("config_discovery")
+            self.not_checked(
+                (source or item).line,
+                f"ext_authz settings of filter {value_of(item.get('name'))} from "
+                "config_discovery (ECDS)",
+            )
+        if not ext_authz and not discovered:
             self.add(
                 (filters or hcm).line,
                 "no ext_authz filter",
@@ -93,7 +123,8 @@ class Checker(AdminChecks, ExtAuthzChecks, RouteChecks):
             )
         for item in ext_authz:
             self.ext_authz(item)
-            self.routes(hcm, value_of(item.get("name")))
+        for item in ext_authz + discovered:
+            self.routes(table, value_of(item.get("name")))
 
     def paths(self, hcm: At) -> None:
         for key, why in (
@@ -223,6 +254,14 @@ class Checker(AdminChecks, ExtAuthzChecks, RouteChecks):
                     f"more than authz's {own_key} ({own}): authz refuses (431) "
                     "requests Envoy accepted; keep Envoy's limit within authz's",
                 )
+
+
+def _discovers_ext_authz(item: At) -> bool:
+    """An HTTP filter whose config ECDS delivers, and may be ext_authz's."""
+    type_urls = value_of(item.path("config_discovery", "type_urls"))
+    return isinstance(type_urls, list) and any(
+        str(url).removeprefix(TYPE_PREFIX) == _EXT_AUTHZ for url in type_urls
+    )
 
 
 def _is_edge(listener: At) -> bool:

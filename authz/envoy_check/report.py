@@ -10,7 +10,7 @@ from typing import TextIO
 from authz.config.models import Config
 from authz.envoy_check.base import Finding
 from authz.envoy_check.listeners import Checker
-from authz.envoy_check.yaml_nodes import EnvoyCheckError, envoy_documents
+from authz.envoy_check.yaml_nodes import EnvoyCheckError, envoy_documents, is_config_dump
 
 __all__ = ["EXIT_FINDINGS", "EXIT_OK", "EXIT_UNREADABLE", "check_file", "check_text", "run"]
 
@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FINDINGS, EXIT_UNREADABLE = 0, 1, 2
 class _Report:
     findings: list[Finding]
     managers: int  # HTTP connection managers checked
-    unchecked: list[tuple[int, str]]  # what Envoy loads at run time: (line, what)
+    unchecked: list[tuple[int, str]]  # what the file cannot show or is not read: (line, what)
 
 
 def check_text(text: str, source: str, config: Config | None = None) -> list[Finding]:
@@ -31,12 +31,21 @@ def check_text(text: str, source: str, config: Config | None = None) -> list[Fin
 
 def _check(text: str, source: str, config: Config | None) -> _Report:
     checker = Checker(config)
-    for document in envoy_documents(text, source):
+    documents = envoy_documents(text, source)
+    for document in documents:
         checker.envoy(document)
     if checker.managers == 0:
+        if any(is_config_dump(document) for document in documents):
+            # An Envoy that holds no listener yet (or a dump narrowed by
+            # ?resource= or ?mask=) shows nothing to rely on: not an OK.
+            raise EnvoyCheckError(
+                f"{source}: no HTTP connection manager in the config dump's listeners "
+                "(static, or dynamic active or warming): nothing to check"
+            )
         raise EnvoyCheckError(
             f"{source}: no HTTP connection manager in static_resources.listeners: nothing "
-            "to check (listeners from LDS are not read)"
+            "to check (listeners from LDS are not read; check Envoy's admin /config_dump "
+            "for them)"
         )
     unchecked = sorted(set(checker.unchecked))
     return _Report(sorted(set(checker.findings)), checker.managers, unchecked)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from authz.envoy_check.base import CheckerBase
+from authz.envoy_check.resources import Resources
 from authz.envoy_check.yaml_nodes import At, type_of, value_of
 
 if TYPE_CHECKING:
@@ -26,13 +27,30 @@ class RouteChecks(CheckerBase):
     """A route that skips ext_authz must lead only where authz would allow anyone
     (with authz's rules, ``-c``; without them, every such route is reported)."""
 
-    def routes(self, hcm: At, filter_name: Any) -> None:
-        policy = self.policy
+    def route_table(self, hcm: At, resources: Resources) -> At | None:
+        """The route configuration a connection manager uses: its own
+        ``route_config``, or the one ``rds`` names when the source holds it (a
+        config dump); None, and said not checked, when the source cannot show it."""
         table = hcm.get("route_config")
-        for source in ("rds", "scoped_routes"):
-            dynamic = hcm.get(source)
-            if dynamic is not None:
-                self.not_checked(dynamic.line, f"routes from {source} (loaded at run time)")
+        rds = hcm.get("rds")
+        if rds is not None:
+            name = value_of(rds.get("route_config_name"))
+            delivered = resources.route_configs.get(name) if isinstance(name, str) else None
+            if delivered is None:
+                self.not_checked(
+                    rds.line,
+                    f"routes from rds: route config {name!r} is not in the dump"
+                    if resources.dump
+                    else "routes from rds (loaded at run time)",
+                )
+            table = table if table is not None else delivered
+        scoped = hcm.get("scoped_routes")
+        if scoped is not None:
+            self.not_checked(scoped.line, "routes from scoped_routes (loaded at run time)")
+        return table
+
+    def routes(self, table: At | None, filter_name: Any) -> None:
+        policy = self.policy
         if table is None or not isinstance(filter_name, str):
             return
         table_config = _per_route(table, filter_name)

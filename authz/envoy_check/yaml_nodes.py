@@ -1,8 +1,9 @@
 """An Envoy config read as composed YAML nodes that know their file lines.
 
-``envoy_documents`` finds every Envoy bootstrap in a file: whole documents, or
-one embedded in a ConfigMap's ``data`` (its lines mapped back to the
-ConfigMap's file where the string style allows). ``At`` is a node and the line
+``envoy_documents`` finds every Envoy config in a file: a bootstrap as a whole
+document or embedded in a ConfigMap's ``data`` (its lines mapped back to the
+ConfigMap's file where the string style allows), or an admin ``/config_dump``
+(JSON, so its nodes carry the dump file's lines too). ``At`` is a node and the line
 a finding about it is reported at.
 """
 
@@ -16,11 +17,13 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 __all__ = [
+    "TYPE_PREFIX",
     "At",
     "EnvoyCheckError",
     "compose_all",
     "enum_of",
     "envoy_documents",
+    "is_config_dump",
     "json_name",
     "shown",
     "type_of",
@@ -137,16 +140,25 @@ def envoy_documents(text: str, source: str) -> list[At]:
     found: list[At] = []
     for node in compose_all(text, source):
         root = At(node, node.start_mark.line + 1)
-        if root.get("static_resources") is not None:
+        if root.get("static_resources") is not None or is_config_dump(root):
             found.append(root)
         elif value_of(root.get("kind")) == "ConfigMap":
             found.extend(_embedded(root.get("data"), source))
     if not found:
         raise EnvoyCheckError(
             f"{source}: no Envoy configuration found (a document with static_resources, "
-            "or a ConfigMap holding one under data)"
+            "a ConfigMap holding one under data, or an Envoy admin /config_dump)"
         )
     return found
+
+
+def is_config_dump(root: At) -> bool:
+    """Whether ``root`` is what Envoy's admin ``/config_dump`` answers: a list of
+    ``envoy.admin.v3.*`` entries under ``configs``."""
+    configs = root.get("configs")
+    return configs is not None and any(
+        type_of(entry).startswith("envoy.admin.v3.") for entry in configs.items()
+    )
 
 
 def _embedded(data: At | None, source: str) -> list[At]:
