@@ -30,13 +30,12 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from authz.observability.worker_metrics import WorkerMetrics
+from authz.observability.worker_metrics import WORKER_INDEX_ENV, WorkerMetrics
 
 __all__ = ["WORKER_INDEX_ENV", "available_cpus", "supervise"]
 
 log = logging.getLogger(__name__)
 
-WORKER_INDEX_ENV = "AUTHZ_WORKER_INDEX"
 _RESTART_INTERVAL = 1.0
 _PR_SET_PDEATHSIG = 1
 _EXIT_CONFIG = 2  # cli.EXIT_CONFIG

@@ -29,12 +29,12 @@ from typing import Final, Literal
 from authz.check.certbound import CertificateBinding, bound_x5t
 from authz.check.credentials import BEARER, DPOP
 from authz.check.dpop import DpopProof, DpopVerifier, bound_jkt
-from authz.check.htu import request_uri
 from authz.check.replay import ReplayStore, replay_store
 from authz.check.request import RequestView
 from authz.check.verify import Clock, VerifiedToken
 from authz.config.models import Config
 from authz.errors import AuthzError, BindingRequired, DpopNonceRequired, InvalidDpopProof
+from authz.forms.htu import request_uri
 
 __all__ = ["NO_BINDING", "Binding", "BindingMethod", "Challenge", "SenderChecks"]
 

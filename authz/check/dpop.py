@@ -39,7 +39,6 @@ from typing import Any
 
 from jwt.algorithms import Algorithm, get_default_algorithms
 
-from authz.check.htu import normalize_uri
 from authz.check.jose import FailClosed, b64url_decode, b64url_encode, json_object
 from authz.check.jwk import proof_key
 from authz.check.nonce import NonceIssuer
@@ -63,6 +62,7 @@ from authz.errors import (
     Forbidden,
     InvalidDpopProof,
 )
+from authz.forms.htu import normalize_uri
 
 __all__ = [
     "DpopProof",

@@ -26,10 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from authz.check.hosts import normalize_host
 from authz.check.identity import IdentityPlan
-from authz.check.lookalikes import PathReading, fold_case
-from authz.check.paths import match_form, normalize_path
 from authz.check.request import RequestView
 from authz.check.requirements import Check, Requirement, compile_requirement
 from authz.check.verify import VerifiedToken
@@ -37,6 +34,9 @@ from authz.config.models import Config
 from authz.config.rules import MatchConfig, Mode, RouteConfig, claim_path
 from authz.config.sender import SenderConstraint
 from authz.errors import NoRoute
+from authz.forms.hosts import normalize_host
+from authz.forms.lookalikes import PathReading, fold_case
+from authz.forms.paths import match_form, normalize_path
 
 __all__ = ["Check", "Match", "Mode", "PathKind", "Policy", "Route"]
 
@@ -161,7 +161,7 @@ class Policy:
         return cls(
             [_compile_route(index, route, config) for index, route in enumerate(config.routes)],
             explicit=True,
-            reading=PathReading.from_config(config.paths),
+            reading=config.paths.reading(),
         )
 
     def after(self, route: Route) -> Policy:

@@ -8,15 +8,14 @@ not silently disable a check), and so are duplicate keys in a YAML mapping.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
-from authz.check.lookalikes import PathReading
 from authz.config.models import Config, check_identity_header
 from authz.config.rules import RequirementConfig
-from authz.config.sender import sender_problems
 from authz.errors import ConfigError, InvalidPath
 
 __all__ = ["config_version", "load_config", "parse_config"]
@@ -98,7 +97,7 @@ def _check_routes(config: Config, root: yaml.Node | None, source: str) -> None:
             "says this file has no routes on purpose, but it has routes: remove one or the other",
         )
     issuers = {issuer.issuer for issuer in config.issuers}
-    reading = PathReading.from_config(config.paths)
+    reading = config.paths.reading()
     names: set[str] = set()
     for index, route in enumerate(config.routes or ()):
         where: tuple[str | int, ...] = ("routes", index)
@@ -202,3 +201,34 @@ def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
             break
         node = child
     return line
+
+
+Loc = tuple[str | int, ...]
+
+
+def sender_problems(config: Config) -> Iterator[tuple[Loc, str]]:
+    """Settings that contradict each other, each with where it is written."""
+    sections = {"dpop": config.dpop is not None, "mtls": config.mtls is not None}
+    for index, issuer in enumerate(config.issuers):
+        for kind in issuer.issues:
+            if kind != "bearer" and not sections[kind]:
+                loc: Loc = ("issuers", index, "issues")
+                yield loc, f"{kind} tokens need a top-level {kind} section"
+    issuing = {issuer.issuer: set(issuer.issues) for issuer in config.issuers}
+    for index, route in enumerate(config.routes or ()):
+        constraint = route.sender_constraint
+        if constraint == "none":
+            continue
+        loc = ("routes", index, "sender_constraint")
+        schemes = ["dpop", "mtls"] if constraint in ("optional", "any") else [constraint]
+        configured = [scheme for scheme in schemes if sections[scheme]]
+        if not configured:
+            yield loc, f"{constraint} needs a top-level {' or '.join(schemes)} section"
+            continue
+        if constraint == "optional":
+            continue
+        named = route.requirements.issuers if route.requirements else None
+        candidates: Sequence[str] = named or list(issuing)
+        if not any(set(configured) & issuing.get(name, set()) for name in candidates):
+            kinds = " or ".join(configured)
+            yield loc, f"no issuer this route accepts issues {kinds} tokens (issuers[].issues)"

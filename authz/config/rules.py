@@ -14,9 +14,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from authz.check.paths import config_path
 from authz.config.base import Model, PathModel
 from authz.config.sender import SenderConstraint
+from authz.forms.lookalikes import PathReading
+from authz.forms.paths import config_path
 
 __all__ = [
     "ClaimMatcherConfig",
@@ -210,13 +211,20 @@ class RouteConfig(Model):
 
 class PathsConfig(Model):
     """Paths in normal form that an upstream may still read as another path
-    (check/lookalikes.py): refused, or matched as written."""
+    (forms/lookalikes.py): refused, or matched as written."""
 
     # A percent-escape decoding to text Unicode normalization (NFKC) changes,
     # to an invisible format character, or to an unassigned code point.
     lookalikes: Literal["refuse", "allow"] = "refuse"
     # A segment ending in "." or a space, which IIS and Windows stacks drop.
     trailing_dot_or_space: Literal["refuse", "allow"] = "refuse"
+
+    def reading(self) -> PathReading:
+        """These settings as the path checks read them."""
+        return PathReading(
+            refuse_lookalikes=self.lookalikes == "refuse",
+            refuse_trailing_dot_or_space=self.trailing_dot_or_space == "refuse",
+        )
 
 
 class RevocationConfig(PathModel):

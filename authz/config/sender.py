@@ -1,6 +1,6 @@
 """Sender-constrained tokens in the configuration: the ``dpop`` and ``mtls``
-sections, what an issuer's tokens may be bound to, and the checks that need
-the whole file (``sender_problems``; the loader names their lines).
+sections, and what an issuer's tokens may be bound to. The checks that need
+the whole file are the loader's (``loader.sender_problems``).
 
 A route's ``sender_constraint`` (rules.py) says what a token must prove on it:
 
@@ -13,18 +13,14 @@ A route's ``sender_constraint`` (rules.py) says what a token must prove on it:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from authz.check.htu import normalize_origin
 from authz.config.base import Model, PathModel
-
-if TYPE_CHECKING:
-    from authz.config.models import Config
+from authz.forms.htu import normalize_origin
 
 __all__ = [
     "DEFAULT_DPOP_ALGORITHMS",
@@ -37,7 +33,6 @@ __all__ = [
     "ReplayConfig",
     "SenderConstraint",
     "TokenKind",
-    "sender_problems",
 ]
 
 # Asymmetric signature algorithms only (RFC 9449 §4.3 step 5): never "none",
@@ -162,34 +157,3 @@ class MtlsConfig(Model):
     """
 
     certificate_source: Literal["peer", "xfcc"] = "peer"
-
-
-Loc = tuple[str | int, ...]
-
-
-def sender_problems(config: Config) -> Iterator[tuple[Loc, str]]:
-    """Settings that contradict each other, each with where it is written."""
-    sections = {"dpop": config.dpop is not None, "mtls": config.mtls is not None}
-    for index, issuer in enumerate(config.issuers):
-        for kind in issuer.issues:
-            if kind != "bearer" and not sections[kind]:
-                loc: Loc = ("issuers", index, "issues")
-                yield loc, f"{kind} tokens need a top-level {kind} section"
-    issuing = {issuer.issuer: set(issuer.issues) for issuer in config.issuers}
-    for index, route in enumerate(config.routes or ()):
-        constraint = route.sender_constraint
-        if constraint == "none":
-            continue
-        loc = ("routes", index, "sender_constraint")
-        schemes = ["dpop", "mtls"] if constraint in ("optional", "any") else [constraint]
-        configured = [scheme for scheme in schemes if sections[scheme]]
-        if not configured:
-            yield loc, f"{constraint} needs a top-level {' or '.join(schemes)} section"
-            continue
-        if constraint == "optional":
-            continue
-        named = route.requirements.issuers if route.requirements else None
-        candidates: Sequence[str] = named or list(issuing)
-        if not any(set(configured) & issuing.get(name, set()) for name in candidates):
-            kinds = " or ".join(configured)
-            yield loc, f"no issuer this route accepts issues {kinds} tokens (issuers[].issues)"

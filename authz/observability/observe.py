@@ -49,8 +49,7 @@ from authz.observability.tracing import (
     trace_id_from,
     unsampled_parent,
 )
-from authz.observability.worker_metrics import announce
-from authz.workers import WORKER_INDEX_ENV
+from authz.observability.worker_metrics import WORKER_INDEX_ENV, announce
 
 __all__ = ["Observability"]
 

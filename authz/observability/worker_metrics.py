@@ -27,11 +27,14 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-__all__ = ["METRICS_DIR_ENV", "WorkerMetrics", "announce", "worker_listen"]
+__all__ = ["METRICS_DIR_ENV", "WORKER_INDEX_ENV", "WorkerMetrics", "announce", "worker_listen"]
 
 log = logging.getLogger(__name__)
 
 METRICS_DIR_ENV = "AUTHZ_WORKER_METRICS_DIR"
+# Set by the supervisor (workers.py) in each worker: its index, which the
+# worker's announced metrics port is labelled with.
+WORKER_INDEX_ENV = "AUTHZ_WORKER_INDEX"
 # A worker that does not answer within this long is reported down for this
 # scrape; Prometheus's own scrape timeout is 10 s by default.
 _FETCH_TIMEOUT = 2.0

@@ -36,11 +36,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from authz.check.hosts import normalize_host
-from authz.check.lookalikes import PathReading
-from authz.check.paths import envoy_normal_form, match_form, normalize_path
 from authz.dev.stack import Stack
 from authz.errors import InvalidHost, InvalidPath
+from authz.forms.hosts import normalize_host
+from authz.forms.lookalikes import PathReading
+from authz.forms.paths import envoy_normal_form, match_form, normalize_path
 from authz.observability.audit_record import redact
 from tests.e2e.conftest import CONFIG, Keys
 from tests.e2e.edge_differential import Outcome, Probe, hosts, paths, send_all

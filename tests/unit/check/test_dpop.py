@@ -17,7 +17,6 @@ from authz.check.dpop import (
     bound_jkt,
     www_authenticate_dpop,
 )
-from authz.check.htu import request_uri
 from authz.check.nonce import NonceIssuer
 from authz.check.replay import MemoryReplayStore
 from authz.dev.dpop_client import Signer, b64, jws, proof
@@ -40,6 +39,7 @@ from authz.errors import (
     InvalidDpopProof,
     ReplayStoreUnavailable,
 )
+from authz.forms.htu import request_uri
 from tests.support.clock import FakeClock
 
 NOW = 1_800_000_000.0

@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz.check.hosts import normalize_host
-from authz.check.lookalikes import PathReading, fold_case
-from authz.check.paths import (
+from authz.errors import InvalidHost, InvalidPath, InvalidRequest
+from authz.forms.hosts import normalize_host
+from authz.forms.lookalikes import PathReading, fold_case
+from authz.forms.paths import (
     _PLAIN,
     _refuse_ambiguous,
     config_path,
@@ -25,7 +26,6 @@ from authz.check.paths import (
     match_form,
     normalize_path,
 )
-from authz.errors import InvalidHost, InvalidPath, InvalidRequest
 
 
 @pytest.mark.parametrize(

@@ -32,12 +32,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from authz.errors import InvalidPath
-
-if TYPE_CHECKING:
-    from authz.config.rules import PathsConfig
 
 __all__ = ["PathReading", "fold_case", "lookalike", "trailing_dot_or_space"]
 
@@ -90,17 +86,11 @@ def _name(char: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PathReading:
-    """Which of these paths are refused (the ``paths`` section of the configuration)."""
+    """Which of these paths are refused (the configuration's ``paths`` section:
+    ``config.rules.PathsConfig.reading``)."""
 
     refuse_lookalikes: bool = True
     refuse_trailing_dot_or_space: bool = True
-
-    @classmethod
-    def from_config(cls, paths: PathsConfig) -> PathReading:
-        return cls(
-            refuse_lookalikes=paths.lookalikes == "refuse",
-            refuse_trailing_dot_or_space=paths.trailing_dot_or_space == "refuse",
-        )
 
     def check(self, decoded: str) -> None:
         """InvalidPath if ``decoded`` (a path's match form) is one refused here."""

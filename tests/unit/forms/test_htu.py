@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from authz.check.htu import normalize_origin, normalize_uri, remove_dot_segments
+from authz.forms.htu import normalize_origin, normalize_uri, remove_dot_segments
 
 
 @pytest.mark.parametrize(
