@@ -119,10 +119,12 @@ SOAK_SECONDS ?= 60
 soak: setup
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m tests.soak.soak --seconds $(SOAK_SECONDS)
-# Side by side through Envoy to a direct response: no auth, Envoy's jwt_authn, a bare
-# grpc.aio allow-all floor, authz with one token and with a distinct token per request.
+# Side by side through Envoy to a direct response: no auth, Envoy's jwt_authn, bare
+# allow-all floors, authz with one token, with a distinct token per request, and with a
+# DPoP-bound token and a fresh proof per request (its proofs minted before each run).
 # Prints the table and the speed targets; writes bench-results/ and docs/bench.{md,png}.
-# BENCH_SECONDS (10) per measured run; see `python -m tests.bench.run --help`.
+# BENCH_SECONDS (10) per measured run, BENCH_VARIANTS (e.g. d,f) picks some; see
+# `python -m tests.bench.run --help`.
 bench: setup
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m tests.bench.run

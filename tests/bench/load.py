@@ -2,7 +2,7 @@
 
 Every wrk run loads ``lua/report.lua``, whose ``done()`` prints one
 ``BENCH_RESULT {json}`` line with exact percentiles and error counts; a run with a
-distinct token per request also loads ``lua/tokens.lua``.
+distinct token or DPoP proof per request also loads ``lua/tokens.lua``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def wrk_binary() -> str:
 
 
 def lua_script(workdir: Path, distinct_tokens: bool) -> Path:
-    """report.lua, with tokens.lua appended when every request needs its own token."""
+    """report.lua, with tokens.lua appended when every request needs its own token or proof."""
     text = (LUA / "report.lua").read_text()
     if distinct_tokens:
         text += "\n" + (LUA / "tokens.lua").read_text()
@@ -45,11 +45,17 @@ def lua_script(workdir: Path, distinct_tokens: bool) -> Path:
 
 @dataclass
 class TokenFeed:
-    """A token file consumed by consecutive runs: each run starts on unused lines."""
+    """A file of credentials, one per request, consumed by consecutive runs: each
+    run starts on unused lines. Each line goes in ``header`` after ``prefix``.
+    ``once``: a line must never be sent twice (a DPoP proof); a thread that runs
+    out stops sending instead of starting over."""
 
     path: Path
     count: int
     offset: int = 0
+    header: str = "Authorization"
+    prefix: str = "Bearer "
+    once: bool = False
 
 
 @dataclass
@@ -107,9 +113,19 @@ def run_wrk(
     restarted = 0
     if feed is not None:
         if feed.offset + threads > feed.count:
+            if feed.once:
+                raise StackError(f"{feed.path}: every line is used, and none may be sent again")
             # Every token has been used: start over (reported as reuse, not hidden).
             feed.offset, restarted = 0, 1
-        command += ["--", str(feed.path), str(feed.offset), str(threads)]
+        command += [
+            "--",
+            str(feed.path),
+            str(feed.offset),
+            str(threads),
+            feed.header,
+            feed.prefix,
+            "stop" if feed.once else "reuse",
+        ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         with pinned(cpus):

@@ -2,7 +2,7 @@
 
     python -m tests.bench.run [--seconds 10] [--variants a,c,d] ...
 
-Six variants, one after the other, each through Envoy (``--concurrency 1``) to a
+Seven variants, one after the other, each through Envoy (``--concurrency 1``) to a
 ``direct_response`` 200, loaded by wrk:
 
   (a) Envoy without auth
@@ -11,11 +11,15 @@ Six variants, one after the other, each through Envoy (``--concurrency 1``) to a
   (c2) the same allow-all on grpc.server with 4 threads: the floor of authz's own server
   (d) authz, one token repeated (warm path)
   (e) authz, a distinct token per request (cold verification)
+  (f) authz, (d)'s path with a DPoP-bound token (``cnf.jkt``) on a route that takes
+      only DPoP, and a fresh ES256 proof per request, each sent once (proofs are
+      minted right before each run: the client's cost is not the service's)
 
 For each: requests/s with 16 connections and 2 threads, p50/p99 latency, latency
 with one connection, Envoy's own measure of the Check call, and the service's CPU
 seconds and peak RSS. Every run is checked (no non-2xx, no socket errors, every
-authz decision an allow); a run with errors is reported as failed, never as fast.
+authz decision an allow: for (f), every proof accepted, none replayed); a run with
+errors is reported as failed, never as fast.
 Results go to bench-results/ (JSON, PNG chart, Markdown) and docs/bench.{png,md}.
 Every process is stopped at the end, on failure and on Ctrl-C.
 """
@@ -36,7 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -44,7 +48,8 @@ from types import FrameType
 from typing import Any
 
 from authz.config.loader import load_config
-from authz.dev.keys import load_private, public_jwk, write_keypair
+from authz.dev.dpop_client import Signer, proof
+from authz.dev.keys import PrivateKey, load_private, public_jwk, write_keypair
 from authz.dev.stack import (
     AuthzProcess,
     EnvoyProcess,
@@ -57,6 +62,7 @@ from tests.bench import report
 from tests.bench.envoy_configs import JwtSettings, envoy_config
 from tests.bench.load import AccessLog, LogWindow, Run, TokenFeed, lua_script, run_wrk
 from tests.bench.procs import REPO_ROOT, CpuPlan, FloorProcess, ProcSample, pid_of, pinned, sample
+from tests.bench.proofs import ProofSpec, mint_proofs
 from tests.bench.tokens import TokenSpec, mint_file
 from tests.support.otlp import OtlpReceiver
 
@@ -69,9 +75,24 @@ SCOPE = "orders:read orders:write"
 LEEWAY = 30
 TOKEN_TTL = 3600
 IDENTITY = {"x-auth-subject": "sub", "x-auth-issuer": "iss", "x-auth-scopes": "scope"}
+# (f)'s proofs: minted before each run for PROOF_MARGIN times the requests/s
+# expected (the previous run's; before the first, (d)'s, or DEFAULT_PROOF_RATE
+# when (d) did not run), so that a faster run than expected still has enough.
+PROOF_MARGIN = 4.0
+DEFAULT_PROOF_RATE = 5000.0
+# authz's default proof age limit; raised only for runs too long to fit in it.
+DPOP_IAT_MAX_AGE = 60
 
-# authz as users run it: RS256, one issuer, an audience, identity headers.
-AUTHZ_CONFIG = f"""\
+
+def _authz_config(*, dpop_window: int | None = None) -> str:
+    """authz as users run it: RS256, one issuer, an audience, identity headers.
+
+    With ``dpop_window`` (f)'s: the issuer issues DPoP-bound tokens too, the one
+    route takes only those, and proofs are ES256, at most ``dpop_window`` seconds
+    old, each remembered in memory until it is too old to be accepted.
+    """
+    issues = "    issues: [bearer, dpop]\n" if dpop_window is not None else ""
+    text = f"""\
 # Written by the benchmark (tests/bench/run.py).
 listen: 127.0.0.1:0
 realm: bench
@@ -80,12 +101,29 @@ issuers:
     audiences: [{AUDIENCE}]
     algorithms: [RS256]
     leeway_seconds: {LEEWAY}
-    keys:
+{issues}    keys:
       - jwks_file: keys/jwks.json
 identity:
   namespace: x-auth-
   headers:
 {"".join(f"    {header}: {claim}{chr(10)}" for header, claim in IDENTITY.items())}"""
+    if dpop_window is None:
+        return text
+    # The replay store refuses new proofs when full of live ones; a million
+    # holds a window's worth at any rate one service CPU reaches.
+    return (
+        text
+        + f"""\
+dpop:
+  algorithms: [ES256]
+  iat_max_age_seconds: {dpop_window}
+  replay: {{store: memory, max_entries: 1000000}}
+routes:
+  - name: bench
+    mode: protected
+    sender_constraint: dpop
+"""
+    )
 
 
 @dataclass(frozen=True)
@@ -95,6 +133,7 @@ class Variant:
     envoy: str  # none | jwt_authn | ext_authz
     service: str | None  # None | floor | floor-sync | authz
     distinct_tokens: bool = False
+    dpop: bool = False  # a DPoP-bound token, and a fresh proof with every request
 
     @property
     def enforces(self) -> bool:
@@ -109,6 +148,13 @@ VARIANTS = (
     Variant("c2", "floor: grpc.server allow-all (4 threads)", "ext_authz", "floor-sync"),
     Variant("d", "authz, one token (warm)", "ext_authz", "authz"),
     Variant("e", "authz, distinct tokens (cold)", "ext_authz", "authz", distinct_tokens=True),
+    Variant(
+        "f",
+        "authz, DPoP-bound token (warm) with a fresh ES256 proof per request",
+        "ext_authz",
+        "authz",
+        dpop=True,
+    ),
 )
 
 
@@ -173,7 +219,7 @@ class Settings:
         )
         parser.add_argument(
             "--variants",
-            default=env("BENCH_VARIANTS", "a,b,c,c2,d,e"),
+            default=env("BENCH_VARIANTS", ",".join(variant.key for variant in VARIANTS)),
             help="which variants, e.g. c,d,e (env BENCH_VARIANTS, default all)",
         )
         parser.add_argument(
@@ -231,6 +277,17 @@ class Settings:
         )
 
 
+@dataclass(frozen=True)
+class DpopSetup:
+    """(f)'s configuration, its client's key and its DPoP-bound token."""
+
+    authz_config: Path
+    holder_key: Path  # ES256, PEM
+    holder: Signer
+    token: str  # cnf.jkt: the holder key's thumbprint
+    tampered: str
+
+
 @dataclass
 class Context:
     settings: Settings
@@ -242,6 +299,9 @@ class Context:
     tampered: str
     feed: TokenFeed | None
     token_cache_entries: int
+    dpop: DpopSetup | None = None
+    # Requests/s of the variants measured so far: how many proofs (f) needs.
+    rates: dict[str, float] = field(default_factory=dict)
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -273,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    FAILED: {error}", file=sys.stderr)
                 result = failed_result(variant, str(error))
             results.append(result)
+            if result["ok"]:
+                context.rates[variant.key] = result["c16"]["requests_per_s"]
             print(f"    {report.one_line(result)}", flush=True)
     finally:
         if context.feed is not None:
@@ -292,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             "connections": settings.connections,
             "threads": settings.threads,
             "tokens_minted": settings.tokens if context.feed else 0,
+            "proof_margin": PROOF_MARGIN if context.dpop else None,
             "pinning": cpus.description,
             "envoy_concurrency": 1,
             "profiled": settings.profile,
@@ -341,11 +404,12 @@ telemetry:
 
 
 def prepare(settings: Settings, cpus: CpuPlan, workdir: Path) -> Context:
-    """Keys, authz's configuration, the warm token and, for (e), the distinct tokens."""
+    """Keys, authz's configuration, the warm token, for (e) the distinct tokens and
+    for (f) its configuration, the client's key and the DPoP-bound token."""
     private_path, jwks_path = write_keypair(workdir / "keys", "RS256", KID)
     authz_config = workdir / "authz.yaml"
-    serving = f"serving: {{threads: {settings.service_threads}}}\n"
-    authz_config.write_text(AUTHZ_CONFIG + serving + _features_on(workdir))
+    common = f"serving: {{threads: {settings.service_threads}}}\n" + _features_on(workdir)
+    authz_config.write_text(_authz_config() + common)
     key = load_private(private_path)
     token = mint(
         key, "RS256", claims_for("alice", ISSUER, AUDIENCE, scopes=SCOPE, ttl=TOKEN_TTL), KID
@@ -369,7 +433,29 @@ def prepare(settings: Settings, cpus: CpuPlan, workdir: Path) -> Context:
         feed = TokenFeed(path, settings.tokens)
     jwt = JwtSettings(ISSUER, [AUDIENCE], jwks, LEEWAY, IDENTITY)
     entries = load_config(authz_config).token_cache_entries
-    return Context(settings, cpus, workdir, authz_config, jwt, token, tampered, feed, entries)
+    dpop = None
+    if any(variant.dpop for variant in settings.variants):
+        dpop = _prepare_dpop(settings, workdir, common, key)
+    return Context(settings, cpus, workdir, authz_config, jwt, token, tampered, feed, entries, dpop)
+
+
+def _prepare_dpop(settings: Settings, workdir: Path, common: str, key: PrivateKey) -> DpopSetup:
+    # A proof is used at most a run plus its minting after it was made; the
+    # default window holds that for runs of up to about 20 seconds.
+    longest = max(settings.seconds, settings.warmup_seconds, settings.c1_seconds)
+    window = min(600, max(DPOP_IAT_MAX_AGE, int(2 * longest) + 20))
+    authz_config = workdir / "authz-dpop.yaml"
+    authz_config.write_text(_authz_config(dpop_window=window) + common)
+    holder_key, _ = write_keypair(workdir / "holder", "ES256", "holder")
+    holder = Signer(load_private(holder_key), "ES256")
+    claims = claims_for("alice", ISSUER, AUDIENCE, scopes=SCOPE, ttl=TOKEN_TTL)
+    claims["cnf"] = {"jkt": holder.thumbprint()}
+    token = mint(key, "RS256", claims, KID)
+    forged = mint(key, "RS256", {**claims, "sub": "mallory"}, KID)
+    tampered = f"{token.rsplit('.', 1)[0]}.{forged.rsplit('.', 1)[1]}"
+    assert tampered != token
+    load_config(authz_config)  # a mistake here fails now, not after the other variants
+    return DpopSetup(authz_config, holder_key, holder, token, tampered)
 
 
 def measure(variant: Variant, context: Context) -> dict[str, Any]:
@@ -388,7 +474,7 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
                     threads=settings.service_threads if variant.service == "floor-sync" else 0,
                 )
             else:
-                service = AuthzProcess(context.authz_config, workdir / "authz.log")
+                service = AuthzProcess(_authz_config_of(variant, context), workdir / "authz.log")
             running.callback(service.stop)
             with pinned(context.cpus.service):
                 service.start()
@@ -398,45 +484,75 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
         running.callback(envoy.stop)
         with pinned(context.cpus.front):
             envoy.start()
+        # wrk sends this URL's host and port as Host, and Envoy passes them and
+        # the scheme on as they are: authz sees the request at this very URI.
         url = f"http://127.0.0.1:{envoy.listener_port}/"
-        preflight = check_answers(url, variant, context)
         service_pid = pid_of(service) if service is not None else None
         envoy_pid = pid_of(envoy)
 
         feed = context.feed if variant.distinct_tokens else None
-        authorization = None if feed is not None else f"Bearer {context.token}"
-        script = lua_script(workdir, feed is not None)
+        supply = None
+        authorization: str | None
+        if variant.dpop:
+            assert context.dpop is not None
+            preflight = check_dpop_answers(url, context.dpop)
+            authorization = f"DPoP {context.dpop.token}"
+            spec = ProofSpec(context.dpop.holder_key, "GET", url, context.dpop.token)
+            supply = ProofSupply(spec, workdir, context.rates.get("d", DEFAULT_PROOF_RATE))
+        else:
+            preflight = check_answers(url, variant, context)
+            authorization = None if feed is not None else f"Bearer {context.token}"
+        script = lua_script(workdir, feed is not None or supply is not None)
 
-        def load(connections: int, threads: int, seconds: float) -> Run:
-            return run_wrk(
-                url,
-                connections=connections,
-                threads=threads,
-                seconds=seconds,
-                script=script,
-                cpus=context.cpus.front,
-                authorization=authorization,
-                feed=feed,
-                log=wrk_log,
-            )
+        def mint(seconds: float) -> TokenFeed | None:
+            """(f)'s proofs for a run; minted before its counters are read, so
+            that the client's work counts neither as the service's nor as other load."""
+            return supply.mint(seconds) if supply is not None else None
 
-        warmup = load(settings.connections, settings.threads, settings.warmup_seconds)
+        def load(
+            connections: int, threads: int, seconds: float, proofs: TokenFeed | None = None
+        ) -> Run:
+            try:
+                run = run_wrk(
+                    url,
+                    connections=connections,
+                    threads=threads,
+                    seconds=seconds,
+                    script=script,
+                    cpus=context.cpus.front,
+                    authorization=authorization,
+                    feed=proofs or feed,
+                    log=wrk_log,
+                )
+            finally:
+                if proofs is not None:
+                    proofs.path.unlink(missing_ok=True)  # tens of MB, never to be sent again
+            if supply is not None:
+                supply.ran(run)
+            return run
+
+        warmup_proofs = mint(settings.warmup_seconds)
+        warmup = load(
+            settings.connections, settings.threads, settings.warmup_seconds, warmup_proofs
+        )
         mark = access.settle(warmup.requests, since=0)
 
+        main_proofs = mint(settings.seconds)
         before = Counters.read(service_pid, envoy_pid)
         profiler = (
             start_profiler(service_pid, workdir, settings, context.cpus.front)
             if service_pid is not None and settings.profile
             else None
         )
-        main_run = load(settings.connections, settings.threads, settings.seconds)
+        main_run = load(settings.connections, settings.threads, settings.seconds, main_proofs)
         after = Counters.read(service_pid, envoy_pid)
         profile = finish_profiler(profiler, workdir)
         end = access.settle(main_run.requests, since=mark)
         main_log = access.window(mark, end)
 
+        c1_proofs = mint(settings.c1_seconds)
         c1_before = Counters.read(service_pid, envoy_pid)
-        c1_run = load(1, 1, settings.c1_seconds)
+        c1_run = load(1, 1, settings.c1_seconds, c1_proofs)
         end_c1 = access.settle(c1_run.requests, since=end)
         c1_log = access.window(end, end_c1)
         final = Counters.read(service_pid, envoy_pid)
@@ -457,7 +573,7 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
         "name": variant.name,
         "envoy_filter": variant.envoy,
         "service": variant.service,
-        "tokens": "distinct" if variant.distinct_tokens else "one",
+        "tokens": _tokens(variant),
         "preflight": preflight,
         "warmup": {"requests": warmup.requests, "failures": warmup.failures},
         "c16": main_run.to_json(),
@@ -472,6 +588,7 @@ def measure(variant: Variant, context: Context) -> dict[str, Any]:
         },
         "profile": profile,
         "soak": soak,
+        "proofs": supply.summary() if supply is not None else None,
     }
     usage_then = result["service_process"]
     if soak is not None and usage_then is not None:
@@ -550,12 +667,88 @@ def failed_result(variant: Variant, error: str) -> dict[str, Any]:
         "name": variant.name,
         "envoy_filter": variant.envoy,
         "service": variant.service,
-        "tokens": "distinct" if variant.distinct_tokens else "one",
+        "tokens": _tokens(variant),
         "ok": False,
         "problems": [f"did not run: {error.splitlines()[0] if error else 'error'}"],
         "warnings": [],
         "error": error[-4000:],
     }
+
+
+def _authz_config_of(variant: Variant, context: Context) -> Path:
+    if not variant.dpop:
+        return context.authz_config
+    assert context.dpop is not None  # prepare() made it for every DPoP variant
+    return context.dpop.authz_config
+
+
+def _tokens(variant: Variant) -> str:
+    if variant.dpop:
+        return "one, DPoP-bound, a fresh proof per request"
+    return "distinct" if variant.distinct_tokens else "one"
+
+
+@dataclass
+class ProofSupply:
+    """(f)'s proofs, minted for one run at a time, right before it.
+
+    Each run gets ``PROOF_MARGIN`` times the requests/s expected (``rate``: the
+    previous run's once one has run) times its length; they are as fresh as
+    proofs can be when sent, and no run waits for a whole variant's worth.
+    """
+
+    spec: ProofSpec
+    workdir: Path
+    rate: float
+    mints: list[dict[str, Any]] = field(default_factory=list)
+
+    def mint(self, seconds: float) -> TokenFeed:
+        count = max(1000, int(PROOF_MARGIN * self.rate * seconds))
+        path = self.workdir / "proofs.txt"
+        workers = max(1, len(os.sched_getaffinity(0)))
+        took = mint_proofs(self.spec, count, path, workers)
+        print(f"    {count:,} proofs minted in {took:.1f} s ({workers} processes)", flush=True)
+        self.mints.append({"minted": count, "mint_seconds": round(took, 2)})
+        # Sent once each: a thread that runs out stops rather than send one again.
+        return TokenFeed(path, count, header="DPoP", prefix="", once=True)
+
+    def ran(self, run: Run) -> None:
+        self.mints[-1].update(
+            used=run.tokens["used"], threads_ran_out=run.tokens["threads_ran_out"]
+        )
+        # A run that ran out says only that the rate was higher than expected.
+        if not run.tokens["threads_ran_out"] and run.requests_per_s > 0:
+            self.rate = run.requests_per_s
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "margin": PROOF_MARGIN,
+            "runs": self.mints,
+            "mint_seconds": round(sum(mint["mint_seconds"] for mint in self.mints), 2),
+        }
+
+
+def check_dpop_answers(url: str, dpop: DpopSetup) -> dict[str, int]:
+    """Before any load, for (f): the bound token with a fresh proof passes, and
+    the same proof again, the token as a bearer token, no token, and a tampered
+    token with its own fresh proof do not."""
+
+    def presented(token: str) -> dict[str, str]:
+        signed = proof(dpop.holder, iat=time.time(), htu=url, access_token=token)
+        return {"Authorization": f"DPoP {token}", "DPoP": signed}
+
+    valid = presented(dpop.token)
+    answers = {
+        "valid_token_and_proof": http_request(url, valid).status,
+        "replayed_proof": http_request(url, valid).status,
+        "as_bearer_token": http_request(url, {"Authorization": f"Bearer {dpop.token}"}).status,
+        "no_token": http_request(url).status,
+        "tampered_token": http_request(url, presented(dpop.tampered)).status,
+    }
+    expected = dict.fromkeys(answers, 401) | {"valid_token_and_proof": 200}
+    if answers != expected:
+        raise StackError(f"preflight answers {answers}, expected {expected}")
+    return answers
 
 
 def check_answers(url: str, variant: Variant, context: Context) -> dict[str, int]:
@@ -656,6 +849,13 @@ def judge(
             problems.append(f"{label}: {run.non_2xx} non-2xx, socket errors {_socket_errors(run)}")
         if run.requests == 0:
             problems.append(f"{label}: no request completed")
+        if run.tokens.get("threads_ran_out"):
+            # The stopped threads sent nothing more: requests/s is undercounted.
+            text = (
+                f"{label}: proofs ran out ({run.tokens['threads_ran_out']} of {run.threads} "
+                f"wrk threads stopped early): raise PROOF_MARGIN"
+            )
+            (warnings if label == "warm-up" else problems).append(text)
         if run.tokens.get("reused") or run.tokens.get("file_restarted"):
             warnings.append(
                 f"{label}: tokens reused ({run.tokens['reused']} within the run, token file "

@@ -1,6 +1,7 @@
 -- Loaded into every wrk run of the benchmark: at the end, one machine-readable
 -- line "BENCH_RESULT {json}" with exact latency percentiles (microseconds),
--- error counts, and how many tokens each thread used (tokens.lua) if any.
+-- error counts, and how many lines of a token or proof file each thread used
+-- (tokens.lua) if any, and how many threads ran out of them.
 
 local threads = {}
 local next_id = 0
@@ -12,8 +13,9 @@ function setup(thread)
 end
 
 function done(summary, latency, requests)
-  local used, available, wrapped, most = 0, 0, 0, 0
+  local used, available, wrapped, most, ran_out = 0, 0, 0, 0, 0
   for _, thread in ipairs(threads) do
+    ran_out = ran_out + (thread:get("ran_out") or 0)
     local thread_used = thread:get("used") or 0
     local thread_available = thread:get("available") or 0
     used = used + thread_used
@@ -29,11 +31,12 @@ function done(summary, latency, requests)
     "\"errors\": {\"connect\": %d, \"read\": %d, \"write\": %d, \"status\": %d, \"timeout\": %d}, " ..
     "\"latency_us\": {\"min\": %d, \"mean\": %.1f, \"stdev\": %.1f, \"max\": %d, " ..
     "\"p50\": %d, \"p90\": %d, \"p99\": %d, \"p99.9\": %d}, " ..
-    "\"tokens\": {\"used\": %d, \"available\": %d, \"reused\": %d, \"most_per_thread\": %d}}\n",
+    "\"tokens\": {\"used\": %d, \"available\": %d, \"reused\": %d, \"most_per_thread\": %d, " ..
+    "\"threads_ran_out\": %d}}\n",
     summary.duration, summary.requests, summary.bytes,
     errors.connect, errors.read, errors.write, errors.status, errors.timeout,
     latency.min, latency.mean, latency.stdev, latency.max,
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency:percentile(99.9),
-    used, available, wrapped, most))
+    used, available, wrapped, most, ran_out))
 end
