@@ -12,7 +12,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,6 +61,7 @@ __all__ = [
     "fingerprint",
     "metadata",
     "ok_headers",
+    "serve_alone",
     "wait_until_serving",
     "write_config",
 ]
@@ -311,3 +312,20 @@ class ServerFactory:
         self._running.clear()
         if errors:
             raise errors[0]
+
+
+def serve_alone(config: Config) -> Iterator[AuthzServer]:
+    """A server on a loop thread of its own, started and yielded once, then
+    stopped: for a test that starts several in turn, or expects a start to fail."""
+    loop = LoopThread()
+
+    async def create() -> AuthzServer:
+        return AuthzServer(config)
+
+    server = loop.run(create())
+    try:
+        loop.run(server.start())
+        yield server
+    finally:
+        loop.run(server.stop(0))
+        loop.close()

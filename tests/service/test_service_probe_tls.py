@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from authz import probe
-from authz.config.models import Config
 from authz.server import AuthzServer
-from tests.service.svc_helpers import ConfigFactory, LoopThread
+from tests.service.svc_helpers import ConfigFactory, serve_alone
 from tests.support.pki import Issued, TestCA
 
 NAME = "authz.authz.svc.cluster.local"
@@ -35,21 +34,6 @@ def own(ca: TestCA) -> Issued:
     return ca.issue(NAME, both=True)
 
 
-def _serve(config: Config) -> Iterator[AuthzServer]:
-    loop = LoopThread()
-
-    async def create() -> AuthzServer:
-        return AuthzServer(config)
-
-    server = loop.run(create())
-    try:
-        loop.run(server.start())
-        yield server
-    finally:
-        loop.run(server.stop(0))
-        loop.close()
-
-
 @pytest.fixture
 def server(make_config: ConfigFactory, ca: TestCA, own: Issued) -> Iterator[AuthzServer]:
     tls = {
@@ -57,7 +41,7 @@ def server(make_config: ConfigFactory, ca: TestCA, own: Issued) -> Iterator[Auth
         "key_file": str(own.key_file),
         "client_ca_file": str(ca.ca_file),
     }
-    yield from _serve(make_config(tls=tls))
+    yield from serve_alone(make_config(tls=tls))
 
 
 def tls_args(ca: TestCA, client: Issued | None, name: str = NAME) -> list[str]:

@@ -10,7 +10,6 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +17,14 @@ import grpc
 import pytest
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
-from authz.config.models import Config
 from authz.errors import ConfigError
 from authz.server import AuthzServer
 from tests.service.svc_helpers import (
     WAIT,
     ConfigFactory,
-    LoopThread,
     Signing,
     check_request,
+    serve_alone,
 )
 from tests.support.pki import Issued, TestCA
 
@@ -34,21 +32,6 @@ from tests.support.pki import Issued, TestCA
 @pytest.fixture
 def ca(tmp_path: Path) -> TestCA:
     return TestCA(tmp_path / "pki")
-
-
-def _serve(config: Config) -> Iterator[AuthzServer]:
-    loop = LoopThread()
-
-    async def create() -> AuthzServer:
-        return AuthzServer(config)
-
-    server = loop.run(create())
-    try:
-        loop.run(server.start())
-        yield server
-    finally:
-        loop.run(server.stop(0))
-        loop.close()
 
 
 def _channel(server: AuthzServer, ca: TestCA, client: Issued | None = None) -> grpc.Channel:
@@ -100,7 +83,7 @@ def test_checks_are_served_over_tls_and_plaintext_is_refused(
     config = make_config(
         tls={"cert_file": str(server_cert.cert_file), "key_file": str(server_cert.key_file)}
     )
-    for server in _serve(config):
+    for server in serve_alone(config):
         with _channel(server, ca) as channel:
             assert _check(channel, signing.token()).status.code == 0
         with grpc.insecure_channel(server.address) as plain:
@@ -116,7 +99,7 @@ def test_with_a_client_ca_only_its_clients_may_ask(
     envoy = ca.issue("envoy", client=True)
     stranger = TestCA(tmp_path / "other", "another CA").issue("envoy", client=True)
     config = make_config(tls=_tls(server_cert, ca.ca_file))
-    for server in _serve(config):
+    for server in serve_alone(config):
         with _channel(server, ca, envoy) as channel:
             assert _check(channel, signing.token()).status.code == 0
         for client in (None, stranger):
@@ -131,7 +114,7 @@ def test_a_rotated_certificate_is_served_without_a_restart(
 ) -> None:
     first = ca.issue("localhost", stem="server")
     config = make_config(tls=_tls(first))
-    for server in _serve(config):
+    for server in serve_alone(config):
         assert _presented(server, ca) == first.der
         # A broken rotation (a key that is not the certificate's) keeps the pair in force.
         other = ca.issue("localhost", stem="other")
@@ -154,7 +137,7 @@ def test_an_unusable_certificate_stops_the_start_with_the_file_named(
     wrong_key = ca.issue("elsewhere").key_file
     config = make_config(tls={**_tls(server_cert), "key_file": str(wrong_key)})
     with pytest.raises(ConfigError) as info:
-        for _ in _serve(config):
+        for _ in serve_alone(config):
             pass
     assert str(wrong_key) in str(info.value)
     assert "is not the key of" in str(info.value)
