@@ -14,16 +14,15 @@ before it, never kept for a later one.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from authz.dev.dpop_client import Signer, access_token_hash, jws
 from authz.dev.keys import load_private
+from tests.bench.tokens import mint_in_pool, ranges
 
 __all__ = ["ProofSpec", "mint_proofs"]
 
@@ -74,24 +73,10 @@ def _mint_range(job: tuple[ProofSpec, int]) -> list[str]:
     ]
 
 
-def _chunks(count: int, size: int) -> Iterator[int]:
-    for start in range(0, count, size):
-        yield min(size, count - start)
-
-
 def mint_proofs(spec: ProofSpec, count: int, out: Path, workers: int) -> float:
-    """Write ``count`` fresh proofs to ``out``, one a line; the seconds it took."""
-    started = time.monotonic()
-    size = max(500, count // (workers * 8))
-    jobs = [(spec, part) for part in _chunks(count, size)]
-    # spawn, not fork: a clean interpreter per worker whatever threads this one has.
-    context = multiprocessing.get_context("spawn")
-    # Leaving the block terminates the workers, also on Ctrl-C or an error.
-    with (
-        context.Pool(workers, initializer=_load_signer, initargs=(spec.private_key,)) as pool,
-        out.open("w") as sink,
-    ):
-        # In order: the file's first lines, sent first, are the oldest proofs.
-        for proofs in pool.imap(_mint_range, jobs):
-            sink.write("\n".join(proofs) + "\n")
-    return time.monotonic() - started
+    """Write ``count`` fresh proofs to ``out``, one a line; the seconds it took.
+    In order: the file's first lines, sent first, are the oldest proofs."""
+    jobs = [(spec, stop - start) for start, stop in ranges(count, workers)]
+    return mint_in_pool(
+        out, jobs, _mint_range, load=_load_signer, key=spec.private_key, workers=workers
+    )

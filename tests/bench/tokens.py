@@ -13,16 +13,19 @@ import json
 import multiprocessing
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from authz.dev.keys import load_private
 
-__all__ = ["TokenSpec", "mint_file"]
+__all__ = ["TokenSpec", "mint_file", "mint_in_pool", "ranges"]
+
+J = TypeVar("J")
 
 
 @dataclass(frozen=True)
@@ -74,24 +77,41 @@ def _mint_range(job: tuple[TokenSpec, int, int, int]) -> list[str]:
     return tokens
 
 
-def _chunks(count: int, size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, count, size):
-        yield start, min(start + size, count)
-
-
-def mint_file(spec: TokenSpec, count: int, out: Path, workers: int) -> float:
-    """Write ``count`` distinct tokens to ``out``, one a line; the seconds it took."""
-    started = time.monotonic()
-    issued_at = int(time.time())
+def ranges(count: int, workers: int) -> list[tuple[int, int]]:
+    """``range(count)`` cut into (start, stop) pieces, several per worker."""
     size = max(500, count // (workers * 8))
-    jobs = [(spec, start, stop, issued_at) for start, stop in _chunks(count, size)]
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def mint_in_pool(
+    out: Path,
+    jobs: Sequence[J],
+    mint: Callable[[J], list[str]],
+    *,
+    load: Callable[[Path], None],
+    key: Path,
+    workers: int,
+) -> float:
+    """Run ``mint`` over ``jobs`` on ``workers`` processes, each set up with
+    ``load(key)``; write what they mint to ``out``, one a line, in the jobs'
+    order. The seconds it took."""
+    started = time.monotonic()
     # spawn, not fork: a clean interpreter per worker whatever threads this one has.
     context = multiprocessing.get_context("spawn")
     # Leaving the block terminates the workers, also on Ctrl-C or an error.
     with (
-        context.Pool(workers, initializer=_load_key, initargs=(spec.private_key,)) as pool,
+        context.Pool(workers, initializer=load, initargs=(key,)) as pool,
         out.open("w") as sink,
     ):
-        for tokens in pool.imap(_mint_range, jobs):
-            sink.write("\n".join(tokens) + "\n")
+        for minted in pool.imap(mint, jobs):
+            sink.write("\n".join(minted) + "\n")
     return time.monotonic() - started
+
+
+def mint_file(spec: TokenSpec, count: int, out: Path, workers: int) -> float:
+    """Write ``count`` distinct tokens to ``out``, one a line; the seconds it took."""
+    issued_at = int(time.time())
+    jobs = [(spec, start, stop, issued_at) for start, stop in ranges(count, workers)]
+    return mint_in_pool(
+        out, jobs, _mint_range, load=_load_key, key=spec.private_key, workers=workers
+    )
