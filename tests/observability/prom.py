@@ -37,6 +37,7 @@ __all__ = [
     "dashboard_queries",
     "poll",
     "rule_groups",
+    "short_for",
     "write_rule_file",
 ]
 
@@ -99,6 +100,12 @@ def write_rule_file(
                 edit(rule)
     path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
     return path
+
+
+def short_for(rule: dict[str, Any]) -> None:
+    """A ``write_rule_file`` edit: every alert fires after 1 s of its condition,
+    so an end-to-end test sees it fire without waiting out the shipped ``for``."""
+    rule["for"] = "1s"
 
 
 def dashboard() -> dict[str, Any]:

@@ -35,7 +35,7 @@ from authz.dev.stack import AuthzProcess, EnvoyProcess, http_request, render_env
 from authz.dev.tokens import claims_for, mint
 from authz.dev.upstream import EchoUpstream
 from tests.deploy.manifests import K8S, config_arg, container, find, mounted_file, render
-from tests.observability.prom import PrometheusServer, alerts, poll, write_rule_file
+from tests.observability.prom import PrometheusServer, alerts, poll, short_for, write_rule_file
 
 pytestmark = pytest.mark.e2e
 
@@ -132,10 +132,6 @@ def authz_config(jwks_file: Path) -> dict[str, Any]:
             }
         ],
     }
-
-
-def short_for(rule: dict[str, Any]) -> None:
-    rule["for"] = "1s"
 
 
 @pytest.fixture(scope="module")

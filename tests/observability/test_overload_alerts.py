@@ -25,7 +25,7 @@ import yaml
 from authz.dev.keys import load_private, write_keypair
 from authz.dev.stack import Stack, http_request
 from authz.dev.tokens import claims_for, mint
-from tests.observability.prom import PrometheusServer, poll, write_rule_file
+from tests.observability.prom import PrometheusServer, poll, short_for, write_rule_file
 
 pytestmark = pytest.mark.e2e
 
@@ -57,10 +57,6 @@ def _config(jwks_file: Path, audit: Path) -> dict[str, Any]:
     }
 
 
-def _short_for(rule: dict[str, Any]) -> None:
-    rule["for"] = "1s"
-
-
 def _samples(text: str, name: str) -> float:
     return sum(float(m["value"]) for m in SAMPLE.finditer(text) if m["name"] == name)
 
@@ -75,7 +71,7 @@ def test_a_saturated_gateway_raises_the_latency_alerts_and_counts_every_check(
     with Stack(tmp_path / "stack", config) as stack:
         metrics_address = stack.authz.logged("metrics_address")
         assert metrics_address, "authz logged no metrics address"
-        rules = write_rule_file(tmp_path / "rules.yaml", edit=_short_for)
+        rules = write_rule_file(tmp_path / "rules.yaml", edit=short_for)
         prometheus = PrometheusServer(
             tmp_path / "prometheus",
             {

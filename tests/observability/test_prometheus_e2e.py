@@ -33,6 +33,7 @@ from tests.observability.prom import (
     dashboard,
     dashboard_queries,
     poll,
+    short_for,
     write_rule_file,
 )
 from tests.service.svc_helpers import check_request
@@ -128,10 +129,6 @@ def prometheus_config(rules: Path, target: str) -> dict[str, Any]:
         # The PodMonitor's job name, which the alerts and the dashboard use.
         "scrape_configs": [{"job_name": "authz", "static_configs": [{"targets": [target]}]}],
     }
-
-
-def short_for(rule: dict[str, Any]) -> None:
-    rule["for"] = "1s"
 
 
 @pytest.fixture(scope="module")
