@@ -163,7 +163,7 @@ class PhaseScope:
     def __init__(self, run: Run, phase: Phase) -> None:
         self._run = run
         self._phase = phase
-        self._outer = run._phase
+        self._outer = phase  # the phase this one interrupts: set on entry
         self._start = 0
 
     def __enter__(self) -> PhaseScope:
